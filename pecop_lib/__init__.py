@@ -1,0 +1,42 @@
+"""pecop: parameter-efficient continual pretraining (PECoP, WACV 2024) for action quality assessment.
+
+The package follows the data from disk to figures (see ``README.md``): ``data`` -> ``models`` ->
+``ssl`` / ``heads`` -> ``train`` -> ``eval`` -> ``viz``, with ``config`` (presets, device) and the
+notebook runner beside the whole line. The public API is re-exported here.
+"""
+
+from pecop_lib.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from pecop_lib.config import (
+    PRESET_NAMES,
+    SMOKE_NOTICE,
+    Config,
+    ConfigError,
+    auto_preset,
+    config_keys,
+    resolve,
+    resolve_device,
+)
+from pecop_lib.outputs import prepare_out_dir, progress, save_figure, titled, write_metrics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESET_NAMES",
+    "SMOKE_NOTICE",
+    "Config",
+    "ConfigError",
+    "__version__",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "auto_preset",
+    "config_keys",
+    "prepare_out_dir",
+    "progress",
+    "resolve",
+    "resolve_device",
+    "save_figure",
+    "titled",
+    "write_metrics",
+]

@@ -1,0 +1,69 @@
+"""Atomic file writes: write to a temporary file in the same folder, then rename over the target.
+
+A reader (or a resumed run after a crash) therefore sees either the old file or the complete new
+one, never a truncated file. Every checkpoint, metrics file and manifest in pecop goes through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success rename it onto ``target``.
+
+    Use it with writers that want a path (``torch.save``, ``safetensors.torch.save_file``,
+    ``fig.savefig``). On any exception the temporary file is removed and ``target`` is untouched.
+
+    Args:
+        target: Final file path. Its folder is created if missing.
+
+    Yields:
+        The temporary path to write to.
+
+    Raises:
+        PermissionError: If the folder is not writable (the message names it).
+    """
+    target = Path(target)
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except PermissionError as exc:
+        raise PermissionError(
+            f"cannot write {target}: folder {folder} is not writable; choose another output folder"
+        ) from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically and return the target path."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``target`` atomically and return the target path."""
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (non-finite floats refused) atomically; return the path."""
+    return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")

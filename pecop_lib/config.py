@@ -1,0 +1,213 @@
+"""Presets and device resolution: the one place where run settings are decided.
+
+A run is described by one flat, typed :class:`Config`. Every field has a stage prefix
+(``data_``, ``model_``, ``pretrain_``, ``finetune_``, ...) so that the whole configuration
+stays flat (one namespace, easy to override from a notebook's ``parameters`` cell or the
+command line) while each stage can still take only its own values with :meth:`Config.stage`.
+
+Three presets exist:
+
+* ``smoke``: CPU, minutes for the whole notebook sequence. It checks the plumbing, not a
+  result; every figure and ``metrics.json`` made with it says so (:data:`SMOKE_NOTICE`).
+* ``tutorial``: the synthetic world on one GPU, large enough for meaningful results.
+* ``paper``: real data and the paper's hyperparameters.
+
+Example:
+    >>> from pecop_lib.config import resolve
+    >>> cfg = resolve("smoke", seed=3)
+    >>> cfg.seed, cfg.preset
+    (3, 'smoke')
+    >>> resolve("smoke", sed=3)
+    Traceback (most recent call last):
+    ...
+    pecop_lib.config.ConfigError: unknown config key 'sed' (did you mean 'seed'?) ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, fields
+from typing import Any
+
+PRESET_NAMES: tuple[str, ...] = ("smoke", "tutorial", "paper")
+
+SMOKE_NOTICE = "smoke run: checks the plumbing, not a result"
+
+
+class ConfigError(ValueError):
+    """A preset name, config key or value is invalid; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings of a run, flat, with stage prefixes.
+
+    Field defaults are the ``tutorial`` values; :data:`PRESETS` lists how ``smoke`` and
+    ``paper`` differ. Create instances with :func:`resolve`, not directly.
+    """
+
+    preset: str = "tutorial"
+    seed: int = 0
+    device: str = "auto"
+
+    # --- runner: headless execution of the notebook sequence ---
+    runner_cell_timeout_s: int = 3600
+    runner_kernel: str = "python3"
+
+    # --- model: backbone and 3D-Adapters (paper Sec. 3.1, Eq. 1) ---
+    model_backbone: str = "i3d"
+    model_adapter_lambda: int = 4
+
+    # --- pretrain: stage 2, continual pretraining with VSPP (paper Sec. 3.2) ---
+    pretrain_clip_len: int = 32
+    pretrain_crop_size: int = 112
+    pretrain_batch_size: int = 8
+    pretrain_epochs: int = 4
+    pretrain_lr: float = 1e-3
+
+    def stage(self, prefix: str) -> dict[str, Any]:
+        """Return the fields of one stage with the prefix stripped.
+
+        Args:
+            prefix: A stage prefix such as ``"pretrain"`` (without the trailing underscore).
+
+        Returns:
+            ``{name_without_prefix: value}`` for every field named ``<prefix>_*``.
+
+        Raises:
+            ConfigError: If no field carries that prefix.
+        """
+        head = prefix.rstrip("_") + "_"
+        out = {f.name[len(head):]: getattr(self, f.name) for f in fields(self) if f.name.startswith(head)}
+        if not out:
+            stages = sorted({f.name.split("_", 1)[0] for f in fields(self) if "_" in f.name})
+            raise ConfigError(f"no config stage {prefix!r}; known stages: {', '.join(stages)}")
+        return out
+
+    @property
+    def is_smoke(self) -> bool:
+        """True for the ``smoke`` preset, whose outputs must be labelled as plumbing checks."""
+        return self.preset == "smoke"
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "runner_cell_timeout_s": 600,
+        "pretrain_clip_len": 8,
+        "pretrain_crop_size": 32,
+        "pretrain_batch_size": 2,
+        "pretrain_epochs": 1,
+    },
+    "tutorial": {},
+    "paper": {
+        "runner_cell_timeout_s": 24 * 3600,
+        "pretrain_crop_size": 224,
+        "pretrain_batch_size": 16,
+        "pretrain_epochs": 8,
+    },
+}
+
+
+def config_keys() -> tuple[str, ...]:
+    """Names of every config key, in declaration order."""
+    return tuple(f.name for f in fields(Config))
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Return ``value`` if it matches ``annotation`` (ints are accepted for floats), else raise."""
+    expected = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation, annotation)
+    if typing.get_origin(expected) is typing.Literal:
+        if value not in typing.get_args(expected):
+            raise ConfigError(f"config key {key!r} must be one of {typing.get_args(expected)}, got {value!r}")
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"config key {key!r} expects int, got bool {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(
+            f"config key {key!r} expects {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def resolve(preset: str = "smoke", **overrides: Any) -> Config:
+    """Build the configuration of a run from a preset plus explicit overrides.
+
+    Args:
+        preset: One of :data:`PRESET_NAMES`.
+        **overrides: Flat config keys (see :func:`config_keys`) and their values.
+
+    Returns:
+        The frozen :class:`Config`.
+
+    Raises:
+        ConfigError: On an unknown preset, an unknown key (with a suggestion) or a value
+            of the wrong type.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+    annotations = {f.name: f.type for f in fields(Config)}
+    values: dict[str, Any] = dict(PRESETS[preset])
+    for key, value in overrides.items():
+        if key == "preset":
+            raise ConfigError("pass the preset as the first argument of resolve(), not as an override")
+        if key not in annotations:
+            close = difflib.get_close_matches(key, annotations, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown config key {key!r}{hint}; valid keys are listed by pecop_lib.config.config_keys()"
+            )
+        values[key] = value
+    checked = {key: _check_type(key, value, annotations[key]) for key, value in values.items()}
+    return Config(preset=preset, **checked)
+
+
+def resolve_device(spec: str = "auto") -> "torch.device":  # noqa: F821 (torch imported lazily)
+    """Turn ``"auto" | "cpu" | "cuda" | "cuda:N"`` into a :class:`torch.device`.
+
+    Args:
+        spec: ``"auto"`` picks the first CUDA GPU when one is usable, else the CPU.
+
+    Returns:
+        The device to put models and tensors on.
+
+    Raises:
+        ConfigError: If the spec is malformed, or CUDA (or GPU ``N``) is asked for and absent.
+    """
+    import torch
+
+    if not isinstance(spec, str):
+        raise ConfigError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:0', got {spec!r}")
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index_text = spec.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise ConfigError(f"device {spec!r} is malformed; use 'cuda' or 'cuda:N' with N a GPU index")
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {spec!r} was requested but CUDA is not available on this machine "
+                "(no GPU or a CPU-only torch build); use device='auto' or 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if int(index_text) >= count:
+            raise ConfigError(f"device {spec!r} was requested but only {count} CUDA device(s) exist")
+        return torch.device(f"cuda:{index_text}")
+    raise ConfigError(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def auto_preset() -> str:
+    """``"tutorial"`` when a CUDA GPU is usable, else ``"smoke"`` (the runner's ``--preset auto``)."""
+    import torch
+
+    return "tutorial" if torch.cuda.is_available() else "smoke"
