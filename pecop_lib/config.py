@@ -206,6 +206,19 @@ def resolve_device(spec: str = "auto") -> "torch.device":  # noqa: F821 (torch i
     raise ConfigError(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
+def cache_dir() -> "Path":  # noqa: F821 (pathlib imported lazily)
+    """Folder for generated and cached artifacts (synthetic world, pretrained backbones, features).
+
+    ``$PECOP_CACHE_DIR`` when set, else ``~/.cache/pecop``. Created on first use.
+    """
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("PECOP_CACHE_DIR") or Path.home() / ".cache" / "pecop").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def auto_preset() -> str:
     """``"tutorial"`` when a CUDA GPU is usable, else ``"smoke"`` (the runner's ``--preset auto``)."""
     import torch
