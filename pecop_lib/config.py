@@ -156,8 +156,6 @@ def resolve(preset: str = "smoke", **overrides: Any) -> Config:
     annotations = {f.name: f.type for f in fields(Config)}
     values: dict[str, Any] = dict(PRESETS[preset])
     for key, value in overrides.items():
-        if key == "preset":
-            raise ConfigError("pass the preset as the first argument of resolve(), not as an override")
         if key not in annotations:
             close = difflib.get_close_matches(key, annotations, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,94 @@
+"""The ``pecop`` command line: the headless face of the package.
+
+``pecop notebooks run`` executes the notebook sequence (see :mod:`pecop_lib.notebooks`);
+``pecop notebooks list`` shows the notebooks and their parameters. Later stages register their
+own subcommands here (``pretrain``, ``finetune``, ``doctor``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pecop_lib import __version__
+from pecop_lib.config import PRESET_NAMES, ConfigError
+
+
+def _notebooks_run(args: argparse.Namespace) -> int:
+    from pecop_lib.notebooks import NotebookParameterError, NotebookRunError, parse_parameter, run_notebooks
+
+    try:
+        parameters = dict(parse_parameter(p) for p in args.parameter)
+        report = run_notebooks(
+            args.preset, only=args.only, device=args.device, out=args.out, parameters=parameters,
+            notebooks_dir=args.notebooks_dir, cell_timeout=args.cell_timeout, progress=not args.no_progress,
+            log_output=args.log_output,
+        )
+    except NotebookRunError as exc:
+        print(f"pecop: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except (NotebookParameterError, ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"pecop: error: {exc}", file=sys.stderr)
+        return 2
+    for record in report.notebooks:
+        print(f"  {record.name:<32} {record.status:<8} {record.wall_s:8.1f} s")
+    print(f"pecop: {len(report.notebooks)} notebook(s) ran with preset {report.preset!r} in {report.wall_s:.1f} s; "
+          f"manifest: {report.manifest_path}")
+    return 0
+
+
+def _notebooks_list(args: argparse.Namespace) -> int:
+    from pecop_lib.notebooks import declared_parameters, discover_notebooks
+
+    for path in discover_notebooks(args.notebooks_dir):
+        params = ", ".join(f"{k}={v}" for k, v in declared_parameters(path).items())
+        print(f"{path.stem}: {params}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pecop`` command (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="pecop",
+        description="PECoP: parameter-efficient continual pretraining for action quality assessment.",
+    )
+    parser.add_argument("--version", action="version", version=f"pecop {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    notebooks = commands.add_parser("notebooks", help="run or list the tutorial notebooks headlessly")
+    nb_commands = notebooks.add_subparsers(dest="notebooks_command", required=True, metavar="ACTION")
+
+    run = nb_commands.add_parser(
+        "run", help="execute the notebooks in numeric order with papermill",
+        description="Execute notebooks/NN_*.ipynb in numeric order; write executed notebooks, figures, "
+                    "metrics.json per notebook and manifest.json under the output folder.",
+    )
+    run.add_argument("--preset", default="auto", choices=(*PRESET_NAMES, "auto"),
+                     help="settings preset; auto = tutorial with a GPU, else smoke (default: auto)")
+    run.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (numbers or file stems)")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    run.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
+    run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                     help="extra notebook parameter (must be declared by every selected notebook); repeatable")
+    run.add_argument("--cell-timeout", type=int, default=None, metavar="S",
+                     help="per-cell time limit in seconds (default: from the preset)")
+    run.add_argument("--notebooks-dir", default=None, help="folder of the notebooks (default: the repo's notebooks/)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--log-output", action="store_true", help="stream cell output to the log")
+    run.set_defaults(func=_notebooks_run)
+
+    listing = nb_commands.add_parser("list", help="list the notebooks and their parameters")
+    listing.add_argument("--notebooks-dir", default=None)
+    listing.set_defaults(func=_notebooks_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pecop`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

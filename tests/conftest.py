@@ -1,0 +1,36 @@
+"""Shared test setup: the ``--gpu`` switch, the real-annotation folder, headless plotting."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--gpu", action="store_true", default=False,
+                     help="run tests marked gpu; they then FAIL (not skip) when no CUDA GPU is usable")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--gpu"):
+        return
+    skip = pytest.mark.skip(reason="GPU test: run with --gpu on a machine with a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def real_annotations() -> Path:
+    """The published MTL-AQA/JIGSAWS annotation files (``$PECOP_REAL_ANNOTATIONS`` or ``../shared/...``)."""
+    root = Path(os.environ.get("PECOP_REAL_ANNOTATIONS") or REPO_ROOT.parent / "shared" / "data" / "real-annotations")
+    if not root.is_dir():
+        pytest.skip(f"real annotation files not found at {root}; set PECOP_REAL_ANNOTATIONS to their folder")
+    return root
