@@ -1,0 +1,203 @@
+"""The notebook runner, and every committed notebook run headlessly in the smoke preset."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from pecop_lib.config import SMOKE_NOTICE
+from pecop_lib.notebooks import (
+    RUNNER_PARAMETERS,
+    NotebookParameterError,
+    NotebookRunError,
+    discover_notebooks,
+    parse_parameter,
+    run_notebooks,
+)
+
+from conftest import REPO_ROOT
+
+NOTEBOOKS = discover_notebooks(REPO_ROOT / "notebooks")
+STANDARD_PARAMETERS = (*RUNNER_PARAMETERS, "DATA_ROOT", "SEED")
+PARAMS_CELL = 'PRESET = "smoke"\nDEVICE = "auto"\nDATA_ROOT = None\nOUT_DIR = "runs/x"\nSEED = 0\nINTERACTIVE = True'
+
+
+def write_notebook(folder: Path, name: str, *bodies: str, params: str = PARAMS_CELL) -> Path:
+    """Write a small notebook: a parameters cell, then one code cell per body."""
+    cells = [new_code_cell(params, metadata={"tags": ["parameters"]})] + [new_code_cell(b) for b in bodies]
+    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                              "language": "python"}})
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+WRITE_METRICS = "import pecop_lib\npecop_lib.write_metrics(OUT_DIR, {'seed': SEED}, preset=PRESET)"
+
+
+# --- hygiene of the committed notebooks -------------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_is_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in code:
+        assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs: strip them"
+    assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell is not tagged parameters"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    tree = ast.parse(code[0].source)
+    names = []
+    for stmt in tree.body:
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, f"{path.name}: parameters cell must assign"
+        ast.literal_eval(stmt.value)  # literals only: derived values belong in the next cell
+        names.append(stmt.targets[0].id)
+    missing = set(STANDARD_PARAMETERS) - set(names)
+    assert not missing, f"{path.name} lacks the standard parameters {missing}"
+
+
+def test_notebooks_are_numbered_uniquely():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers[0] == "00" and len(numbers) == len(set(numbers))
+
+
+# --- the runner on small fixture notebooks ----------------------------------------------------
+
+def test_runner_reports_raising_cell(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs, "00_fine.ipynb", WRITE_METRICS)
+    write_notebook(nbs, "01_broken.ipynb", "x = 1", "raise ValueError('deliberate failure')")
+    write_notebook(nbs, "02_never.ipynb", WRITE_METRICS)
+    out = tmp_path / "out"
+    with pytest.raises(NotebookRunError, match=r"notebook 01_broken failed in cell 3 .*ValueError: deliberate failure") as err:
+        run_notebooks("smoke", device="cpu", out=out, notebooks_dir=nbs, progress=False)
+    assert err.value.notebook == "01_broken" and err.value.cell == 3  # cell 1 is papermill's injected cell
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert [(n["name"], n["status"]) for n in manifest["notebooks"]] == [
+        ("00_fine", "ok"), ("01_broken", "failed"), ("02_never", "pending")]
+    assert manifest["notebooks"][1]["failed_cell"] == 3
+    assert (out / "01_broken.ipynb").exists()  # the failed notebook is kept for inspection
+    assert not (out / "02_never.ipynb").exists()
+
+
+def test_runner_reports_cell_timeout(tmp_path):
+    write_notebook(tmp_path, "00_slow.ipynb", "x = 1", "import time\ntime.sleep(60)")
+    with pytest.raises(NotebookRunError, match="notebook 00_slow timed out in cell 3") as err:
+        run_notebooks("smoke", device="cpu", out=tmp_path / "out", notebooks_dir=tmp_path, cell_timeout=3,
+                      progress=False)
+    assert err.value.timed_out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["notebooks"][0]["status"] == "timeout"
+
+
+def test_runner_refuses_misspelled_parameter_before_running(tmp_path):
+    write_notebook(tmp_path, "00_a.ipynb", WRITE_METRICS)
+    with pytest.raises(NotebookParameterError, match=r"parameter 'SEDE' \(did you mean 'SEED'\?\) is not declared"):
+        run_notebooks("smoke", device="cpu", out=tmp_path / "out", notebooks_dir=tmp_path,
+                      parameters={"SEDE": 1}, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_runner_refuses_notebook_without_runner_parameters(tmp_path):
+    write_notebook(tmp_path, "00_a.ipynb", WRITE_METRICS, params='PRESET = "smoke"\nOUT_DIR = "x"')
+    with pytest.raises(NotebookParameterError, match="parameter 'DEVICE' is not declared .* 00_a.ipynb"):
+        run_notebooks("smoke", device="cpu", out=tmp_path / "out", notebooks_dir=tmp_path, progress=False)
+
+
+def test_runner_requires_metrics(tmp_path):
+    write_notebook(tmp_path, "00_quiet.ipynb", "x = 1")
+    with pytest.raises(NotebookRunError, match="wrote no metrics.json"):
+        run_notebooks("smoke", device="cpu", out=tmp_path / "out", notebooks_dir=tmp_path, progress=False)
+
+
+def test_runner_injects_parameters_and_writes_manifest(tmp_path):
+    write_notebook(tmp_path, "00_a.ipynb", WRITE_METRICS, "import os\nassert os.environ['PECOP_HEADLESS'] == '1'")
+    write_notebook(tmp_path, "01_b.ipynb", WRITE_METRICS)
+    report = run_notebooks("smoke", device="cpu", out=tmp_path / "out", notebooks_dir=tmp_path,
+                           parameters={"SEED": 7}, only=["1"], progress=False)
+    assert [n.name for n in report.notebooks] == ["01_b"]
+    metrics = json.loads((tmp_path / "out" / "01_b" / "metrics.json").read_text())
+    assert metrics == {"preset": "smoke", "notice": SMOKE_NOTICE, "seed": 7}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "ok" and manifest["preset"] == "smoke"
+    assert manifest["parameters"]["SEED"] == 7
+    for key in ("python", "packages", "torch_cuda_build", "device", "device_name", "git"):
+        assert key in manifest["environment"]
+    assert manifest["environment"]["packages"]["torch"]
+    assert manifest["notebooks"][0]["wall_s"] > 0
+
+
+def test_only_selector_errors(tmp_path):
+    write_notebook(tmp_path, "00_a.ipynb", WRITE_METRICS)
+    with pytest.raises(ValueError, match="--only '07' matches no notebook"):
+        discover_notebooks(tmp_path, ["07"])
+    assert discover_notebooks(tmp_path, ["00_a"]) == [tmp_path / "00_a.ipynb"]
+
+
+def test_parse_parameter():
+    assert parse_parameter("SEED=3") == ("SEED", 3)
+    assert parse_parameter("DATA_ROOT=/data/mtl") == ("DATA_ROOT", "/data/mtl")
+    assert parse_parameter("X=None") == ("X", None)
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_parameter("SEED")
+
+
+def test_cli_exit_code_names_notebook_and_cell(tmp_path):
+    write_notebook(tmp_path, "00_broken.ipynb", "raise RuntimeError('nope')")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pecop_lib", "notebooks", "run", "--preset", "smoke", "--device", "cpu",
+         "--notebooks-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "notebook 00_broken failed in cell 2" in proc.stderr and "RuntimeError: nope" in proc.stderr
+
+
+def test_cli_refuses_cuda_without_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, "-m", "pecop_lib", "notebooks", "run", "--device", "cuda",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
+
+
+# --- every committed notebook, headless, smoke preset ------------------------------------------
+
+@pytest.fixture(scope="module")
+def isolated_cache(tmp_path_factory):
+    """A fresh cache folder for the notebook runs (kernels inherit the environment)."""
+    before = os.environ.get("PECOP_CACHE_DIR")
+    os.environ["PECOP_CACHE_DIR"] = str(tmp_path_factory.mktemp("pecop-cache"))
+    yield
+    if before is None:
+        os.environ.pop("PECOP_CACHE_DIR")
+    else:
+        os.environ["PECOP_CACHE_DIR"] = before
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_smoke_preset(path, tmp_path, isolated_cache):
+    report = run_notebooks("smoke", only=[path.stem], device="cpu", out=tmp_path, progress=False, log_output=True)
+    assert report.status == "ok"
+    out_dir = tmp_path / path.stem
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["preset"] == "smoke" and metrics["notice"] == SMOKE_NOTICE
+    figures = sorted((out_dir / "figures").glob("*.png"))
+    assert figures, f"{path.name} saved no figure"
+    executed = nbformat.read(tmp_path / path.name, as_version=4)
+    assert executed.metadata["papermill"]["parameters"]["INTERACTIVE"] is False
