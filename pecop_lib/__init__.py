@@ -17,6 +17,7 @@ from pecop_lib.config import (
     resolve,
     resolve_device,
 )
+from pecop_lib.notebooks import run_notebooks
 from pecop_lib.outputs import prepare_out_dir, progress, save_figure, titled, write_metrics
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "progress",
     "resolve",
     "resolve_device",
+    "run_notebooks",
     "save_figure",
     "titled",
     "write_metrics",
