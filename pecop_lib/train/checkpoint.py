@@ -1,0 +1,91 @@
+"""Training checkpoints: atomic ``torch.save`` files, read back with ``weights_only=True``.
+
+A checkpoint folder holds ``epoch_XXX.pt`` (end of an epoch) and ``step_XXXXXXX.pt`` (inside an
+epoch) files and ``latest.json``, which names the newest file and lists the files in writing
+order. Every file is written to a temporary name and renamed, so a crash never leaves a truncated
+checkpoint behind and ``latest.json`` always names a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pecop_lib.atomic import atomic_path, atomic_write_json
+
+CHECKPOINT_FORMAT = "pecop-train-checkpoint/1"
+LATEST_FILE = "latest.json"
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write ``state`` (tensors, numbers, strings, containers) atomically with ``torch.save``."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``).
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If it cannot be unpickled safely or is not a pecop training checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check the run folder or start without resume")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"cannot read checkpoint {path} with weights_only=True: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a pecop training checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    """The newest checkpoint named by ``folder/latest.json``, or ``None`` if none was recorded.
+
+    Raises:
+        FileNotFoundError: If ``latest.json`` names a file that no longer exists.
+    """
+    index = Path(folder) / LATEST_FILE
+    if not index.is_file():
+        return None
+    path = Path(folder) / json.loads(index.read_text())["latest"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{index} names {path.name}, which is missing; pass the checkpoint file explicitly")
+    return path
+
+
+def record_checkpoint(folder: str | os.PathLike[str], name: str, *, keep_last: int | None = None) -> list[Path]:
+    """Name ``name`` as the newest checkpoint in ``latest.json`` and prune old files.
+
+    Args:
+        folder: The checkpoint folder.
+        name: File name of the checkpoint just written.
+        keep_last: Keep only this many most recent checkpoint files (``None``: keep all).
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    index = folder / LATEST_FILE
+    files = json.loads(index.read_text())["files"] if index.is_file() else []
+    files = [f for f in files if f != name] + [name]
+    removed: list[Path] = []
+    if keep_last is not None:
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
+        for old in files[:-keep_last]:
+            (folder / old).unlink(missing_ok=True)
+            removed.append(folder / old)
+        files = files[-keep_last:]
+    atomic_write_json(index, {"latest": name, "files": files})
+    return removed
