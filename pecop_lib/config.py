@@ -64,8 +64,30 @@ class Config:
     pretrain_clip_len: int = 32
     pretrain_crop_size: int = 112
     pretrain_batch_size: int = 8
-    pretrain_epochs: int = 4
-    pretrain_lr: float = 1e-3
+    pretrain_epochs: int = 4  # PECoP (adapters) epochs; official 8
+    pretrain_full_epochs: int = 4  # epochs of the full-model strategies hpt / hpt_bn / dom_s; poster 16
+    pretrain_lr: float = 1e-3  # README / paper text; the official code hard-codes 0.01
+    pretrain_strategy: str = "pecop"  # pecop | hpt | hpt_bn | dom_s | dom_g (pecop_lib.models.strategies)
+    pretrain_pretext: str = "vspp"  # vspp | pace | rspnet (pecop_lib.ssl; Table 5)
+    pretrain_vspp_mode: str = "official"  # official (the released sampler) | paper (clean bounds)
+    pretrain_normal_pace: int = 1  # VSPP normal frame step fr: 1, or 3 for PD4T gait
+    pretrain_max_speed: int = 5  # VSPP speeds {1..max_speed} minus fr (official max_sr)
+    pretrain_num_segments: int = 4  # VSPP segments zeta (official max_segment)
+    pretrain_list_repeat: int = 5  # clips per video per epoch: official x20, VSPP paper x10
+    pretrain_momentum: float = 0.9  # SGD momentum (official)
+    pretrain_weight_decay: float = 1e-4  # official
+    pretrain_cosine_t_max: int = 22  # official CosineAnnealingLR T_max (in epochs)
+    pretrain_eta_min: float = 1e-6  # official: README lr / 1000
+    pretrain_dropout: float = 0.5  # before each VSPP head (official)
+    pretrain_color_jitter: bool = False  # official: built but never applied
+    pretrain_bn_mode: str = "train"  # train (official: batch stats, running stats re-estimated) | frozen
+
+    # --- train: the training loop shared by pretraining and fine-tuning (pecop_lib.train) ---
+    train_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    train_compile: bool = False  # torch.compile the model
+    train_grad_accum_steps: int = 1
+    train_checkpoint_every_steps: int = 0  # 0: checkpoint at epoch ends only
+    train_keep_checkpoints: int = 2  # newest checkpoint files kept; 0 keeps all
 
     def stage(self, prefix: str) -> dict[str, Any]:
         """Return the fields of one stage with the prefix stripped.
@@ -103,6 +125,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_crop_size": 32,
         "pretrain_batch_size": 2,
         "pretrain_epochs": 1,
+        "pretrain_full_epochs": 1,
+        "pretrain_list_repeat": 1,
     },
     "tutorial": {},
     "paper": {
@@ -110,6 +134,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_crop_size": 224,
         "pretrain_batch_size": 16,
         "pretrain_epochs": 8,
+        "pretrain_full_epochs": 16,
+        "pretrain_lr": 0.01,
+        "pretrain_list_repeat": 20,
+        "train_keep_checkpoints": 0,
     },
 }
 

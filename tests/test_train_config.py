@@ -1,0 +1,41 @@
+"""The pretrain_* / train_* config keys: the paper preset is the official recipe, every preset is usable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pecop_lib.config import PRESET_NAMES, resolve
+from pecop_lib.models.strategies import STRATEGIES
+from pecop_lib.ssl import VSPP_MODES, VSPPSampler
+from pecop_lib.train import PRECISIONS, autocast_dtype
+
+
+def test_paper_preset_is_the_official_pecop_recipe() -> None:
+    cfg = resolve("paper")
+    assert cfg.pretrain_lr == 0.01  # hard-coded in train.py (README says 1e-3)
+    assert (cfg.pretrain_momentum, cfg.pretrain_weight_decay) == (0.9, 1e-4)
+    assert (cfg.pretrain_cosine_t_max, cfg.pretrain_eta_min) == (22, 1e-6)
+    assert (cfg.pretrain_epochs, cfg.pretrain_full_epochs) == (8, 16)
+    assert (cfg.pretrain_batch_size, cfg.pretrain_clip_len, cfg.pretrain_crop_size) == (16, 32, 224)
+    assert cfg.pretrain_list_repeat == 20 and not cfg.pretrain_color_jitter and cfg.pretrain_bn_mode == "train"
+    assert (cfg.pretrain_vspp_mode, cfg.pretrain_max_speed, cfg.pretrain_num_segments) == ("official", 5, 4)
+    assert cfg.pretrain_dropout == 0.5
+    # the paper's variant is a set of switches
+    variant = resolve("paper", pretrain_lr=1e-3, pretrain_list_repeat=10, pretrain_color_jitter=True,
+                      pretrain_vspp_mode="paper")
+    assert VSPPSampler(mode=variant.pretrain_vspp_mode).num_speed_classes == 4
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_every_preset_builds_the_pretext_and_loop_settings(preset: str) -> None:
+    cfg = resolve(preset)
+    assert cfg.pretrain_strategy in STRATEGIES
+    assert cfg.pretrain_pretext in ("vspp", "pace", "rspnet")
+    assert cfg.pretrain_vspp_mode in VSPP_MODES and cfg.pretrain_bn_mode in ("train", "frozen")
+    sampler = VSPPSampler(mode=cfg.pretrain_vspp_mode, clip_len=cfg.pretrain_clip_len, max_speed=cfg.pretrain_max_speed,
+                          num_segments=cfg.pretrain_num_segments, normal_pace=cfg.pretrain_normal_pace)
+    assert sampler.num_speed_classes >= 2
+    assert cfg.train_precision in PRECISIONS
+    autocast_dtype(cfg.train_precision, torch.device("cpu"))
+    assert cfg.train_grad_accum_steps >= 1 and cfg.train_checkpoint_every_steps >= 0 and cfg.train_keep_checkpoints >= 0
