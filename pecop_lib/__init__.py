@@ -17,6 +17,15 @@ from pecop_lib.config import (
     resolve,
     resolve_device,
 )
+from pecop_lib.models import (
+    AdapterConfig,
+    build_backbone,
+    inject_adapters,
+    load_adapter_checkpoint,
+    load_weights,
+    mark_trainable,
+    save_adapter_checkpoint,
+)
 from pecop_lib.notebooks import run_notebooks
 from pecop_lib.outputs import prepare_out_dir, progress, save_figure, titled, write_metrics
 
@@ -25,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PRESET_NAMES",
     "SMOKE_NOTICE",
+    "AdapterConfig",
     "Config",
     "ConfigError",
     "__version__",
@@ -33,13 +43,19 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "auto_preset",
+    "build_backbone",
     "cache_dir",
     "config_keys",
+    "inject_adapters",
+    "load_adapter_checkpoint",
+    "load_weights",
+    "mark_trainable",
     "prepare_out_dir",
     "progress",
     "resolve",
     "resolve_device",
     "run_notebooks",
+    "save_adapter_checkpoint",
     "save_figure",
     "titled",
     "write_metrics",

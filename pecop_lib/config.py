@@ -57,8 +57,13 @@ class Config:
     runner_kernel: str = "python3"
 
     # --- model: backbone and 3D-Adapters (paper Sec. 3.1, Eq. 1) ---
-    model_backbone: str = "i3d"
-    model_adapter_lambda: int = 4
+    model_backbone: str = "i3d"  # i3d | r3d18 (pecop_lib.models.build_backbone)
+    model_adapter_lambda: int = 4  # bottleneck C/lambda of the 3D-Adapter
+    model_adapter_groups: str = "width"  # width (official: groups = C/lambda) | depthwise (groups = C)
+    model_adapter_init: str = "official"  # official (PyTorch default, alpha = 1) | zero_up (identity at start)
+    model_pool: str = "adaptive"  # adaptive | official (AvgPool3d (2,7,7), 224 px) | window2 (any size)
+    model_bn_eps: float = 1e-5  # I3D BatchNorm eps: CoRe/PECoP 1e-5, piergiaj/TF 1e-3
+    model_weights: str = ""  # local Kinetics checkpoint (model_rgb.pth, rgb_imagenet.pt, r3d_18-*.pth); "" = none
 
     # --- pretrain: stage 2, continual pretraining with VSPP (paper Sec. 3.2) ---
     pretrain_clip_len: int = 32
