@@ -28,6 +28,8 @@ from pecop_lib.models import (
 )
 from pecop_lib.notebooks import run_notebooks
 from pecop_lib.outputs import prepare_out_dir, progress, save_figure, titled, write_metrics
+from pecop_lib.ssl import VSPPSampler, vspp_official_indices
+from pecop_lib.train import NonFiniteLossError, StepOutput, Trainer, epoch_loader, seed_everything
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,10 @@ __all__ = [
     "AdapterConfig",
     "Config",
     "ConfigError",
+    "NonFiniteLossError",
+    "StepOutput",
+    "Trainer",
+    "VSPPSampler",
     "__version__",
     "atomic_path",
     "atomic_write_bytes",
@@ -46,6 +52,7 @@ __all__ = [
     "build_backbone",
     "cache_dir",
     "config_keys",
+    "epoch_loader",
     "inject_adapters",
     "load_adapter_checkpoint",
     "load_weights",
@@ -57,6 +64,8 @@ __all__ = [
     "run_notebooks",
     "save_adapter_checkpoint",
     "save_figure",
+    "seed_everything",
     "titled",
+    "vspp_official_indices",
     "write_metrics",
 ]
