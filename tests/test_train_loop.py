@@ -251,3 +251,32 @@ def test_compiled_model_trains_like_eager() -> None:
     compiled.fit(epoch_loader(dataset, 8, seed=0), 2)
     for a, b in zip(compiled.model.state_dict().values(), eager.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_progress_bar_shows_loss_and_metrics_per_step(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import pecop_lib.train.loop as loop
+
+    bars = []
+
+    class RecordingBar:
+        def __init__(self, iterable, **kwargs) -> None:
+            self.iterable, self.kwargs, self.postfixes = iterable, kwargs, []
+            bars.append(self)
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, values, refresh=True) -> None:
+            self.postfixes.append(dict(values))
+
+    monkeypatch.setattr(loop, "progress", RecordingBar)
+    model = _model(0)
+    history = Trainer(model, _noisy_step, torch.optim.SGD(model.parameters(), lr=0.01), device="cpu").fit(
+        epoch_loader(_dataset(), 4, seed=0), 2
+    )
+    assert [b.kwargs["desc"] for b in bars] == ["train epoch 1/2", "train epoch 2/2"]
+    assert [b.kwargs["total"] for b in bars] == [5, 5]
+    postfixes = [p for b in bars for p in b.postfixes]
+    assert postfixes == [{k: s[k] for k in ("loss", "mae")} for s in history.steps]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == f"train epoch 2/2: loss {history.epochs[1]['loss']:.4g}, mae {history.epochs[1]['mae']:.4g}"

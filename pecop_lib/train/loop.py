@@ -19,8 +19,12 @@ and loss), an optimiser, an optional scheduler and ``data(epoch) -> iterable of 
   gradients are averaged across processes, metrics reduced, files written by rank 0.
 
 Exactness of ``resume`` needs ``data(epoch)`` to return the same batches for the same epoch
-whatever happened before (e.g. :func:`pecop_lib.train.data.epoch_loader`), and random draws in the
-data to come from the data's own seeded generators rather than from global state.
+whatever happened before (e.g. :func:`pecop_lib.train.data.epoch_loader`). A resume from an
+epoch-end checkpoint is then exact. A resume from a mid-epoch checkpoint restores the generators of
+the epoch start, rebuilds ``data(epoch)``, skips the batches already used (they are loaded and
+discarded) and restores the generators of the checkpoint; it is exact when the batches have a
+``len()`` (DataLoader, list) or their random draws do not use the main process's global generators
+(loader workers, per-sample generators). CUDA kernels may add their own non-determinism on GPUs.
 """
 
 from __future__ import annotations
