@@ -42,7 +42,8 @@ def _model(seed: int, dropout: float = 0.3) -> nn.Module:
 def _noisy_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
     """Uses dropout (torch RNG) plus NumPy and Python global draws, so every generator matters."""
     x, y = batch
-    x = x + 0.01 * torch.from_numpy(np.random.standard_normal(x.shape).astype(np.float32)) * random.random()
+    noise = torch.from_numpy(np.random.standard_normal(tuple(x.shape)).astype(np.float32)).to(x.device)
+    x = x + 0.01 * noise * random.random()
     pred = model(x)
     return StepOutput(((pred - y) ** 2).mean(), {"mae": (pred - y).abs().mean()}, count=len(x))
 
@@ -51,8 +52,8 @@ def _build(run_dir: Path | None, *, seed: int = 0, **kwargs) -> Trainer:
     model = _model(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5)
-    return Trainer(model, kwargs.pop("step_fn", _noisy_step), optimizer, scheduler, run_dir=run_dir, device="cpu",
-                   show_progress=False, **kwargs)
+    return Trainer(model, kwargs.pop("step_fn", _noisy_step), optimizer, scheduler, run_dir=run_dir,
+                   device=kwargs.pop("device", "cpu"), show_progress=False, **kwargs)
 
 
 def _interrupt_at(call: int):
@@ -161,7 +162,7 @@ def test_metrics_files_and_checkpoint_pruning(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
     assert len(record["steps"]) == 15 and record["steps"][-1]["step"] == 15
-    assert {"loss", "mae", "lr", "samples", "seconds"} <= set(record["epochs"][0])
+    assert {"loss", "mae", "lr", "samples", "seconds", "samples_per_s"} <= set(record["epochs"][0])
     assert record["epochs"][0]["samples"] == 20
     assert record["epochs"][0]["lr"] == pytest.approx(0.05) and record["epochs"][1]["lr"] < 0.05  # cosine, per epoch
     csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
@@ -254,7 +255,7 @@ def test_compiled_model_trains_like_eager() -> None:
 
 
 def test_progress_bar_shows_loss_and_metrics_per_step(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import pecop_lib.train.loop as loop
+    from pecop_lib.train import loop
 
     bars = []
 
@@ -280,3 +281,36 @@ def test_progress_bar_shows_loss_and_metrics_per_step(monkeypatch: pytest.Monkey
     assert postfixes == [{k: s[k] for k in ("loss", "mae")} for s in history.steps]
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == f"train epoch 2/2: loss {history.epochs[1]['loss']:.4g}, mae {history.epochs[1]['mae']:.4g}"
+
+
+@pytest.mark.gpu
+def test_cuda_autocast_scaler_and_resume(tmp_path: Path) -> None:
+    device = torch.device("cuda")
+    dtypes = []
+
+    def step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        out = model(batch[0])
+        dtypes.append(out.dtype)
+        return StepOutput(((out.float() - batch[1]) ** 2).mean(), count=len(out))
+
+    model = _model(0, dropout=0.0)
+    fp16 = Trainer(model, step, torch.optim.SGD(model.parameters(), lr=0.01), device=device, precision="fp16",
+                   show_progress=False)
+    assert fp16.scaler is not None
+    history = fp16.fit(epoch_loader(_dataset(), 4, seed=0), 2)
+    assert dtypes[-1] == torch.float16 and all(np.isfinite(s["loss"]) for s in history.steps)
+    assert next(fp16.model.parameters()).dtype == torch.float32  # weights stay fp32
+
+    data = epoch_loader(_dataset(), 4, seed=7)
+    seed_everything(1)
+    reference = _build(tmp_path / "ref", device=device)
+    reference.fit(data, 3)
+    seed_everything(1)
+    crashed = _build(tmp_path / "run", device=device, step_fn=_interrupt_at(8))
+    with pytest.raises(Interrupted):
+        crashed.fit(data, 3)
+    resumed = _build(tmp_path / "run", seed=5, device=device)
+    resumed.fit(data, 3, resume=True)  # generator states are restored from CPU tensors
+    assert reference.amp_dtype in (torch.bfloat16, torch.float16)  # "auto" on a GPU
+    for (name, a), b in zip(resumed.model.state_dict().items(), reference.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

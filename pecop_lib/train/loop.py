@@ -274,7 +274,7 @@ class Trainer:
                 )
         else:
             path = Path(resume)
-        state = load_checkpoint(path, map_location=self.device)
+        state = load_checkpoint(path, map_location="cpu")  # generator states must stay on the CPU
         if state["world_size"] != self.dist.world_size:
             raise ValueError(
                 f"{path} was written by {state['world_size']} process(es) but this run has {self.dist.world_size}; "
@@ -445,8 +445,9 @@ class Trainer:
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
         summary = self._named(self._running)
+        seconds = time.perf_counter() - started
         record = {"epoch": epoch + 1, "lr": lr, "steps": self._position["step"], **summary,
-                  "samples": self._running[1], "seconds": time.perf_counter() - started}
+                  "samples": self._running[1], "seconds": seconds, "samples_per_s": self._running[1] / seconds}
         self.history.epochs.append(record)
         self._position.update(epoch=epoch + 1, batch=0)
         self._running = None
