@@ -56,6 +56,16 @@ class Config:
     runner_cell_timeout_s: int = 3600
     runner_kernel: str = "python3"
 
+    # --- data: synthetic world sizes and loader settings (pecop_lib.data) ---
+    data_synthetic_size: int = 112  # frame side of synthetic videos (px, even)
+    data_synthetic_aqa_videos: int = 240  # dives per diving task; videos per PD4T task
+    data_synthetic_jigsaws_trials: int = 5  # trials per surgeon (8 surgeons) per JIGSAWS task
+    data_synthetic_action_videos: int = 40  # videos per class of the domain-general set
+    data_synthetic_action_frames: int = 64
+    data_crop_size: int = 112  # AQA clip crop (official: 224; FineDiving 112)
+    data_clip_frames: int = 0  # 0: the official frame count per dataset; else evenly subsampled to this
+    data_num_workers: int = 2
+
     # --- model: backbone and 3D-Adapters (paper Sec. 3.1, Eq. 1) ---
     model_backbone: str = "i3d"  # i3d | r3d18 (pecop_lib.models.build_backbone)
     model_adapter_lambda: int = 4  # bottleneck C/lambda of the 3D-Adapter
@@ -126,6 +136,14 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "runner_cell_timeout_s": 600,
+        "data_synthetic_size": 32,
+        "data_synthetic_aqa_videos": 16,
+        "data_synthetic_jigsaws_trials": 1,
+        "data_synthetic_action_videos": 3,
+        "data_synthetic_action_frames": 24,
+        "data_crop_size": 32,
+        "data_clip_frames": 16,
+        "data_num_workers": 0,
         "pretrain_clip_len": 8,
         "pretrain_crop_size": 32,
         "pretrain_batch_size": 2,
@@ -136,6 +154,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": {},
     "paper": {
         "runner_cell_timeout_s": 24 * 3600,
+        "data_crop_size": 224,
+        "data_num_workers": 8,
         "pretrain_crop_size": 224,
         "pretrain_batch_size": 16,
         "pretrain_epochs": 8,

@@ -1,0 +1,44 @@
+"""The data room: official dataset formats, frame sources, frame selection, transforms, synthetic world.
+
+Samplers produce indices (:mod:`~pecop_lib.data.sampling`), sources produce frames
+(:mod:`~pecop_lib.data.video`), transforms produce tensors (:mod:`~pecop_lib.data.transforms`);
+each dataset class (``formats/``) ties them together and yields the common sample record of
+:mod:`~pecop_lib.data.dataset`. This room never imports models.
+"""
+
+from pecop_lib.data.dataset import AQADataset, AQARecord
+from pecop_lib.data.errors import DataFormatError, UnsafePickleError, VideoDecodeError
+from pecop_lib.data.formats.finediving import FineDiving
+from pecop_lib.data.formats.jigsaws import JIGSAWS
+from pecop_lib.data.formats.kinetics import KineticsActions
+from pecop_lib.data.formats.mtl_aqa import MTLAQA
+from pecop_lib.data.formats.pd4t import PD4T
+from pecop_lib.data.safe_pickle import safe_load
+from pecop_lib.data.synthetic import World, WorldSpec, generate_world, synthetic_world, world_spec
+from pecop_lib.data.transforms import ClipTransform, official_transform
+from pecop_lib.data.video import FrameFolder, FrameSource, VideoFile, open_source
+
+__all__ = [
+    "AQADataset",
+    "AQARecord",
+    "ClipTransform",
+    "DataFormatError",
+    "FineDiving",
+    "FrameFolder",
+    "FrameSource",
+    "JIGSAWS",
+    "KineticsActions",
+    "MTLAQA",
+    "PD4T",
+    "UnsafePickleError",
+    "VideoDecodeError",
+    "VideoFile",
+    "World",
+    "WorldSpec",
+    "generate_world",
+    "official_transform",
+    "open_source",
+    "safe_load",
+    "synthetic_world",
+    "world_spec",
+]

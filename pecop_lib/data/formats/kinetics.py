@@ -1,0 +1,113 @@
+"""Kinetics-400-style layout, used by the synthetic domain-general action set.
+
+Layout under ``root`` (as the Kinetics download scripts produce it)::
+
+    annotations/train.csv, annotations/val.csv    header: label,youtube_id,time_start,time_end,split
+    train/<label>/<youtube_id>_<time_start:06d>_<time_end:06d>.mp4
+    val/<label>/...
+
+The dataset yields short contiguous clips with their class index, for (pre)training a backbone
+from scratch when no Kinetics weights are available.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pecop_lib.data.errors import DataFormatError
+from pecop_lib.data.sampling import contiguous_window
+from pecop_lib.data.transforms import ClipTransform, official_transform
+from pecop_lib.data.video import VideoFile
+
+CSV_HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
+
+
+@dataclass(frozen=True)
+class KineticsEntry:
+    """One CSV row."""
+
+    label: str
+    youtube_id: str
+    time_start: int
+    time_end: int
+    split: str
+
+    def relative_path(self) -> Path:
+        """``<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4``."""
+        return Path(self.split) / self.label / f"{self.youtube_id}_{self.time_start:06d}_{self.time_end:06d}.mp4"
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[KineticsEntry]:
+    """Read a Kinetics annotation CSV (with header), validating columns and times."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"Kinetics annotation file {path} does not exist; check the dataset root")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != CSV_HEADER:
+            raise DataFormatError(f"{path}: header must be {','.join(CSV_HEADER)}, got {reader.fieldnames}")
+        entries = []
+        for number, row in enumerate(reader, 2):
+            try:
+                entry = KineticsEntry(row["label"], row["youtube_id"], int(row["time_start"]), int(row["time_end"]),
+                                      row["split"])
+            except (TypeError, ValueError) as exc:
+                raise DataFormatError(f"{path}:{number}: malformed row {row!r} ({exc})") from exc
+            if entry.time_end <= entry.time_start:
+                raise DataFormatError(f"{path}:{number}: time_end {entry.time_end} <= time_start {entry.time_start}")
+            entries.append(entry)
+    return entries
+
+
+class KineticsActions(Dataset):
+    """Short clips of the Kinetics-style action set with class indices.
+
+    Args:
+        root: Dataset root.
+        split: ``"train"`` or ``"val"``.
+        clip_len: Frames per clip (contiguous; random start in training, centred in evaluation).
+        crop: Crop side (random in training).
+        transform: Overrides the default crop/flip transform.
+        seed: Base seed; samples are a function of ``(seed, epoch, index)``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: Literal["train", "val"] = "train",
+        *,
+        clip_len: int = 16,
+        crop: int = 112,
+        transform: ClipTransform | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        self.entries = read_csv(self.root / "annotations" / f"{split}.csv")
+        self.classes = sorted({e.label for e in self.entries})
+        self.train = split == "train"
+        self.clip_len, self.seed, self.epoch = clip_len, int(seed), 0
+        self.transform = transform or official_transform("plain", train=self.train, crop=crop)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the jitter of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        entry = self.entries[index]
+        video = VideoFile(self.root / entry.relative_path(), min_frames=self.clip_len)
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        slack = len(video) - self.clip_len
+        start = int(rng.integers(0, slack + 1)) if self.train else slack // 2
+        clip = self.transform(video.read(contiguous_window(len(video), self.clip_len, start)), rng)
+        return {"clip": clip, "label": torch.tensor(self.classes.index(entry.label)), "id": entry.youtube_id}

@@ -1,0 +1,23 @@
+"""The synthetic world: domain-general actions and four AQA tasks in the real datasets' formats."""
+
+from pecop_lib.data.synthetic.world import (
+    DATASETS,
+    GENERATOR_VERSION,
+    World,
+    WorldSpec,
+    generate_world,
+    load_world,
+    synthetic_world,
+    world_spec,
+)
+
+__all__ = [
+    "DATASETS",
+    "GENERATOR_VERSION",
+    "World",
+    "WorldSpec",
+    "generate_world",
+    "load_world",
+    "synthetic_world",
+    "world_spec",
+]

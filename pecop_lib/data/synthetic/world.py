@@ -1,0 +1,436 @@
+"""The synthetic world: five datasets written in the real datasets' on-disk formats.
+
+:func:`generate_world` writes, under one folder::
+
+    MTL-AQA/      info/*.pkl + new_total_frames_256s/<event>/%08d.jpg   (CoRe layout)
+    FineDiving/   Annotations/*.pkl + FINADiving_MTL_256s/<video>/<clip>/%05d.jpg
+    JIGSAWS/      info/label.pkl, info/splits.pkl, frames/<trial>_capture1/%05d.jpg, <Task>/meta_file_<Task>.txt
+    PD4T/         Annotations/<Task>/{train,test}.csv + Videos/<Task>/<subject>/<stem>.mp4
+    Kinetics-synth/  annotations/{train,val}.csv + {train,val}/<label>/<id>_<start>_<end>.mp4
+    world.json    the spec, generator version, sizes and timings (written last: marks completion)
+
+Each dataset folder also holds ``synthetic_latents.json`` (record id -> the latent factors that
+decided its score), which no real dataset has and no loader needs. Generation is deterministic:
+every video draws from ``numpy.random.default_rng([seed, dataset, index])``, so the result does not
+depend on the number of worker processes. :func:`synthetic_world` caches worlds under
+``pecop_lib.config.cache_dir()``, keyed by spec and generator version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pecop_lib.atomic import atomic_write_json, atomic_write_text
+from pecop_lib.data.safe_pickle import dump_pickle
+from pecop_lib.data.synthetic import actions, diving, motor, render, surgery
+from pecop_lib.data.video import write_frame_folder, write_mp4
+
+GENERATOR_VERSION = 1
+"""Bump when generated content changes: cached worlds of other versions are not reused."""
+DATASETS = ("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T", "Kinetics-synth")
+LATENTS_FILE = "synthetic_latents.json"
+MANIFEST = "world.json"
+MTL_EVENTS = (1, 2, 3, 4, 5, 6, 7, 9, 10, 13, 14, 17, 18, 22, 26)
+"""The 15 event numbers of the real MTL-AQA."""
+_CODES = {name: i for i, name in enumerate(DATASETS)}
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Sizes of a synthetic world.
+
+    Attributes:
+        size: Frame height = width in pixels (even).
+        aqa_videos: Dives in each of MTL-AQA and FineDiving; videos per PD4T task.
+        jigsaws_trials: Trials per surgeon (8 surgeons) per JIGSAWS task.
+        action_videos: Videos per class of the domain-general set.
+        action_frames: Frames per domain-general video.
+        seed: Base seed.
+    """
+
+    size: int = 112
+    aqa_videos: int = 240
+    jigsaws_trials: int = 5
+    action_videos: int = 40
+    action_frames: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or self.size % 2:
+            raise ValueError(f"WorldSpec.size must be an even number >= 16, got {self.size}")
+        if self.aqa_videos < 8 or self.jigsaws_trials < 1 or self.action_videos < 2 or self.action_frames < 8:
+            raise ValueError(
+                "WorldSpec needs aqa_videos >= 8, jigsaws_trials >= 1, action_videos >= 2, action_frames >= 8; "
+                f"got {self}"
+            )
+
+    def key(self) -> str:
+        """Cache folder name: generator version and every size."""
+        return (f"v{GENERATOR_VERSION}-seed{self.seed}-{self.size}px-aqa{self.aqa_videos}-jig{self.jigsaws_trials}"
+                f"-act{self.action_videos}x{self.action_frames}")
+
+
+@dataclass(frozen=True)
+class World:
+    """A generated world: its root and manifest; ``world[name]`` is a dataset root."""
+
+    root: Path
+    manifest: dict
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in DATASETS:
+            raise KeyError(f"no synthetic dataset {name!r}; choose one of {DATASETS}")
+        return self.root / name
+
+    def latents(self, name: str) -> "pandas.DataFrame":  # noqa: F821
+        """The latent factors of dataset ``name``, one row per record id."""
+        import pandas as pd
+
+        data = json.loads((self[name] / LATENTS_FILE).read_text())
+        return pd.DataFrame.from_dict(data, orient="index").rename_axis("id").reset_index()
+
+
+def _rng(spec: WorldSpec, dataset: str, *index: int) -> np.random.Generator:
+    return np.random.default_rng([spec.seed, _CODES[dataset], *index])
+
+
+def _map(fn: Callable, items: Iterable, workers: int) -> list:
+    items = list(items)
+    if workers <= 1:
+        return [fn(*item) for item in items]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, *zip(*items), chunksize=max(1, len(items) // (4 * workers))))
+
+
+# ---------------------------------------------------------------- MTL-AQA (CoRe layout)
+def _mtl_event(spec: WorldSpec, root: str, event: int, clips: int) -> tuple[dict, dict]:
+    rng = _rng(spec, "MTL-AQA", event)
+    arena = diving.draw_arena(rng)
+    biases = rng.normal(0, 0.2, diving.NUM_JUDGES)
+    folder = Path(root) / "new_total_frames_256s" / f"{event:02d}"
+    numbers = list(diving.DIVE_TABLE)
+    annotations, latents = {}, {}
+    offset = 1
+    for clip in range(1, clips + 1):
+        gap = 110 if clip == 1 else int(rng.integers(12, 30))
+        write_frame_folder(render.to_uint8(diving.render_pool(arena, spec.size, gap, rng)), folder, first=offset)
+        offset += gap
+        dive = diving.parse_dive(numbers[int(rng.integers(len(numbers)))])
+        skill = float(rng.beta(4, 2))
+        quality = diving.draw_quality(rng, skill)
+        canvas, steps = diving.render_dive(rng, dive, quality, arena, spec.size)
+        write_frame_folder(render.to_uint8(canvas), folder, first=offset)
+        judges = diving.judge(rng, quality.execution, biases)
+        annotations[(event, clip)] = {
+            "primary_view": 0, "start_frame": offset, "end_frame": offset + len(canvas) - 1,
+            "position": diving.MTL_POSITION[dive.position], "difficulty": dive.difficulty,
+            "armstand": int(dive.armstand), "rotation_type": diving.MTL_ROTATION_TYPE[dive.group],
+            "ss_no": dive.half_somersaults, "tw_no": dive.half_twists,
+            "final_score": diving.final_score(judges, dive.difficulty), "judge_scores": judges,
+            "dive_number": dive.number,
+        }
+        latents[f"{event:02d}_{clip:02d}"] = {**asdict(quality), "splash": quality.splash,
+                                              "execution": quality.execution, "skill": skill, "frames": len(canvas),
+                                              "platform_10m": arena.platform_y < 0.3}
+        offset += len(canvas)
+    tail = 12  # room for the +3 train shift after the last dive
+    write_frame_folder(render.to_uint8(diving.render_pool(arena, spec.size, tail, rng)), folder, first=offset)
+    return annotations, latents
+
+
+def _split(rng: np.random.Generator, keys: list, train_fraction: float = 0.75) -> tuple[list, list]:
+    order = rng.permutation(len(keys))
+    cut = int(round(train_fraction * len(keys)))
+    return sorted(keys[i] for i in order[:cut]), sorted(keys[i] for i in order[cut:])
+
+
+def generate_mtl_aqa(spec: WorldSpec, root: Path, workers: int = 0) -> None:
+    """Write the MTL-AQA-format task (CoRe frame layout, both annotation pickles, split 0)."""
+    events = MTL_EVENTS[: max(2, min(len(MTL_EVENTS), spec.aqa_videos // 8))]
+    per_event = np.array_split(np.arange(spec.aqa_videos), len(events))
+    results = _map(_mtl_event, [(spec, str(root), e, len(c)) for e, c in zip(events, per_event)], workers)
+    annotations = {k: v for ann, _ in results for k, v in ann.items()}
+    latents = {k: v for _, lat in results for k, v in lat.items()}
+    info = root / "info"
+    dump_pickle(annotations, info / "final_annotations_dict_with_dive_number.pkl")
+    dump_pickle({k: {f: v for f, v in r.items() if f != "dive_number"} for k, r in annotations.items()},
+                info / "augmented_final_annotations_dict.pkl")
+    train, test = _split(_rng(spec, "MTL-AQA", 10**6), list(annotations))
+    dump_pickle(train, info / "train_split_0.pkl")
+    dump_pickle(test, info / "test_split_0.pkl")
+    atomic_write_json(root / LATENTS_FILE, latents)
+
+
+# ---------------------------------------------------------------- FineDiving
+def sub_action_table() -> dict[int, str]:
+    """Sub-action type id -> name for every dive of the table (take-offs, somersaults, twists, entry)."""
+    names = set()
+    for number in diving.DIVE_TABLE:
+        d = diving.parse_dive(number)
+        names |= {d.takeoff_name, d.somersault_name, "Entry"} | ({d.twist_name} if d.twist_name else set())
+    return {i: name for i, name in enumerate(sorted(names))}
+
+
+def _fd_competition(spec: WorldSpec, root: str, comp: int, clips: int) -> tuple[dict, dict, dict]:
+    rng = _rng(spec, "FineDiving", comp)
+    arena = diving.draw_arena(rng)
+    video = (f"SynthDivingWorldCup{2019 + comp % 4}_{'Men' if comp % 2 == 0 else 'Women'}"
+             f"{'10m' if arena.platform_y < 0.3 else '3m'}_final_r{1 + comp // 4}")
+    ids = {name: i for i, name in sub_action_table().items()}
+    biases = rng.normal(0, 0.2, diving.NUM_JUDGES)
+    numbers = list(diving.DIVE_TABLE)
+    frame = int(rng.integers(100, 600))
+    aqa, fields, latents = {}, {}, {}
+    for clip in range(clips):
+        dive = diving.parse_dive(numbers[int(rng.integers(len(numbers)))])
+        skill = float(rng.beta(4, 2))
+        quality = diving.draw_quality(rng, skill)
+        canvas, steps = diving.render_dive(rng, dive, quality, arena, spec.size)
+        write_frame_folder(render.to_uint8(canvas), Path(root) / "FINADiving_MTL_256s" / video / str(clip),
+                           name_format="{:05d}.jpg", first=frame)
+        names = [dive.takeoff_name, dive.somersault_name, dive.twist_name, "Entry"]
+        labels = np.array([ids[names[s]] for s in steps], dtype=np.int64)
+        transit = np.array([frame + int(np.argmax(steps >= 1)), frame + int(np.argmax(steps == 3))], dtype=np.int64)
+        judges = diving.judge(rng, quality.execution, biases)
+        score = diving.final_score(judges, dive.difficulty)
+        key = (video, clip)
+        aqa[key] = [dive.number, score, dive.difficulty, transit, labels]
+        fields[key] = {
+            "action_type": dive.number, "dive_score": score, "difficulty": dive.difficulty,
+            "start_frame": frame, "end_frame": frame + len(canvas) - 1,
+            "sub-action_types": {"take-off": dive.takeoff_name, "somersault": dive.somersault_name,
+                                 "twist": dive.twist_name or "", "entry": "Entry"},
+            "judge_scores": judges.tolist(), "frames_labels": labels, "steps_transit_frames": transit,
+        }
+        latents[f"{video}/{clip}"] = {**asdict(quality), "splash": quality.splash, "execution": quality.execution,
+                                      "skill": skill, "frames": len(canvas)}
+        frame += len(canvas) + int(rng.integers(200, 900))
+    return aqa, fields, latents
+
+
+def generate_finediving(spec: WorldSpec, root: Path, workers: int = 0) -> None:
+    """Write the FineDiving-format task (absolute frame numbers, step labels, 6 annotation files)."""
+    comps = max(2, spec.aqa_videos // 12)
+    per_comp = np.array_split(np.arange(spec.aqa_videos), comps)
+    results = _map(_fd_competition, [(spec, str(root), c, len(n)) for c, n in enumerate(per_comp)], workers)
+    aqa = {k: v for a, _, _ in results for k, v in a.items()}
+    fields = {k: v for _, f, _ in results for k, v in f.items()}
+    ann = root / "Annotations"
+    dump_pickle(aqa, ann / "fine-grained_annotation_aqa.pkl")
+    dump_pickle(fields, ann / "FineDiving_fine-grained_annotation.pkl")
+    dump_pickle(fields, ann / "FineDiving_coarse_annotation.pkl")
+    dump_pickle(sub_action_table(), ann / "Sub_action_Types_Table.pkl")
+    train, test = _split(_rng(spec, "FineDiving", 10**6), list(aqa))
+    dump_pickle(train, ann / "train_split.pkl")
+    dump_pickle(test, ann / "test_split.pkl")
+    atomic_write_json(root / LATENTS_FILE, {k: v for _, _, lat in results for k, v in lat.items()})
+
+
+# ---------------------------------------------------------------- JIGSAWS
+def _jigsaws_trial(spec: WorldSpec, root: str, task_index: int, subject_index: int, trial: int, skill: float) -> tuple:
+    task = surgery.TASKS[task_index]
+    rng = _rng(spec, "JIGSAWS", task_index, subject_index, trial)
+    name = f"{task}_{surgery.SUBJECTS[subject_index]}{trial:03d}"
+    trial_skill = float(np.clip(skill + 0.04 * trial + rng.normal(0, 0.08), 0, 1))
+    frames, latents = surgery.render_trial(rng, task, spec.size, trial_skill)
+    write_frame_folder(frames, Path(root) / "frames" / f"{name}_capture1", name_format="{:05d}.jpg")
+    return name, latents
+
+
+def generate_jigsaws(spec: WorldSpec, root: Path, workers: int = 0) -> None:
+    """Write the JIGSAWS-format tasks (label.pkl, 4 random folds per task, meta files, frames)."""
+    skills = _rng(spec, "JIGSAWS", 10**6).permutation(np.linspace(0.1, 0.9, len(surgery.SUBJECTS)))
+    items = [(spec, str(root), t, s, trial, float(skills[s]))
+             for t in range(len(surgery.TASKS)) for s in range(len(surgery.SUBJECTS))
+             for trial in range(1, spec.jigsaws_trials + 1)]
+    results = _map(_jigsaws_trial, items, workers)
+    labels = {name: lat["subscores"] for name, lat in results}
+    latents = {name: lat for name, lat in results}
+    splits = {}
+    for t, task in enumerate(surgery.TASKS):
+        names = sorted(n for n in labels if n.startswith(task + "_"))
+        order = _rng(spec, "JIGSAWS", 10**6 + t).permutation(len(names))
+        splits[task] = [[names[i] for i in chunk] for chunk in np.array_split(order, 4)]
+        lines = [f"{n}\t\t{surgery.skill_level(float(skills[surgery.SUBJECTS.index(n.split('_')[-1][0])]))}\t\t"
+                 f"{sum(labels[n])}\t\t" + "\t\t".join(str(s) for s in labels[n]) for n in names]
+        atomic_write_text(root / task / f"meta_file_{task}.txt", "\n".join(lines) + "\n")
+    dump_pickle(labels, root / "info" / "label.pkl")
+    dump_pickle(splits, root / "info" / "splits.pkl")
+    atomic_write_json(root / LATENTS_FILE, latents)
+
+
+# ---------------------------------------------------------------- PD4T
+PD4T_SUBJECTS = tuple(f"{i:03d}" for i in range(1, 31))
+PD4T_TEST_SUBJECTS = 8
+
+
+def _pd4t_video(spec: WorldSpec, root: str, task_index: int, index: int, subject: str, u: float) -> tuple:
+    task = motor.TASKS[task_index]
+    rng = _rng(spec, "PD4T", task_index, index)
+    prior = np.cumsum(motor.SEVERITY_PRIOR[task])
+    severity = int(np.searchsorted(prior, np.clip(u + rng.normal(0, 0.12), 0, 0.999), side="right"))
+    side = "l" if index % 2 else "r"
+    frames, latents = motor.render_task(rng, task, spec.size, severity, side)
+    visit = f"{10 + index % 20:02d}-{index:06d}"
+    stem = visit if task == "Gait" else f"{visit}_{side}"
+    write_mp4(frames, Path(root) / "Videos" / task / subject / f"{stem}.mp4", fps=motor.FPS)
+    return f"{stem}_{subject}", subject, len(frames), latents
+
+
+def generate_pd4t(spec: WorldSpec, root: Path, workers: int = 0) -> None:
+    """Write the PD4T-format tasks (header-less CSVs, subject-disjoint 22/8 split, mp4 videos)."""
+    rng = _rng(spec, "PD4T", 10**6)
+    subject_u = dict(zip(PD4T_SUBJECTS, rng.random(len(PD4T_SUBJECTS))))
+    used = PD4T_SUBJECTS[: min(len(PD4T_SUBJECTS), spec.aqa_videos)]
+    n_test = max(1, round(PD4T_TEST_SUBJECTS * len(used) / len(PD4T_SUBJECTS)))  # 8 of 30, as in PD4T
+    test_subjects = set(rng.choice(used, n_test, replace=False).tolist())
+    items = [(spec, str(root), t, i, PD4T_SUBJECTS[i % len(PD4T_SUBJECTS)],
+              float(subject_u[PD4T_SUBJECTS[i % len(PD4T_SUBJECTS)]]))
+             for t in range(len(motor.TASKS)) for i in range(spec.aqa_videos)]
+    results = _map(_pd4t_video, items, workers)
+    latents = {}
+    for t, task in enumerate(motor.TASKS):
+        rows = results[t * spec.aqa_videos : (t + 1) * spec.aqa_videos]
+        for split, keep in (("train", False), ("test", True)):
+            lines = [f"{vid},{n},{lat['score']}" for vid, subj, n, lat in rows if (subj in test_subjects) == keep]
+            atomic_write_text(root / "Annotations" / task / f"{split}.csv", "\n".join(lines) + "\n")
+        latents.update({f"{task}/{vid}": {**lat, "task": task} for vid, _, _, lat in rows})
+    atomic_write_json(root / LATENTS_FILE, latents)
+
+
+# ---------------------------------------------------------------- domain-general actions
+_ID_ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"))
+
+
+def _action_video(spec: WorldSpec, root: str, label: int, index: int, split: str) -> tuple:
+    rng = _rng(spec, "Kinetics-synth", label, index)
+    frames, latents = actions.render_action(rng, label, spec.size, spec.action_frames)
+    youtube_id = "".join(rng.choice(_ID_ALPHABET, 11))
+    start = int(rng.integers(0, 300))
+    name = actions.ACTION_CLASSES[label]
+    write_mp4(frames, Path(root) / split / name / f"{youtube_id}_{start:06d}_{start + 10:06d}.mp4")
+    return split, f"{name},{youtube_id},{start},{start + 10},{split}", youtube_id, latents
+
+
+def generate_actions(spec: WorldSpec, root: Path, workers: int = 0) -> None:
+    """Write the domain-general action set in the Kinetics layout (80 % train, 20 % val per class)."""
+    n_val = max(1, spec.action_videos // 5)
+    items = [(spec, str(root), c, i, "val" if i < n_val else "train")
+             for c in range(len(actions.ACTION_CLASSES)) for i in range(spec.action_videos)]
+    results = _map(_action_video, items, workers)
+    for split in ("train", "val"):
+        rows = [row for s, row, _, _ in results if s == split]
+        atomic_write_text(root / "annotations" / f"{split}.csv", "label,youtube_id,time_start,time_end,split\n"
+                          + "\n".join(rows) + "\n")
+    atomic_write_json(root / LATENTS_FILE, {vid: lat for _, _, vid, lat in results})
+
+
+GENERATORS: dict[str, Callable[[WorldSpec, Path, int], None]] = {
+    "MTL-AQA": generate_mtl_aqa,
+    "FineDiving": generate_finediving,
+    "JIGSAWS": generate_jigsaws,
+    "PD4T": generate_pd4t,
+    "Kinetics-synth": generate_actions,
+}
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def generate_world(
+    root: str | os.PathLike[str], spec: WorldSpec, *, datasets: Iterable[str] = DATASETS, workers: int = 0
+) -> World:
+    """Generate the synthetic world into ``root`` (created; existing dataset folders are replaced).
+
+    Args:
+        root: Output folder.
+        spec: Sizes and seed.
+        datasets: Which of :data:`DATASETS` to write.
+        workers: Worker processes (0 or 1: in this process). The output does not depend on it.
+
+    Returns:
+        The :class:`World`; its manifest records per-dataset seconds and bytes.
+    """
+    root = Path(root)
+    datasets = tuple(datasets)
+    unknown = [d for d in datasets if d not in GENERATORS]
+    if unknown:
+        raise ValueError(f"unknown synthetic dataset(s) {unknown}; choose from {DATASETS}")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST).unlink(missing_ok=True)
+    report = {}
+    for name in datasets:
+        target = root / name
+        if target.exists():
+            shutil.rmtree(target)
+        start = time.perf_counter()
+        GENERATORS[name](spec, target, workers)
+        report[name] = {"seconds": round(time.perf_counter() - start, 3), "bytes": _folder_bytes(target)}
+    manifest = {"generator_version": GENERATOR_VERSION, "spec": asdict(spec), "datasets": report}
+    atomic_write_json(root / MANIFEST, manifest)
+    return World(root, manifest)
+
+
+def load_world(root: str | os.PathLike[str]) -> World | None:
+    """The world in ``root`` if its manifest exists and has the current generator version, else None."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    if manifest.get("generator_version") != GENERATOR_VERSION:
+        return None
+    return World(Path(root), manifest)
+
+
+def world_spec(preset: str = "smoke", seed: int = 0) -> WorldSpec:
+    """The :class:`WorldSpec` of a config preset (its ``data_synthetic_*`` values)."""
+    from pecop_lib.config import resolve
+
+    cfg = resolve(preset)
+    return WorldSpec(size=cfg.data_synthetic_size, aqa_videos=cfg.data_synthetic_aqa_videos,
+                     jigsaws_trials=cfg.data_synthetic_jigsaws_trials, action_videos=cfg.data_synthetic_action_videos,
+                     action_frames=cfg.data_synthetic_action_frames, seed=seed)
+
+
+def synthetic_world(
+    preset: str = "smoke", seed: int = 0, *, spec: WorldSpec | None = None, root: str | os.PathLike[str] | None = None,
+    workers: int = 0,
+) -> World:
+    """The synthetic world of a preset, generated once and cached.
+
+    Args:
+        preset: Config preset whose ``data_synthetic_*`` sizes to use (ignored when ``spec`` is given).
+        seed: World seed.
+        spec: Explicit sizes instead of the preset's.
+        root: Folder to use instead of ``cache_dir()/synthetic/<spec key>``.
+        workers: Worker processes for generation.
+
+    Returns:
+        The cached or freshly generated :class:`World` (all :data:`DATASETS`).
+    """
+    from pecop_lib.config import cache_dir
+
+    spec = spec or world_spec(preset, seed)
+    root = Path(root) if root is not None else cache_dir() / "synthetic" / spec.key()
+    world = load_world(root)
+    if world is not None and world.manifest.get("spec") == asdict(spec) and set(world.manifest["datasets"]) == set(DATASETS):
+        return world
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    generate_world(tmp, spec, workers=workers)
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+    return load_world(root)

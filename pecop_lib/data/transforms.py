@@ -1,0 +1,120 @@
+"""Clip transforms: uint8 frames -> normalised float clip ``(3, T, H, W)``, per official convention.
+
+One :class:`ClipTransform` covers every official pipeline: optional resize, random or centre
+crop, whole-clip horizontal flip, ImageNet normalisation. :func:`official_transform` builds the
+settings of each reference repository, scaled to any crop size (the synthetic presets use crops
+smaller than 224). Randomness comes from an explicit ``numpy.random.Generator``, so a sample is
+a pure function of ``(seed, epoch, index)``.
+
+Known simplification: MUSDL draws a random PIL interpolation per frame, also at test time; here
+resizing is always bilinear with antialiasing (deterministic evaluation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Convention = Literal["musdl_mtl", "core_mtl", "musdl_jigsaws", "tsa_finediving", "plain"]
+
+
+@dataclass(frozen=True)
+class ClipTransform:
+    """Resize, crop, flip and normalise a clip.
+
+    Attributes:
+        resize: ``(height, width)`` to resize every frame to first, or ``None`` to keep the size.
+        crop: Side of the square crop, or ``None`` for no crop.
+        random_crop: Random crop position (training) instead of the centre.
+        flip: Whole-clip horizontal flip with probability 1/2 (training).
+        normalize: Subtract the ImageNet mean and divide by its std after scaling to ``[0, 1]``.
+    """
+
+    resize: tuple[int, int] | None = None
+    crop: int | None = None
+    random_crop: bool = False
+    flip: bool = False
+    normalize: bool = True
+
+    @property
+    def is_random(self) -> bool:
+        """True when the transform draws from its rng (random crop or flip)."""
+        return self.random_crop or self.flip
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Transform ``(T, H, W, 3)`` uint8 RGB frames into a float32 ``(3, T, H', W')`` clip.
+
+        Args:
+            frames: Decoded frames.
+            rng: Source of the crop offset and the flip coin (required when :attr:`is_random`).
+
+        Raises:
+            ValueError: If the frames are smaller than the crop, or a random transform gets no rng.
+        """
+        if self.is_random and rng is None:
+            raise ValueError("a random ClipTransform (random_crop or flip) needs an rng")
+        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)  # T,3,H,W
+        if self.resize is not None and tuple(clip.shape[-2:]) != tuple(self.resize):
+            clip = F.interpolate(clip, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+        if self.crop is not None:
+            height, width = clip.shape[-2:]
+            if height < self.crop or width < self.crop:
+                raise ValueError(
+                    f"frames of {height}x{width} are smaller than the crop {self.crop}; "
+                    "set a resize or a smaller crop size"
+                )
+            if self.random_crop:
+                top = int(rng.integers(0, height - self.crop + 1))
+                left = int(rng.integers(0, width - self.crop + 1))
+            else:
+                top, left = (height - self.crop) // 2, (width - self.crop) // 2
+            clip = clip[..., top : top + self.crop, left : left + self.crop]
+        if self.flip and rng.random() < 0.5:
+            clip = clip.flip(-1)
+        if self.normalize:
+            mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            clip = (clip - mean) / std
+        return clip.permute(1, 0, 2, 3).contiguous()
+
+
+def official_transform(convention: Convention, *, train: bool, crop: int = 224) -> ClipTransform:
+    """The pipeline of a reference repository, with sizes scaled from 224 (or 112) to ``crop``.
+
+    Args:
+        convention: ``musdl_mtl`` (resize 455 W x 256 H, crop 224, flip in training),
+            ``core_mtl`` (torch_videovision quirk: 256 W x 455 H, crop 224, flip),
+            ``musdl_jigsaws`` (centre crop 224 only, no resize, no flip),
+            ``tsa_finediving`` (112 W x 200 H, crop 112, flip), ``plain`` (centre/random crop,
+            flip, no resize).
+        train: Training pipeline (random crop where the repo has one, flip) or evaluation (centre crop).
+        crop: Output side; official values are 224 (112 for ``tsa_finediving``).
+
+    Returns:
+        The :class:`ClipTransform`.
+    """
+    def scaled(height: int, width: int, base: int) -> tuple[int, int]:
+        return round(height * crop / base), round(width * crop / base)
+
+    if convention == "musdl_mtl":
+        # MUSDL crops at the centre in training too (CenterCrop in its transform); flip only.
+        return ClipTransform(resize=scaled(256, 455, 224), crop=crop, random_crop=False, flip=train)
+    if convention == "core_mtl":
+        return ClipTransform(resize=scaled(455, 256, 224), crop=crop, random_crop=train, flip=train)
+    if convention == "musdl_jigsaws":
+        return ClipTransform(resize=None, crop=crop)
+    if convention == "tsa_finediving":
+        return ClipTransform(resize=scaled(200, 112, 112), crop=crop, random_crop=train, flip=train)
+    if convention == "plain":
+        return ClipTransform(resize=None, crop=crop, random_crop=train, flip=train)
+    raise ValueError(
+        f"unknown transform convention {convention!r}; choose musdl_mtl, core_mtl, musdl_jigsaws, "
+        "tsa_finediving or plain"
+    )

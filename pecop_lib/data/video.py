@@ -1,0 +1,222 @@
+"""Frame sources: uint8 RGB frames for an explicit list of positions, from mp4 files or JPEG folders.
+
+Two sources share one interface (:class:`FrameSource`): ``len(source)`` is the number of frames
+that really decode, and ``source.read(positions)`` returns ``(T, H, W, 3)`` uint8 RGB, positions
+clamped to the decodable range. :class:`VideoFile` decodes with decord and guards against its
+known failure modes (over-reported frame counts, corrupt or empty files); :class:`FrameFolder`
+reads the pre-extracted JPEG folders most AQA datasets ship. Writers for both formats are here
+too (:func:`write_mp4` with PyAV/libx264, :func:`write_frame_folder` with PIL).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from pecop_lib.data.errors import VideoDecodeError
+from pecop_lib.data.sampling import clamp
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Anything that yields uint8 RGB frames for a list of positions."""
+
+    path: Path
+
+    def __len__(self) -> int: ...
+
+    def read(self, positions: np.ndarray) -> np.ndarray: ...
+
+
+def _check_length(path: Path, available: int, min_frames: int) -> None:
+    if available < max(min_frames, 1):
+        raise VideoDecodeError(
+            f"{path}: only {available} decodable frame(s), at least {max(min_frames, 1)} needed; "
+            "re-extract or re-encode this video, or drop it from the split"
+        )
+
+
+class FrameFolder:
+    """A folder of JPEG frames, ordered by file name.
+
+    Args:
+        path: The folder.
+        pattern: Optional regular expression every file name must match (the dataset's official
+            naming, e.g. ``r"\\d{8}\\.jpg"``); a mismatch raises, naming the file.
+        min_frames: Raise :class:`VideoDecodeError` if fewer frames exist.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, pattern: str | None = None, min_frames: int = 1) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise VideoDecodeError(f"frame folder {self.path} does not exist; check the dataset root and layout")
+        names = sorted(n for n in os.listdir(self.path) if n.lower().endswith(JPEG_SUFFIXES))
+        if pattern is not None:
+            rx = re.compile(pattern)
+            bad = [n for n in names if not rx.fullmatch(n)]
+            if bad:
+                raise VideoDecodeError(
+                    f"{self.path / bad[0]}: file name does not follow the expected pattern {pattern!r} "
+                    f"({len(bad)} such file(s)); re-extract frames with the official naming"
+                )
+        self.files = [self.path / n for n in names]
+        _check_length(self.path, len(self.files), min_frames)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def numbers(self) -> np.ndarray:
+        """The integer frame numbers in the file names (e.g. FineDiving's absolute numbers)."""
+        return np.array([int(re.sub(r"\D", "", f.stem) or -1) for f in self.files], dtype=np.int64)
+
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        """Decode the frames at ``positions`` (clamped): uint8 ``(T, H, W, 3)`` RGB."""
+        from PIL import Image
+
+        out = []
+        for p in clamp(positions, len(self.files)):
+            file = self.files[int(p)]
+            try:
+                with Image.open(file) as img:
+                    out.append(np.asarray(img.convert("RGB")))
+            except (OSError, SyntaxError) as exc:
+                raise VideoDecodeError(f"{file}: corrupt or unreadable JPEG ({exc}); re-extract this frame") from exc
+        if len({f.shape for f in out}) > 1:
+            raise VideoDecodeError(f"{self.path}: frames of different sizes; re-extract the folder at one size")
+        return np.stack(out)
+
+
+class VideoFile:
+    """A video file decoded with decord (the package's video decoder).
+
+    On opening, the last frame is decoded to verify the container's frame count; if it fails, the
+    true decodable count is found by bisection (decord issue #373: ``len(vr)`` can over-report).
+
+    Args:
+        path: The video file (mp4 or anything decord's FFmpeg reads).
+        min_frames: Raise :class:`VideoDecodeError` if fewer frames decode.
+        num_threads: decord decoding threads (1 keeps worker processes lean and results stable).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, min_frames: int = 1, num_threads: int = 1) -> None:
+        import decord
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise VideoDecodeError(f"video file {self.path} does not exist; check the dataset root and layout")
+        if self.path.stat().st_size == 0:
+            raise VideoDecodeError(f"{self.path}: empty file (0 bytes); re-download or re-encode it")
+        try:
+            self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=num_threads)
+        except Exception as exc:  # decord raises DECORDError / RuntimeError subclasses
+            raise VideoDecodeError(f"{self.path}: cannot open as a video ({exc}); the file is corrupt or not a video") from exc
+        self._length = self._verified_length(len(self._reader))
+        self.fps = float(self._reader.get_avg_fps())
+        _check_length(self.path, self._length, min_frames)
+
+    def _decodes(self, position: int) -> bool:
+        try:
+            self._reader.get_batch([position]).asnumpy()
+            return True
+        except Exception:  # noqa: BLE001 (any decode failure means "not decodable")
+            return False
+
+    def _verified_length(self, reported: int) -> int:
+        if reported <= 0 or self._decodes(reported - 1):
+            return max(reported, 0)
+        low, high = 0, reported - 1  # invariant: frames < low decode (or low == 0), frame high fails
+        if not self._decodes(0):
+            return 0
+        low = 1
+        while low < high:
+            mid = (low + high) // 2
+            if self._decodes(mid):
+                low = mid + 1
+            else:
+                high = mid
+        return low
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        """Decode the frames at ``positions`` (clamped): uint8 ``(T, H, W, 3)`` RGB."""
+        pos = clamp(positions, self._length)
+        try:
+            return self._reader.get_batch(pos.tolist()).asnumpy()
+        except Exception as exc:
+            raise VideoDecodeError(f"{self.path}: decoding frames failed ({exc}); the file may be corrupt") from exc
+
+
+def open_source(path: str | os.PathLike[str], *, min_frames: int = 1, pattern: str | None = None) -> FrameSource:
+    """A :class:`FrameFolder` for a directory, else a :class:`VideoFile`."""
+    path = Path(path)
+    if path.is_dir():
+        return FrameFolder(path, pattern=pattern, min_frames=min_frames)
+    return VideoFile(path, min_frames=min_frames)
+
+
+def write_frame_folder(
+    frames: np.ndarray,
+    folder: str | os.PathLike[str],
+    *,
+    name_format: str = "{:08d}.jpg",
+    first: int = 1,
+    quality: int = 90,
+) -> Path:
+    """Write ``(T, H, W, 3)`` uint8 RGB frames as JPEGs ``name_format.format(first + t)``.
+
+    Each frame goes through a temporary name and a rename, so a crash never leaves a half-written
+    JPEG under an official name.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(np.asarray(frames, dtype=np.uint8)):
+        target = folder / name_format.format(first + t)
+        tmp = target.with_name(target.name + ".tmp")
+        Image.fromarray(frame).save(tmp, format="JPEG", quality=quality)
+        os.replace(tmp, target)
+    return folder
+
+
+def write_mp4(frames: np.ndarray, path: str | os.PathLike[str], *, fps: int = 30, crf: int = 18) -> Path:
+    """Encode ``(T, H, W, 3)`` uint8 RGB frames as H.264 mp4 (PyAV, yuv420p, one thread).
+
+    One encoder thread makes the bytes deterministic for identical frames. Height and width
+    must be even (yuv420p). The file is written atomically.
+
+    Raises:
+        ValueError: On odd frame sizes or an empty frame array.
+    """
+    import av
+
+    from pecop_lib.atomic import atomic_path
+
+    frames = np.asarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
+        raise ValueError(f"write_mp4 needs (T, H, W, 3) frames with T >= 1, got shape {frames.shape}")
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"write_mp4 needs even height and width for yuv420p, got {height}x{width}")
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.thread_type = "NONE"
+            stream.codec_context.thread_count = 1
+            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1",
+                              "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return Path(path)
