@@ -17,6 +17,16 @@ from pecop_lib.config import (
     resolve,
     resolve_device,
 )
+from pecop_lib.data import (
+    JIGSAWS,
+    MTLAQA,
+    PD4T,
+    DataFormatError,
+    FineDiving,
+    KineticsActions,
+    official_transform,
+    synthetic_world,
+)
 from pecop_lib.models import (
     AdapterConfig,
     build_backbone,
@@ -34,6 +44,14 @@ from pecop_lib.train import NonFiniteLossError, StepOutput, Trainer, epoch_loade
 __version__ = "0.1.0"
 
 __all__ = [
+    "JIGSAWS",
+    "MTLAQA",
+    "PD4T",
+    "DataFormatError",
+    "FineDiving",
+    "KineticsActions",
+    "official_transform",
+    "synthetic_world",
     "PRESET_NAMES",
     "SMOKE_NOTICE",
     "AdapterConfig",
