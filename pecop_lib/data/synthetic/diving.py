@@ -146,7 +146,7 @@ def draw_arena(rng: np.random.Generator) -> Arena:
         wall_bottom=np.array([0.35, 0.38, 0.5]) + rng.uniform(-0.08, 0.08, 3),
         water=np.array([0.1, 0.45, 0.75]) + rng.uniform(-0.08, 0.08, 3),
         water_line=float(rng.uniform(0.74, 0.8)),
-        platform_y=float(rng.uniform(0.2, 0.26) if platform else rng.uniform(0.42, 0.48)),
+        platform_y=float(rng.uniform(0.3, 0.34) if platform else rng.uniform(0.48, 0.52)),
         skin=np.array([0.9, 0.7, 0.55]) + rng.uniform(-0.1, 0.05, 3),
         suit=rng.uniform(0.0, 0.9, 3),
     )

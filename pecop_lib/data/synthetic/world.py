@@ -141,7 +141,7 @@ def _mtl_event(spec: WorldSpec, root: str, event: int, clips: int) -> tuple[dict
         }
         latents[f"{event:02d}_{clip:02d}"] = {**asdict(quality), "splash": quality.splash,
                                               "execution": quality.execution, "skill": skill, "frames": len(canvas),
-                                              "platform_10m": arena.platform_y < 0.3}
+                                              "platform_10m": arena.platform_y < 0.4}
         offset += len(canvas)
     tail = 12  # room for the +3 train shift after the last dive
     write_frame_folder(render.to_uint8(diving.render_pool(arena, spec.size, tail, rng)), folder, first=offset)
@@ -185,7 +185,7 @@ def _fd_competition(spec: WorldSpec, root: str, comp: int, clips: int) -> tuple[
     rng = _rng(spec, "FineDiving", comp)
     arena = diving.draw_arena(rng)
     video = (f"SynthDivingWorldCup{2019 + comp % 4}_{'Men' if comp % 2 == 0 else 'Women'}"
-             f"{'10m' if arena.platform_y < 0.3 else '3m'}_final_r{1 + comp // 4}")
+             f"{'10m' if arena.platform_y < 0.4 else '3m'}_final_r{1 + comp // 4}")
     ids = {name: i for i, name in sub_action_table().items()}
     biases = rng.normal(0, 0.2, diving.NUM_JUDGES)
     numbers = list(diving.DIVE_TABLE)
