@@ -1,0 +1,104 @@
+"""AQA heads on the common backbone API: USDL/MUSDL, CoRe, TSA, and the clip windowing they share.
+
+Typical use::
+
+    from pecop_lib.heads import USDL, usdl_spec, encode_windows, windowing_for
+    windowing = windowing_for("musdl_mtl_aqa")                    # 10 windows of 16 over 103 frames
+    head = USDL(usdl_spec("mtl_aqa", multi_path=True))            # MUSDL, 7 judges
+    feats = encode_windows(backbone, clips, windowing).video()    # (B, 1024)
+    log_p = head(feats)                                           # (B, 7, 21)
+    loss = head.loss(log_p, judge_scores)
+    scores = head.predict(log_p, difficulty=difficulty)           # middle three x difficulty
+
+Heads take tensors (features, scores), never the config; they never import ``train``.
+"""
+
+from pecop_lib.heads.core import (
+    CORE_SETTINGS,
+    CoRe,
+    CoReSetting,
+    RegressionTree,
+    group_bounds,
+    leaf_targets,
+    pair_deltas,
+    relative_from_leaves,
+)
+from pecop_lib.heads.exemplars import (
+    ExemplarDraw,
+    FeatureCache,
+    draw_exemplars,
+    group_members,
+    predict_with_exemplars,
+    training_partners,
+)
+from pecop_lib.heads.tsa import (
+    TSA,
+    CrossAttentionDecoder,
+    PSNet,
+    predict_transitions,
+    resample_steps,
+    teacher_forcing,
+    transition_targets,
+    usable_transitions,
+)
+from pecop_lib.heads.usdl import (
+    MUSDL_SPECS,
+    USDL,
+    USDL_SPECS,
+    ScoreBins,
+    USDLSpec,
+    combine_paths,
+    decode,
+    gaussian_soft_labels,
+    kl_loss,
+    usdl_spec,
+)
+from pecop_lib.heads.windows import (
+    OFFICIAL_WINDOWINGS,
+    WindowFeatures,
+    Windowing,
+    encode_windows,
+    evenly_spaced,
+    windowing_for,
+)
+
+__all__ = [
+    "CORE_SETTINGS",
+    "MUSDL_SPECS",
+    "OFFICIAL_WINDOWINGS",
+    "TSA",
+    "USDL",
+    "USDL_SPECS",
+    "CoRe",
+    "CoReSetting",
+    "CrossAttentionDecoder",
+    "ExemplarDraw",
+    "FeatureCache",
+    "PSNet",
+    "RegressionTree",
+    "ScoreBins",
+    "USDLSpec",
+    "WindowFeatures",
+    "Windowing",
+    "combine_paths",
+    "decode",
+    "draw_exemplars",
+    "encode_windows",
+    "evenly_spaced",
+    "gaussian_soft_labels",
+    "group_bounds",
+    "group_members",
+    "kl_loss",
+    "leaf_targets",
+    "pair_deltas",
+    "predict_transitions",
+    "predict_with_exemplars",
+    "relative_from_leaves",
+    "resample_steps",
+    "teacher_forcing",
+    "training_partners",
+    "transition_targets",
+    "usable_transitions",
+    "usdl_spec",
+    "windowing_for",
+]

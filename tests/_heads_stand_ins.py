@@ -1,0 +1,68 @@
+"""Small stand-ins for the heads tests: a tiny Backbone that counts its calls, synthetic clip sets, a training loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pecop_lib.eval import spearman
+from pecop_lib.models.backbone import Backbone
+
+
+class TinyBackbone(Backbone):
+    """Conv3d-BN-ReLU-Conv3d-ReLU; ``(B, 3, T, H, W)`` -> ``(B, feature_dim, T/2, H/4, W/4)``; counts calls and windows."""
+
+    name = "tiny"
+
+    def __init__(self, feature_dim: int = 32, *, pool: str = "adaptive", bn_mode: str = "train") -> None:
+        super().__init__(pool=pool, bn_mode=bn_mode)
+        self.feature_dim = feature_dim
+        self.net = nn.Sequential(
+            nn.Conv3d(3, 8, 3, stride=(1, 2, 2), padding=1),
+            nn.BatchNorm3d(8),
+            nn.ReLU(),
+            nn.Conv3d(8, feature_dim, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.calls = 0
+        self.windows = 0
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.windows += x.shape[0]
+        return self.net(x)
+
+    def site_channels(self) -> dict[str, int]:
+        return {}
+
+
+def brightness_clips(scores: np.ndarray, frames: int = 8, size: int = 8, seed: int = 0) -> torch.Tensor:
+    """Clips whose mean brightness grows with the score (plus noise): ``(N, 3, frames, size, size)``."""
+    gen = torch.Generator().manual_seed(seed)
+    level = torch.as_tensor((scores - scores.min()) / (np.ptp(scores) + 1e-9), dtype=torch.float32)
+    noise = 0.2 * torch.randn(len(scores), 3, frames, size, size, generator=gen)
+    return level.view(-1, 1, 1, 1, 1) + noise
+
+
+def train_and_rank(
+    params: list[nn.Parameter],
+    step: Callable[[], torch.Tensor],
+    evaluate: Callable[[], np.ndarray],
+    truth: np.ndarray,
+    steps: int,
+    lr: float = 1e-3,
+) -> tuple[float, float, float, float]:
+    """Adam on ``step()``'s loss; returns (first loss, last loss, rho before, rho after) with ``evaluate()`` predictions."""
+    rho_before = float(np.nan_to_num(spearman(evaluate(), truth)))  # constant initial predictions: 0
+    opt = torch.optim.Adam(params, lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses[0], float(np.mean(losses[-5:])), rho_before, spearman(evaluate(), truth)
