@@ -96,6 +96,9 @@ class Config:
     pretrain_dropout: float = 0.5  # before each VSPP head (official)
     pretrain_color_jitter: bool = False  # official: built but never applied
     pretrain_bn_mode: str = "train"  # train (official: batch stats, running stats re-estimated) | frozen
+    pretrain_channel_order: str = "rgb"  # rgb | bgr (official: cv2 BGR frames with ImageNet RGB statistics)
+    pretrain_general_epochs: int = 4  # stage 1: supervised epochs on the synthetic action set
+    pretrain_general_lr: float = 0.01  # stage 1: SGD learning rate (cosine to 0)
 
     # --- train: the training loop shared by pretraining and fine-tuning (pecop_lib.train) ---
     train_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
@@ -150,6 +153,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_epochs": 1,
         "pretrain_full_epochs": 1,
         "pretrain_list_repeat": 1,
+        "pretrain_general_epochs": 1,
     },
     "tutorial": {},
     "paper": {
@@ -162,6 +166,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_full_epochs": 16,
         "pretrain_lr": 0.01,
         "pretrain_list_repeat": 20,
+        "pretrain_channel_order": "bgr",
         "train_keep_checkpoints": 0,
     },
 }

@@ -9,6 +9,7 @@ from pecop_lib.config import PRESET_NAMES, resolve
 from pecop_lib.models.strategies import STRATEGIES
 from pecop_lib.ssl import VSPP_MODES, VSPPSampler
 from pecop_lib.train import PRECISIONS, autocast_dtype
+from pecop_lib.train.pretrain import CHANNEL_ORDERS
 
 
 def test_paper_preset_is_the_official_pecop_recipe() -> None:
@@ -20,7 +21,7 @@ def test_paper_preset_is_the_official_pecop_recipe() -> None:
     assert (cfg.pretrain_batch_size, cfg.pretrain_clip_len, cfg.pretrain_crop_size) == (16, 32, 224)
     assert cfg.pretrain_list_repeat == 20 and not cfg.pretrain_color_jitter and cfg.pretrain_bn_mode == "train"
     assert (cfg.pretrain_vspp_mode, cfg.pretrain_max_speed, cfg.pretrain_num_segments) == ("official", 5, 4)
-    assert cfg.pretrain_dropout == 0.5
+    assert cfg.pretrain_dropout == 0.5 and cfg.pretrain_channel_order == "bgr"
     # the paper's variant is a set of switches
     variant = resolve("paper", pretrain_lr=1e-3, pretrain_list_repeat=10, pretrain_color_jitter=True,
                       pretrain_vspp_mode="paper")
@@ -33,6 +34,7 @@ def test_every_preset_builds_the_pretext_and_loop_settings(preset: str) -> None:
     assert cfg.pretrain_strategy in STRATEGIES
     assert cfg.pretrain_pretext in ("vspp", "pace", "rspnet")
     assert cfg.pretrain_vspp_mode in VSPP_MODES and cfg.pretrain_bn_mode in ("train", "frozen")
+    assert cfg.pretrain_channel_order in CHANNEL_ORDERS and cfg.pretrain_general_epochs >= 1
     sampler = VSPPSampler(mode=cfg.pretrain_vspp_mode, clip_len=cfg.pretrain_clip_len, max_speed=cfg.pretrain_max_speed,
                           num_segments=cfg.pretrain_num_segments, normal_pace=cfg.pretrain_normal_pace)
     assert sampler.num_speed_classes >= 2

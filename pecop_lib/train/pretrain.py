@@ -1,0 +1,466 @@
+"""Pretraining recipes on the :class:`~pecop_lib.train.loop.Trainer`: stage 1 and stage 2.
+
+* **Stage 1, domain-general** (:func:`domain_general_pretrain`): supervised action classification
+  of the whole backbone on the synthetic Kinetics-style action set, standing in for Kinetics-400
+  weights when none are available (skip it when real weights are loaded).
+* **Stage 2, continual pretraining** (:func:`continual_pretrain`): a self-supervised pretext task
+  (VSPP, VideoPace or RSPNet) on the unlabeled target videos, training what the strategy owns:
+  ``pecop`` (3D-Adapters), ``hpt`` (whole backbone), ``hpt_bn`` (BatchNorm affine), ``dom_s`` (whole
+  backbone from random init); ``dom_g`` is "no stage 2" and returns the backbone untouched.
+
+The official recipe (``train.py`` of Plrbear/PECoP): SGD lr 0.01 (hard-coded; README 1e-3),
+momentum 0.9, weight decay 1e-4, ``CosineAnnealingLR(T_max=22, eta_min=1e-6)`` stepped per epoch,
+8 epochs, batch 16, the video list repeated x20, flip -> resize to 455 H x 256 W -> random crop
+224 -> ImageNet normalisation applied to **BGR** frames, colour jitter built but never applied,
+BatchNorm in training mode (running statistics re-estimated on the target data). Every item is an
+argument here; :mod:`pecop_lib.config` holds the official values in the ``paper`` preset.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from pecop_lib.config import resolve_device
+from pecop_lib.data.dataset import AQADataset
+from pecop_lib.data.transforms import ClipTransform
+from pecop_lib.data.video import open_source
+from pecop_lib.models.backbone import Backbone
+from pecop_lib.models.strategies import get_strategy, mark_trainable
+from pecop_lib.ssl import (
+    PaceHead,
+    PaceSampler,
+    PretextModel,
+    RSPNet,
+    RSPNetSampler,
+    VSPPHead,
+    VSPPSampler,
+    pace_loss,
+    rspnet_loss,
+    vspp_loss,
+)
+from pecop_lib.train.data import epoch_loader
+from pecop_lib.train.distributed import DistributedContext
+from pecop_lib.train.loop import StepFn, StepOutput, Trainer, TrainHistory
+
+PRETEXTS: tuple[str, ...] = ("vspp", "pace", "rspnet")
+CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
+
+Sampler = VSPPSampler | PaceSampler | RSPNetSampler
+
+
+def _device(device: str | torch.device) -> torch.device:
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
+@dataclass(frozen=True)
+class TargetVideo:
+    """One unlabeled target video for stage 2: a frame source and the span of it to sample from.
+
+    Attributes:
+        path: Frame folder or video file.
+        first: 0-based position of the span's first frame in the source.
+        num_frames: Frames in the span (the count the samplers see, like the official list file).
+    """
+
+    path: Path
+    first: int
+    num_frames: int
+
+
+def target_videos(dataset: AQADataset, *, annotated_span: bool = False) -> list[TargetVideo]:
+    """The distinct videos of an AQA dataset split, for self-supervised pretraining.
+
+    Args:
+        dataset: Any :class:`~pecop_lib.data.dataset.AQADataset` (its scores are not used).
+        annotated_span: Restrict each video to the record's ``start_frame..end_frame`` (1-based,
+            MTL-AQA's CoRe layout, whose event folders hold many dives); otherwise the whole source.
+
+    Returns:
+        One :class:`TargetVideo` per distinct (source, span), in record order.
+
+    Raises:
+        ValueError: If ``annotated_span`` is set but a record has no ``start_frame``/``end_frame``,
+            or the span exceeds its source.
+    """
+    videos: dict[tuple[Path, int, int], TargetVideo] = {}
+    for index, record in enumerate(dataset.records):
+        source = dataset.source(index)
+        first, count = 0, len(source)
+        if annotated_span:
+            if "start_frame" not in record.extras or "end_frame" not in record.extras:
+                raise ValueError(f"record {record.id} has no start_frame/end_frame; use annotated_span=False")
+            first = int(record.extras["start_frame"]) - 1
+            count = int(record.extras["end_frame"]) - first
+            if first < 0 or first + count > len(source):
+                raise ValueError(
+                    f"record {record.id}: frames {first + 1}..{first + count} exceed {source.path} ({len(source)} frames)"
+                )
+        video = TargetVideo(Path(source.path), first, count)
+        videos.setdefault((video.path, video.first, video.num_frames), video)
+    return list(videos.values())
+
+
+def color_jitter(frames: np.ndarray, rng: np.random.Generator, *, strength: float = 0.8, hue: float = 0.2,
+                 p: float = 0.8) -> np.ndarray:
+    """Per-frame colour jitter of the original VSPP / VideoPace pipelines (PECoP builds it, never applies it).
+
+    Each frame, with probability ``p``, gets brightness, contrast and saturation factors uniform in
+    ``[1 - strength, 1 + strength]`` and a hue shift uniform in ``[-hue, hue]``, in a random order
+    (torchvision ``RandomApply(ColorJitter(0.8, 0.8, 0.8, 0.2), p=0.8)`` per frame), drawn from ``rng``.
+
+    Args:
+        frames: uint8 ``(T, H, W, 3)`` RGB.
+        rng: Source of every draw.
+
+    Returns:
+        uint8 ``(T, H, W, 3)``.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    out = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).clone()  # T,3,H,W uint8
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for t in range(out.shape[0]):
+        if rng.random() >= p:
+            continue
+        factors = [*rng.uniform(max(0.0, 1 - strength), 1 + strength, 3), rng.uniform(-hue, hue)]
+        for op_index in rng.permutation(4):
+            out[t] = ops[op_index](out[t], float(factors[op_index]))
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+class PretextClips(Dataset):
+    """Clips of target videos drawn by a pretext sampler, decoded and transformed.
+
+    Item ``i`` reads video ``i % len(videos)`` (the list is repeated ``repeat`` times per epoch,
+    official x20) and is a pure function of ``(seed, epoch, i)``.
+
+    Items: VSPP ``(clip, labels)`` with ``labels = [speed_label, segment_label]``; VideoPace
+    ``(clip, label)``; RSPNet ``(query, key, key_other_speed)`` where the two keys share one spatial
+    transform draw (they are one window read at two speeds) and the query gets its own. Clips are
+    float ``(3, T, H, W)``.
+
+    Args:
+        videos: Target videos.
+        sampler: A :class:`VSPPSampler`, :class:`PaceSampler` or :class:`RSPNetSampler`.
+        transform: Clip transform (geometry, flip, normalisation), e.g.
+            ``official_transform("core_mtl", train=True, crop=crop)`` for PECoP's pipeline.
+        repeat: Passes over the list per epoch.
+        channel_order: ``"rgb"``, or ``"bgr"`` to feed BGR frames as the official cv2 loader does.
+        jitter: Apply :func:`color_jitter` per frame (the original VSPP; off in PECoP's code).
+        seed: Base seed.
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[TargetVideo],
+        sampler: Sampler,
+        transform: ClipTransform,
+        *,
+        repeat: int = 1,
+        channel_order: str = "rgb",
+        jitter: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not videos:
+            raise ValueError("no target videos: pass at least one TargetVideo (see target_videos())")
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        if not isinstance(sampler, (VSPPSampler, PaceSampler, RSPNetSampler)):
+            raise TypeError(f"unsupported sampler {type(sampler).__name__}")
+        self.videos, self.sampler, self.transform = list(videos), sampler, transform
+        self.repeat, self.channel_order, self.jitter = repeat, channel_order, jitter
+        self.seed, self.epoch = int(seed), 0
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.repeat
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random draws of ``epoch`` (called by :func:`~pecop_lib.train.data.epoch_loader`)."""
+        self.epoch = int(epoch)
+
+    def _clip(self, video: TargetVideo, frames: list[int], rng: np.random.Generator) -> np.ndarray:
+        positions = video.first + np.asarray(frames, dtype=np.int64) - 1
+        pixels = open_source(video.path).read(positions)
+        if self.jitter:
+            pixels = color_jitter(pixels, rng)
+        return pixels[..., ::-1] if self.channel_order == "bgr" else pixels
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        video = self.videos[index % len(self.videos)]
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        sample = self.sampler.sample(video.num_frames, rng)
+        if isinstance(self.sampler, VSPPSampler):
+            clip = self.transform(self._clip(video, sample.frames, rng), rng)
+            return clip, torch.tensor([sample.speed_label, sample.segment_label])
+        if isinstance(self.sampler, PaceSampler):
+            return self.transform(self._clip(video, sample.frames, rng), rng), torch.tensor(sample.label)
+        query = self.transform(self._clip(video, sample.query, rng), rng)
+        keys = self._clip(video, sample.key + sample.key_other_speed, rng)
+        key, key_other = self.transform(keys, rng).split(len(sample.key), dim=1)
+        return query, key.contiguous(), key_other.contiguous()
+
+
+def pretext_model(
+    backbone: Backbone,
+    sampler: Sampler,
+    *,
+    dropout: float = 0.5,
+    rspnet_options: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Backbone + the head(s) of the sampler's pretext task (heads trainable).
+
+    Args:
+        backbone: Pooled-feature backbone (trainable parameters already chosen).
+        sampler: Decides the task and the head sizes.
+        dropout: Dropout before the VSPP heads (official 0.5); VideoPace's head uses none.
+        rspnet_options: Keyword arguments of :class:`~pecop_lib.ssl.rspnet.RSPNet` (queue size, ...).
+    """
+    if isinstance(sampler, VSPPSampler):
+        head = VSPPHead(backbone.feature_dim, sampler.num_speed_classes, sampler.num_segment_classes, dropout=dropout)
+        return PretextModel(backbone, head)
+    if isinstance(sampler, PaceSampler):
+        return PretextModel(backbone, PaceHead(backbone.feature_dim, sampler.num_classes))
+    if isinstance(sampler, RSPNetSampler):
+        return RSPNet(backbone, **(rspnet_options or {}))
+    raise TypeError(f"unsupported sampler {type(sampler).__name__}")
+
+
+def pretext_step(sampler: Sampler) -> StepFn:
+    """The step function of the sampler's pretext task (loss and accuracies)."""
+    if isinstance(sampler, VSPPSampler):
+        def vspp_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+            clips, labels = batch
+            loss, metrics = vspp_loss(model(clips), labels)
+            return StepOutput(loss, metrics, count=len(clips))
+
+        return vspp_step
+    if isinstance(sampler, PaceSampler):
+        def pace_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+            clips, labels = batch
+            loss, metrics = pace_loss(model(clips), labels)
+            return StepOutput(loss, metrics, count=len(clips))
+
+        return pace_step
+
+    def rspnet_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> StepOutput:
+        loss, metrics = rspnet_loss(model(*batch))
+        return StepOutput(loss, metrics, count=len(batch[0]))
+
+    return rspnet_step
+
+
+def sgd_cosine(
+    params: Sequence[nn.Parameter], *, lr: float, momentum: float, weight_decay: float, t_max: int, eta_min: float
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """The official optimiser and schedule: SGD (no Nesterov) + cosine annealing stepped per epoch.
+
+    Only trainable parameters are passed (the official code passes all; frozen ones get no gradient,
+    so SGD and its weight decay skip them either way).
+    """
+    optimizer = torch.optim.SGD(list(params), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
+
+
+@dataclass
+class PretrainResult:
+    """Outcome of a pretraining run.
+
+    Attributes:
+        model: The trained module (backbone + pretext head(s); ``None`` for ``dom_g``).
+        history: The trainer's records (empty for ``dom_g``).
+        trainable: Names of the backbone parameters the strategy trained.
+        seconds: Wall time of the training.
+    """
+
+    model: nn.Module | None
+    history: TrainHistory
+    trainable: list[str]
+    seconds: float
+
+
+def continual_pretrain(
+    backbone: Backbone,
+    videos: Sequence[TargetVideo],
+    sampler: Sampler,
+    transform: ClipTransform,
+    *,
+    strategy: str = "pecop",
+    epochs: int = 8,
+    batch_size: int = 16,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    cosine_t_max: int = 22,
+    eta_min: float = 1e-6,
+    dropout: float = 0.5,
+    list_repeat: int = 20,
+    channel_order: str = "rgb",
+    color_jitter: bool = False,
+    bn_mode: str = "train",
+    rspnet_options: dict[str, Any] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    compile: bool | str = False,
+    grad_accum_steps: int = 1,
+    checkpoint_every_steps: int | None = None,
+    keep_last: int | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    distributed: DistributedContext | None = None,
+    resume: bool | str | os.PathLike[str] = False,
+    show_progress: bool = True,
+) -> PretrainResult:
+    """Stage 2: train what ``strategy`` owns with a pretext task on the target videos.
+
+    The backbone is modified in place (trainable flags, BatchNorm mode, weights). Build it first
+    (adapters injected for ``pecop``; Kinetics or stage-1 weights loaded, except for ``dom_s``,
+    which starts from random init).
+
+    Args:
+        backbone: From :func:`pecop_lib.models.build_backbone`.
+        videos: The unlabeled target videos (:func:`target_videos`).
+        sampler: The pretext's sampler (its type selects VSPP, VideoPace or RSPNet).
+        transform: Clip transform (PECoP: ``official_transform("core_mtl", train=True, crop=...)``).
+        strategy: ``pecop``, ``hpt``, ``hpt_bn``, ``dom_s`` or ``dom_g`` (no training).
+        epochs: Epochs (official 8 for PECoP; the poster's full-model runs use 16).
+        batch_size: Clips per optimiser step over all processes (official 16); each of G DDP
+            processes reads ``batch_size / G``.
+        lr, momentum, weight_decay, cosine_t_max, eta_min: The optimiser (see :func:`sgd_cosine`).
+        dropout: Before each VSPP head.
+        list_repeat: Passes over the video list per epoch (official x20).
+        channel_order: ``"bgr"`` reproduces the official cv2 input.
+        color_jitter: Per-frame colour jitter (the original VSPP; PECoP's code never applies it).
+        bn_mode: Backbone BatchNorm: ``"train"`` (official) or ``"frozen"``.
+        rspnet_options: Passed to :class:`~pecop_lib.ssl.rspnet.RSPNet`.
+        run_dir, device, precision, compile, grad_accum_steps, checkpoint_every_steps, keep_last,
+            distributed, resume, show_progress: See :class:`~pecop_lib.train.loop.Trainer`.
+        num_workers: Loader worker processes.
+        seed: Seed of the heads' initialisation, the data order and every sample draw.
+
+    Returns:
+        The :class:`PretrainResult`.
+
+    Raises:
+        ValueError: On an unknown strategy, a batch size not divisible by the process count, or
+            ``pecop`` on a backbone without adapters.
+    """
+    spec = get_strategy(strategy)
+    trainable = mark_trainable(backbone, strategy)
+    if spec.trains == "none":
+        return PretrainResult(None, TrainHistory(), trainable, 0.0)
+    context = distributed or DistributedContext(device=_device(device))
+    if batch_size % context.world_size:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
+    backbone.bn_mode = bn_mode
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = pretext_model(backbone, sampler, dropout=dropout, rspnet_options=rspnet_options)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = sgd_cosine(params, lr=lr, momentum=momentum, weight_decay=weight_decay, t_max=cosine_t_max,
+                                      eta_min=eta_min)
+    clips = PretextClips(videos, sampler, transform, repeat=list_repeat, channel_order=channel_order, jitter=color_jitter,
+                         seed=seed)
+    # drop_last (the official loader keeps the short last batch): BatchNorm in training mode cannot
+    # normalise a one-clip batch at small sizes, and equal batches keep the BN statistics comparable
+    data = epoch_loader(clips, batch_size // context.world_size, seed=seed, drop_last=True, num_workers=num_workers,
+                        rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda")
+    trainer = Trainer(
+        model, pretext_step(sampler), optimizer, scheduler, run_dir=run_dir,
+        device=context.device, precision=precision, compile=compile,
+        grad_accum_steps=grad_accum_steps, checkpoint_every_steps=checkpoint_every_steps, keep_last=keep_last,
+        distributed=distributed, desc=f"{spec.label} {type(sampler).__name__.removesuffix('Sampler')}",
+        show_progress=show_progress,
+    )
+    started = time.perf_counter()
+    history = trainer.fit(data, epochs, resume=resume)
+    return PretrainResult(model, history, trainable, time.perf_counter() - started)
+
+
+class _ActionClassifier(nn.Module):
+    """``forward`` = the backbone's Kinetics-style classifier (so DDP sees the call)."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_logits(clips)
+
+
+def _classification_step(model: nn.Module, batch: dict[str, Any]) -> StepOutput:
+    logits = model(batch["clip"])
+    labels = batch["label"]
+    loss = nn.functional.cross_entropy(logits, labels)
+    return StepOutput(loss, {"acc": (logits.argmax(1) == labels).float().mean()}, count=len(labels))
+
+
+def _collate_actions(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"clip": torch.stack([i["clip"] for i in items]), "label": torch.stack([i["label"] for i in items])}
+
+
+def domain_general_pretrain(
+    backbone: Backbone,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    run_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    num_workers: int = 0,
+    seed: int = 0,
+    distributed: DistributedContext | None = None,
+    resume: bool | str | os.PathLike[str] = False,
+    show_progress: bool = True,
+) -> PretrainResult:
+    """Stage 1: supervised action classification of the whole backbone (and its classifier).
+
+    Stands in for Kinetics-400 pretraining on the synthetic action set
+    (:class:`~pecop_lib.data.formats.kinetics.KineticsActions`, items ``{"clip", "label"}``). SGD with
+    cosine annealing to 0 over ``epochs``, BatchNorm in training mode.
+
+    Args:
+        backbone: Built with ``num_classes`` = the number of action classes.
+        dataset: Items with ``"clip"`` ``(3, T, H, W)`` and ``"label"`` (class index).
+        epochs, batch_size, lr, momentum, weight_decay: The optimisation.
+        run_dir, device, precision, num_workers, seed, distributed, resume, show_progress: As in
+            :func:`continual_pretrain`.
+
+    Raises:
+        RuntimeError: If the backbone has no classifier.
+    """
+    if not backbone.has_classifier:
+        raise RuntimeError(f"{backbone.name} has no classifier; build it with num_classes=<number of action classes>")
+    backbone.requires_grad_(True)
+    backbone.bn_mode = "train"
+    context = distributed or DistributedContext(device=_device(device))
+    if batch_size % context.world_size:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
+    model = _ActionClassifier(backbone)
+    optimizer, scheduler = sgd_cosine(list(model.parameters()), lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      t_max=epochs, eta_min=0.0)
+    data = epoch_loader(dataset, batch_size // context.world_size, seed=seed, drop_last=True, num_workers=num_workers,
+                        rank=context.rank, world_size=context.world_size, collate_fn=_collate_actions,
+                        pin_memory=context.device.type == "cuda")
+    trainer = Trainer(model, _classification_step, optimizer, scheduler, run_dir=run_dir,
+                      device=context.device, precision=precision, distributed=distributed,
+                      desc="domain-general", show_progress=show_progress)
+    started = time.perf_counter()
+    history = trainer.fit(data, epochs, resume=resume)
+    return PretrainResult(model, history, [n for n, _ in backbone.named_parameters()], time.perf_counter() - started)

@@ -1,0 +1,163 @@
+"""Pretraining recipes: clips read the sampled frames, strategies train only what they own, stage 1 runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pecop_lib.data import PD4T, KineticsActions, official_transform
+from pecop_lib.data.synthetic import WorldSpec, generate_world
+from pecop_lib.data.transforms import ClipTransform
+from pecop_lib.data.video import write_frame_folder
+from pecop_lib.models import build_backbone
+from pecop_lib.models.strategies import trainable_names
+from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
+from pecop_lib.train.pretrain import (
+    PretextClips,
+    TargetVideo,
+    color_jitter,
+    continual_pretrain,
+    domain_general_pretrain,
+    target_videos,
+)
+
+STEP = 5  # frame k (1-based) has the uniform colour (STEP * k, 60, 200)
+
+
+@pytest.fixture(scope="module")
+def numbered_video(tmp_path_factory) -> Path:
+    frames = np.zeros((50, 16, 16, 3), dtype=np.uint8)
+    frames[..., 0] = (STEP * np.arange(1, 51))[:, None, None]
+    frames[..., 1], frames[..., 2] = 60, 200
+    return write_frame_folder(frames, tmp_path_factory.mktemp("numbered") / "video", quality=100)
+
+
+def _frame_numbers(clip: torch.Tensor, channel: int = 0) -> list[int]:
+    """Recover the frame numbers from a clip (3, T, H, W) in [0, 1] (no normalisation)."""
+    return [round(v / STEP) for v in (clip[channel].mean(dim=(1, 2)) * 255).tolist()]
+
+
+PLAIN = ClipTransform(normalize=False)
+
+
+def test_vspp_clips_hold_exactly_the_sampled_frames_and_labels(numbered_video: Path) -> None:
+    sampler = VSPPSampler(clip_len=8, normal_pace=1)
+    dataset = PretextClips([TargetVideo(numbered_video, 0, 50)], sampler, PLAIN, repeat=3, seed=4)
+    assert len(dataset) == 3
+    for index in range(3):
+        clip, labels = dataset[index]
+        expected = sampler.sample(50, np.random.default_rng([4, 0, index]))
+        assert clip.shape == (3, 8, 16, 16)
+        assert _frame_numbers(clip) == expected.frames
+        assert labels.tolist() == [expected.speed_label, expected.segment_label]
+    dataset.set_epoch(1)
+    assert _frame_numbers(dataset[0][0]) == sampler.sample(50, np.random.default_rng([4, 1, 0])).frames
+
+
+def test_span_offset_and_bgr_order(numbered_video: Path) -> None:
+    sampler = PaceSampler(clip_len=4, max_pace=2)
+    rgb = PretextClips([TargetVideo(numbered_video, 10, 30)], sampler, PLAIN, seed=0)
+    bgr = PretextClips([TargetVideo(numbered_video, 10, 30)], sampler, PLAIN, seed=0, channel_order="bgr")
+    clip, label = rgb[0]
+    sample = sampler.sample(30, np.random.default_rng([0, 0, 0]))
+    assert _frame_numbers(clip) == [10 + f for f in sample.frames]  # span starts at position 10 = frame 11
+    assert label.item() == sample.label
+    assert torch.equal(bgr[0][0], rgb[0][0].flip(0))  # channels reversed, as cv2 reads them
+    assert round(bgr[0][0][0].mean().item() * 255) == 200
+
+
+def test_rspnet_keys_share_one_spatial_draw(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pattern = rng.integers(0, 256, (1, 24, 24, 3), dtype=np.uint8).repeat(40, axis=0)
+    folder = write_frame_folder(pattern, tmp_path / "noise", quality=100)
+    transform = ClipTransform(crop=12, random_crop=True, flip=True, normalize=False)
+    dataset = PretextClips([TargetVideo(folder, 0, 40)], RSPNetSampler(clip_len=4, speeds=(2, 3)), transform, repeat=20)
+    crops_differ = 0
+    for index in range(20):
+        query, key, key_other = dataset[index]
+        assert query.shape == key.shape == key_other.shape == (3, 4, 12, 12)
+        assert torch.equal(key[:, 0], key_other[:, 0])  # same window start, same crop and flip
+        crops_differ += not torch.equal(query[:, 0], key[:, 0])
+    assert crops_differ > 0  # the query has its own spatial draw
+
+
+def test_color_jitter_is_seeded_per_frame_and_optional() -> None:
+    frames = np.random.default_rng(1).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    a = color_jitter(frames, np.random.default_rng(3))
+    b = color_jitter(frames, np.random.default_rng(3))
+    assert a.dtype == np.uint8 and a.shape == frames.shape and np.array_equal(a, b)
+    assert not np.array_equal(a, frames)
+    assert np.array_equal(color_jitter(frames, np.random.default_rng(3), p=0.0), frames)
+    changed = [not np.array_equal(x, y) for x, y in zip(color_jitter(frames, np.random.default_rng(5), p=1.0), frames,
+                                                           strict=True)]
+    assert all(changed)
+
+
+def test_clip_dataset_rejects_bad_settings(numbered_video: Path) -> None:
+    with pytest.raises(ValueError, match="no target videos"):
+        PretextClips([], VSPPSampler(), PLAIN)
+    with pytest.raises(ValueError, match="channel_order must be one of"):
+        PretextClips([TargetVideo(numbered_video, 0, 50)], VSPPSampler(), PLAIN, channel_order="bgrx")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    spec = WorldSpec(size=32, aqa_videos=8, jigsaws_trials=1, action_videos=2, action_frames=16, seed=3)
+    return generate_world(tmp_path_factory.mktemp("world"), spec, datasets=("PD4T", "Kinetics-synth"))
+
+
+def test_target_videos_are_the_split_videos(world) -> None:
+    dataset = PD4T(world["PD4T"], "Gait", "train", crop=32)
+    videos = target_videos(dataset)
+    assert len(videos) == len(dataset)
+    assert all(v.first == 0 and v.num_frames == len(dataset.source(i)) for i, v in enumerate(videos))
+    with pytest.raises(ValueError, match="no start_frame/end_frame"):
+        target_videos(dataset, annotated_span=True)
+
+
+def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["pecop", "hpt", "hpt_bn", "dom_s", "dom_g"])
+def test_each_strategy_changes_only_the_parameters_it_owns(world, tmp_path: Path, strategy: str) -> None:
+    videos = target_videos(PD4T(world["PD4T"], "Gait", "train", crop=32))[:2]
+    backbone = build_backbone("i3d", adapters=strategy == "pecop", seed=0)
+    before = _params(backbone)
+    buffers = {k: v.clone() for k, v in backbone.named_buffers()}
+    result = continual_pretrain(
+        backbone, videos, VSPPSampler(clip_len=8), official_transform("core_mtl", train=True, crop=32),
+        strategy=strategy, epochs=1, batch_size=2, list_repeat=1, device="cpu", run_dir=tmp_path, show_progress=False,
+    )
+    after = _params(backbone)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    owned = set(trainable_names(backbone, strategy))
+    assert changed == owned
+    if strategy == "dom_g":
+        assert result.model is None and not changed and not result.history.epochs
+        assert all(torch.equal(v, buffers[k]) for k, v in backbone.named_buffers())
+        return
+    assert changed  # something was trained
+    assert len(result.history.steps) == 1 and np.isfinite(result.history.epochs[0]["loss"])
+    head = [n for n, p in result.model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    assert head  # the VSPP heads train too
+
+
+@pytest.mark.slow
+def test_domain_general_stage_trains_the_classifier(world, tmp_path: Path) -> None:
+    actions = KineticsActions(world["Kinetics-synth"], "train", clip_len=8, crop=32)
+    backbone = build_backbone("r3d18", num_classes=len(actions.classes), seed=0)
+    before = _params(backbone)
+    result = domain_general_pretrain(backbone, actions, epochs=1, batch_size=4, lr=0.01, device="cpu",
+                                     run_dir=tmp_path, show_progress=False)
+    assert len(result.history.steps) == len(actions) // 4
+    after = _params(backbone)
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert not torch.equal(before["stem.0.weight"], after["stem.0.weight"])
+    assert (tmp_path / "checkpoints" / "epoch_001.pt").is_file()
+    with pytest.raises(RuntimeError, match="has no classifier"):
+        domain_general_pretrain(build_backbone("r3d18"), actions, epochs=1, batch_size=4, lr=0.01, device="cpu")
