@@ -39,7 +39,16 @@ from pecop_lib.models import (
 from pecop_lib.notebooks import run_notebooks
 from pecop_lib.outputs import prepare_out_dir, progress, save_figure, titled, write_metrics
 from pecop_lib.ssl import VSPPSampler, vspp_official_indices
-from pecop_lib.train import NonFiniteLossError, StepOutput, Trainer, epoch_loader, seed_everything
+from pecop_lib.train import (
+    NonFiniteLossError,
+    StepOutput,
+    Trainer,
+    continual_pretrain,
+    domain_general_pretrain,
+    epoch_loader,
+    seed_everything,
+    target_videos,
+)
 
 __version__ = "0.1.0"
 
@@ -70,6 +79,8 @@ __all__ = [
     "build_backbone",
     "cache_dir",
     "config_keys",
+    "continual_pretrain",
+    "domain_general_pretrain",
     "epoch_loader",
     "inject_adapters",
     "load_adapter_checkpoint",
@@ -83,6 +94,7 @@ __all__ = [
     "save_adapter_checkpoint",
     "save_figure",
     "seed_everything",
+    "target_videos",
     "titled",
     "vspp_official_indices",
     "write_metrics",
