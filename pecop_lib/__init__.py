@@ -27,6 +27,7 @@ from pecop_lib.data import (
     official_transform,
     synthetic_world,
 )
+from pecop_lib.heads import TSA, USDL, CoRe, encode_windows, predict_with_exemplars, usdl_spec, windowing_for
 from pecop_lib.models import (
     AdapterConfig,
     build_backbone,
@@ -53,6 +54,13 @@ from pecop_lib.train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "TSA",
+    "USDL",
+    "CoRe",
+    "encode_windows",
+    "predict_with_exemplars",
+    "usdl_spec",
+    "windowing_for",
     "JIGSAWS",
     "MTLAQA",
     "PD4T",
