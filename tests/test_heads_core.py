@@ -163,6 +163,9 @@ def test_training_partners_and_exemplar_draws() -> None:
     draw = draw_exemplars(["a", "c", "b"], groups, 2, seed=3)
     assert draw.indices.shape == (3, 2) and draw.indices[1].tolist() == [4, -1]
     assert set(draw.indices[0]) <= {0, 2, 3} and set(draw.indices[2]) == {1, 5}
+    bank = draw_exemplars(["a", "b", "a", "a"], groups, 2, seed=3, shared=True)
+    assert (bank.indices[0] == bank.indices[2]).all() and (bank.indices[0] == bank.indices[3]).all()
+    assert bank.videos_to_encode(cached=True) == 4 + 4 and bank.videos_to_encode(cached=False) == 2 * 8
     with pytest.raises(ValueError, match="no training video does"):
         draw_exemplars(["z"], groups, 2)
     assert draw_exemplars(["z"], groups, 6, missing="any").mask.all()

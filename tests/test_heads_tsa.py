@@ -89,6 +89,25 @@ def test_parameter_counts_match_the_reference() -> None:
     assert n_params(tsa) == 311_759
 
 
+def test_official_shapes() -> None:
+    """9 windows of I3D features (1024-d, 4x4 maps at 112 px), 96 frames: 15 step tokens, 240 map tokens of 64-d."""
+    torch.manual_seed(0)
+    tsa = TSA().eval()
+    a = _features(2, windows=9, dim=1024, hw=(4, 4))
+    seg = tsa.segment(a)
+    assert (
+        seg.tokens.shape == (2, 96, 64)
+        and seg.maps.shape == (2, 64, 96, 4, 4)
+        and seg.probs.shape == (2, 96, 2)
+    )
+    tokens, maps = tsa._steps(seg, torch.tensor([[30, 70], [20, 60]]))
+    assert tokens.shape == (2, 15, 64) and maps.shape == (2, 240, 64)
+    with torch.no_grad():
+        assert tsa.relative_to(
+            a, _features(2, windows=9, dim=1024, hw=(4, 4), seed=1), torch.zeros(2)
+        ).shape == (2,)
+
+
 def _features(
     batch: int, windows: int = 3, dim: int = 64, hw: tuple[int, int] = (2, 2), seed: int = 0
 ) -> WindowFeatures:

@@ -39,6 +39,9 @@ RelativeFn = Callable[[WindowFeatures, WindowFeatures, torch.Tensor], torch.Tens
 ClipFn = Callable[[int], torch.Tensor]
 """``index -> clip (3, T, H, W)`` (e.g. ``lambda i: dataset[i]["clip"]``)."""
 
+PAIR_CHUNK = 256
+"""(query, exemplar) pairs per head call on the cached path."""
+
 
 def group_members(groups: Sequence[Hashable]) -> dict[Hashable, np.ndarray]:
     """Indices of each group's members, in input order."""
@@ -253,9 +256,10 @@ def predict_with_exemplars(
     if not draw.mask.any(axis=1).all():
         raise ValueError(f"queries {np.flatnonzero(~draw.mask.any(axis=1)).tolist()} have no exemplar")
     device = _device(backbone)
-    scores = torch.as_tensor(np.asarray(exemplar_scores, dtype=np.float32), device=device)
+    scores = torch.as_tensor(exemplar_scores, dtype=torch.float32).to(device)
     q_idx, slot = np.nonzero(draw.mask)
     e_idx = draw.indices[q_idx, slot]
+    pair_scores = scores[torch.as_tensor(e_idx, device=device)]  # (pairs,)
     with torch.inference_mode():
         if cached:
             queries = FeatureCache(backbone, windowing, query_clip, maps=maps, batch_size=batch_size)
@@ -263,23 +267,23 @@ def predict_with_exemplars(
             deltas = torch.cat(
                 [
                     relative(
-                        queries.features(q_idx[s : s + 256]),
-                        exemplars.features(e_idx[s : s + 256]),
-                        scores[e_idx[s : s + 256]],
+                        queries.features(q_idx[s : s + PAIR_CHUNK]),
+                        exemplars.features(e_idx[s : s + PAIR_CHUNK]),
+                        pair_scores[s : s + PAIR_CHUNK],
                     )
-                    for s in range(0, len(q_idx), 256)
+                    for s in range(0, len(q_idx), PAIR_CHUNK)
                 ]
             )
         else:
             parts = []
-            for q, e in zip(q_idx, e_idx):
+            for p, (q, e) in enumerate(zip(q_idx, e_idx)):
                 pair = torch.stack([query_clip(int(q)), exemplar_clip(int(e))]).to(device)
                 feats = encode_windows(backbone, pair, windowing, maps=maps)
                 parts.append(
-                    relative(feats.select(slice(0, 1)), feats.select(slice(1, 2)), scores[int(e)].reshape(1))
+                    relative(feats.select(slice(0, 1)), feats.select(slice(1, 2)), pair_scores[p : p + 1])
                 )
             deltas = torch.cat(parts)
-        votes = deltas.float() + scores[e_idx]
+        votes = deltas.float() + pair_scores
         q_t = torch.as_tensor(q_idx, device=device)
         total = torch.zeros(num_queries, device=device).index_add_(0, q_t, votes)
         count = torch.zeros(num_queries, device=device).index_add_(0, q_t, torch.ones_like(votes))
