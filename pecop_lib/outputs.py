@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,8 +98,8 @@ def write_metrics(out_dir: str | os.PathLike[str], metrics: dict[str, Any], *, p
     return atomic_write_json(prepare_out_dir(out_dir) / METRICS_FILE, record)
 
 
-def progress(iterable: Iterable[T], *, desc: str = "", total: int | None = None, **kwargs: Any) -> Iterator[T]:
-    """Wrap an iterable in a tqdm progress bar.
+def progress(iterable: Iterable[T], *, desc: str = "", total: int | None = None, **kwargs: Any) -> Any:
+    """Wrap an iterable in a tqdm progress bar and return the bar (iterate it; ``set_postfix`` works).
 
     Interactive sessions get the notebook widget bar (``tqdm.auto``); headless runs (the runner
     sets ``PECOP_HEADLESS=1``) get plain text bars, which do not bloat executed notebooks with
@@ -109,4 +109,4 @@ def progress(iterable: Iterable[T], *, desc: str = "", total: int | None = None,
         from tqdm.std import tqdm
     else:
         from tqdm.auto import tqdm
-    return iter(tqdm(iterable, desc=desc, total=total, **kwargs))
+    return tqdm(iterable, desc=desc, total=total, **kwargs)

@@ -70,3 +70,15 @@ def test_save_figure_writes_each_format(tmp_path):
     assert [p.name for p in paths] == ["line.png", "line.pdf"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths[1].read_bytes()[:4] == b"%PDF"
+
+
+def test_progress_is_a_text_bar_when_headless(monkeypatch):
+    from tqdm.std import tqdm as text_tqdm
+
+    from pecop_lib.outputs import HEADLESS_ENV, progress
+
+    monkeypatch.setenv(HEADLESS_ENV, "1")
+    bar = progress(range(3), desc="x", disable=True)
+    assert type(bar) is text_tqdm
+    bar.set_postfix(loss=1.0)  # callers update the bar they get back
+    assert list(bar) == [0, 1, 2]
