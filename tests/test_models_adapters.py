@@ -207,3 +207,14 @@ def test_bn_mode_is_honoured_by_train(name: str) -> None:
     assert len(changed) == len(before), "train mode re-estimates every running statistic"
     with pytest.raises(ValueError, match="unknown BatchNorm mode"):
         model.bn_mode = "eval"
+
+
+def test_adapter_drift_zero_for_zero_up_positive_for_official() -> None:
+    from pecop_lib.models.adapters import adapter_drift
+
+    x = torch.randn(2, 3, 8, 32, 32)
+    zero = adapter_drift(build_backbone("i3d", adapters={"init": "zero_up"}, seed=0), x)
+    official = adapter_drift(build_backbone("i3d", adapters=True, seed=0), x)
+    assert list(zero) == list(official) == list(I3D_ADAPTERS)
+    assert all(v == 0.0 for v in zero.values())
+    assert all(0.01 < v < 10 for v in official.values())

@@ -262,6 +262,38 @@ def remove_adapters(model: Backbone) -> list[str]:
     return names
 
 
+def adapter_drift(model: Backbone, x: torch.Tensor) -> dict[str, float]:
+    """How much each adapter changes its block's output on a clip: ``||delta(h)|| / ||h||``.
+
+    ``0`` everywhere for ``zero_up`` adapters at initialisation; clearly positive for the official
+    initialisation. Runs one forward pass without gradients.
+
+    Args:
+        model: An adapted backbone.
+        x: Clip batch ``(B, 3, T, H, W)``.
+
+    Returns:
+        ``{site: relative norm}`` in module order.
+    """
+    drift: dict[str, float] = {}
+
+    def record(site: str) -> Any:
+        def hook(adapter: Adapter3D, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
+            (h,) = inputs
+            drift[site] = float(adapter.delta(h).norm() / h.norm().clamp_min(1e-12))
+
+        return hook
+
+    handles = [a.register_forward_hook(record(site)) for site, a in list_adapters(model).items()]
+    try:
+        with torch.no_grad():
+            model.forward_features(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return drift
+
+
 def is_adapter_key(key: str) -> bool:
     """Whether a state-dict key belongs to an adapter."""
     return f".{ADAPTER_ATTR}." in f".{key}"
