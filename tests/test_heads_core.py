@@ -23,7 +23,7 @@ from pecop_lib.heads.core import (
 from pecop_lib.heads.exemplars import draw_exemplars, predict_with_exemplars, training_partners
 from pecop_lib.heads.windows import Windowing, encode_windows
 from pecop_lib.models import build_backbone
-from tests._heads_stand_ins import TinyBackbone, brightness_clips, train_and_rank
+from tests._heads_stand_ins import TinyBackbone, brightness_clips, single_thread, train_and_rank  # noqa: F401 (autouse fixture)
 
 SIMPLE = group_bounds(np.arange(17.0), high=30.0)  # edges 0, 2, 4, ..., 14, 30
 

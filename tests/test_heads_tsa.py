@@ -19,7 +19,7 @@ from pecop_lib.heads.tsa import (
     usable_transitions,
 )
 from pecop_lib.heads.windows import WindowFeatures, Windowing, encode_windows
-from tests._heads_stand_ins import TinyBackbone, train_and_rank
+from tests._heads_stand_ins import TinyBackbone, single_thread, train_and_rank  # noqa: F401 (autouse fixture)
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -21,7 +21,7 @@ from pecop_lib.heads.usdl import (
     usdl_spec,
 )
 from pecop_lib.heads.windows import Windowing, encode_windows
-from tests._heads_stand_ins import TinyBackbone, brightness_clips, train_and_rank
+from tests._heads_stand_ins import TinyBackbone, brightness_clips, single_thread, train_and_rank  # noqa: F401 (autouse fixture)
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -14,7 +14,7 @@ from pecop_lib.heads.windows import (
     evenly_spaced,
     windowing_for,
 )
-from tests._heads_stand_ins import TinyBackbone
+from tests._heads_stand_ins import TinyBackbone, single_thread  # noqa: F401 (autouse fixture)
 
 
 def test_official_window_starts() -> None:
