@@ -82,3 +82,14 @@ def test_progress_is_a_text_bar_when_headless(monkeypatch):
     assert type(bar) is text_tqdm
     bar.set_postfix(loss=1.0)  # callers update the bar they get back
     assert list(bar) == [0, 1, 2]
+
+
+def test_atomic_files_get_umask_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "p.txt", "x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
