@@ -6,10 +6,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from pecop_lib.models import STRATEGIES, adapter_parameter_table, build_backbone, strategy_parameter_counts  # noqa: E402
-from pecop_lib.viz.adapters import (  # noqa: E402
+from pecop_lib.models import STRATEGIES, adapter_parameter_table, build_backbone, strategy_parameter_counts
+from pecop_lib.viz.adapters import (
     draw_adapted_inception_block,
     draw_adapted_residual_block,
     plot_adapter_blocks,

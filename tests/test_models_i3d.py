@@ -147,12 +147,14 @@ def test_mixed5c_identical_to_official_port_reference(size: tuple[int, int, int]
     [((8, 64, 64), (1, 2, 2)), ((16, 112, 112), (2, 4, 4)), ((16, 96, 128), (2, 3, 4)), ((12, 80, 80), (2, 3, 3))],
 )
 def test_feature_map_shapes(size: tuple[int, int, int], expected: tuple[int, int, int]) -> None:
-    model = build_backbone("i3d", adapters=True, seed=0)
+    model = build_backbone("i3d", adapters=True, seed=0).eval()
+    x = torch.randn(1, 3, *size)
     with torch.no_grad():
-        fmap = model.forward_features(torch.randn(2, 3, *size))
-        pooled = model.forward_pooled(torch.randn(2, 3, *size))
-    assert fmap.shape == (2, 1024, *expected)
-    assert pooled.shape == (2, model.feature_dim) == (2, 1024)
+        fmap = model.forward_features(x)
+        pooled = model.forward_pooled(x)
+    assert fmap.shape == (1, 1024, *expected)
+    assert pooled.shape == (1, model.feature_dim) == (1, 1024)
+    torch.testing.assert_close(pooled, fmap.mean(dim=(2, 3, 4)))
 
 
 def test_forward_rejects_channels_last_clip() -> None:

@@ -132,6 +132,8 @@ def test_piergiaj_round_trip_and_bn_eps(source: torch.nn.Module, clip: torch.Ten
     assert (_features(ours.double(), x) - expected).abs().max() > 1e-3  # eps alone makes a difference
     with pytest.raises(ValueError, match="has no adapter keys"):
         export_state_dict(source, "piergiaj")
+    with pytest.raises(ValueError, match="lambda=8"):
+        export_state_dict(build_backbone("i3d", adapters={"reduction": 8}), "pecop_official", classifier="zeros")
 
 
 def test_old_checkpoint_without_batch_counters(source: torch.nn.Module) -> None:

@@ -58,7 +58,7 @@ def adapter_parameter_table(model: Backbone) -> list[dict[str, Any]]:
 
 def strategy_parameter_counts(model: Backbone) -> dict[str, int]:
     """Trainable parameter count of every strategy on this model (strategies needing adapters: 0 without)."""
-    sizes = dict((n, p.numel()) for n, p in model.named_parameters())
+    sizes = {n: p.numel() for n, p in model.named_parameters()}
     counts = {}
     for name, spec in STRATEGIES.items():
         if spec.trains == "adapters" and not list_adapters(model):

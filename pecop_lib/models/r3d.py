@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import torch
 import torchvision
-from torch import nn
 
 from pecop_lib.models.backbone import Backbone, check_clip
 
 R3D18_ADAPTER_SITES: tuple[str, ...] = tuple(f"layer{i}.{j}" for i in range(1, 5) for j in range(2))
 """One adapter after each of the 8 residual blocks."""
-
-KINETICS_MEAN: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
-KINETICS_STD: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
 
 
 class R3D18(Backbone):

@@ -135,6 +135,7 @@ def read_state_dict(source: str | os.PathLike[str] | Mapping[str, torch.Tensor])
 
     Raises:
         FileNotFoundError: If the path does not exist.
+        TypeError: If the file holds something other than a dict.
         ValueError: If the file cannot be read as tensors, naming the file and the reason.
     """
     notes: list[str] = []
@@ -164,7 +165,7 @@ def read_state_dict(source: str | os.PathLike[str] | Mapping[str, torch.Tensor])
             notes.append(f"unwrapped the 'state_dict' entry of {where}")
             state = dict(state["state_dict"])
     if not isinstance(state, Mapping):
-        raise ValueError(f"{where} holds a {type(state).__name__}, not a dict of tensors")
+        raise TypeError(f"{where} holds a {type(state).__name__}, not a dict of tensors")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ValueError(f"{where} has non-tensor entries {bad[:10]}; pass a plain state dict (tensors by name)")
@@ -183,7 +184,7 @@ def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
     Raises:
         ValueError: If the keys fit no known layout (the message shows some of them).
     """
-    keys = [k[len("module."):] if k.startswith("module.") else k for k in state]
+    keys = [k.removeprefix("module.") for k in state]
     if any(".tuning_module." in k or k.startswith(("model.",) + PRETEXT_HEAD_PREFIXES) for k in keys):
         return "pecop_official"
     if any(k.startswith(("Conv3d_1a_7x7.", "Mixed_")) for k in keys):
@@ -236,7 +237,7 @@ def _from_official(state: dict[str, torch.Tensor], extras: dict[str, torch.Tenso
         if key.startswith(PRETEXT_HEAD_PREFIXES):
             extras[key] = state.pop(key)
             continue
-        inner = key[len("model."):] if key.startswith("model.") else key
+        inner = key.removeprefix("model.")
         match = re.fullmatch(r"(\w+)\.tuning_module\.(se|conv1\.weight|conv1\.bias|conv2\.weight|conv2\.bias)", inner)
         if match:
             block, part = match.groups()
@@ -492,10 +493,11 @@ def export_state_dict(
         return {_to_piergiaj(k): v for k, v in state.items()}
     if layout != "pecop_official":
         return state
-    if sorted(adapters) != sorted(I3D_ADAPTER_SITES) or model.adapter_config.groups != "width":
+    config = model.adapter_config
+    if sorted(adapters) != sorted(I3D_ADAPTER_SITES) or (config.groups, config.reduction) != ("width", 4):
         raise ValueError(
-            "the official PECoP layout has one adapter (groups = C/lambda) in each of the 9 Mixed blocks; "
-            f"this model has {list(adapters)} with groups={getattr(model.adapter_config, 'groups', None)!r}. "
+            "the official PECoP layout has one adapter (lambda 4, groups = C/4) in each of the 9 Mixed blocks; "
+            f"this model has {list(adapters)} with lambda={config.reduction}, groups={config.groups!r}. "
             "Use layout='pecop_lib' (or save_adapter_checkpoint) instead"
         )
     out: dict[str, torch.Tensor] = {}
