@@ -2,7 +2,7 @@
 
 ``pecop notebooks run`` executes the notebook sequence (see :mod:`pecop_lib.notebooks`);
 ``pecop notebooks list`` shows the notebooks and their parameters. Later stages register their
-own subcommands here (``pretrain``, ``finetune``, ``doctor``).
+own subcommands here (``pretrain``, ``finetune``); ``pecop doctor`` checks the machine.
 """
 
 from __future__ import annotations
@@ -47,6 +47,25 @@ def _notebooks_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from pecop_lib.doctor import run_doctor
+
+    roots = {}
+    for item in args.data:
+        name, sep, root = item.partition("=")
+        if not sep:
+            print(f"pecop: error: --data {item!r} must look like NAME=PATH, e.g. mtl-aqa=/data/MTL-AQA", file=sys.stderr)
+            return 2
+        roots[name.strip().lower()] = root
+    findings = run_doctor(args.device, roots, args.crop)
+    for finding in findings:
+        print(finding.format())
+    errors = sum(f.level == "error" for f in findings)
+    warnings = sum(f.level == "warn" for f in findings)
+    print(f"pecop doctor: {errors} error(s), {warnings} warning(s)")
+    return 1 if errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pecop`` command (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
@@ -81,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing = nb_commands.add_parser("list", help="list the notebooks and their parameters")
     listing.add_argument("--notebooks-dir", default=None)
     listing.set_defaults(func=_notebooks_list)
+
+    doctor = commands.add_parser("doctor", help="check this machine (packages, kernel, video decoding, device, "
+                                                "disk, dataset roots) and print fixes")
+    doctor.add_argument("--device", default="auto", help="device to check: auto | cpu | cuda | cuda:N")
+    doctor.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                        help="check a dataset root in its official format; NAME is mtl-aqa, jigsaws, finediving "
+                             "or pd4t; repeatable")
+    doctor.add_argument("--crop", type=int, default=None,
+                        help="crop side for reading the datasets (default: each dataset's official size)")
+    doctor.set_defaults(func=_doctor)
     return parser
 
 

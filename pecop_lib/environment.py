@@ -24,6 +24,7 @@ TRACKED_PACKAGES: tuple[str, ...] = (
     "matplotlib",
     "seaborn",
     "decord",
+    "av",
     "safetensors",
     "tqdm",
     "papermill",

@@ -1,0 +1,206 @@
+"""``pecop doctor``: check that this machine can run pecop, and say how to fix what it cannot.
+
+Each check returns :class:`Finding` records (``ok``, ``warn`` or ``error``) with a fix for anything
+that is not ok. Checks: Python and package versions, the Jupyter kernel ``python3`` that papermill
+will start, video decoding with decord (a tiny mp4 is written and read back), the device, free disk
+space for the cache and outputs, and optional dataset roots in their official formats.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pecop_lib.config import ConfigError, cache_dir, resolve_device
+from pecop_lib.environment import TRACKED_PACKAGES, package_versions
+
+LEVELS: tuple[str, ...] = ("ok", "warn", "error")
+MIN_FREE_GIB = 5.0
+"""Free space below this on the cache or output disk is a warning (the tutorial world alone is ~0.3 GB)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One result of a check.
+
+    Attributes:
+        level: ``"ok"``, ``"warn"`` or ``"error"``.
+        check: Short name of the check (``"packages"``, ``"kernel"``, ...).
+        message: What was found.
+        fix: What to do about it (empty when ok).
+    """
+
+    level: str
+    check: str
+    message: str
+    fix: str = ""
+
+    def format(self) -> str:
+        """One line (two with a fix) for the terminal."""
+        line = f"[{self.level.upper():5}] {self.check}: {self.message}"
+        return f"{line}\n        fix: {self.fix}" if self.fix else line
+
+
+def check_python() -> list[Finding]:
+    """Python 3.11 or newer."""
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info < (3, 11):
+        return [Finding("error", "python", f"Python {version} is too old", "use Python 3.11 (make setup uses python3.11)")]
+    return [Finding("ok", "python", f"Python {version} at {sys.executable}")]
+
+
+def check_packages() -> list[Finding]:
+    """Every dependency importable by metadata; torch >= 2.10 and not 2.9.x."""
+    findings = []
+    versions = package_versions(TRACKED_PACKAGES)
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        findings.append(Finding("error", "packages", f"not installed: {', '.join(missing)}",
+                                "run `make setup` or `pip install -e '.[test]'` in this environment"))
+    torch_version = versions.get("torch")
+    if torch_version:
+        major, minor = (int(part) for part in torch_version.split(".")[:2])
+        if (major, minor) < (2, 10):
+            findings.append(Finding("error", "packages", f"torch {torch_version} is older than 2.10 "
+                                    "(2.9.x has Conv3d AMP regressions and a bf16 correctness bug)",
+                                    "pip install 'torch>=2.10' torchvision"))
+    if not findings:
+        findings.append(Finding("ok", "packages", ", ".join(f"{n} {v}" for n, v in versions.items() if n != "pecop")))
+    return findings
+
+
+def check_kernel() -> list[Finding]:
+    """The ``python3`` kernel exists and runs this interpreter (papermill starts it by that name)."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    except ImportError:
+        return [Finding("error", "kernel", "jupyter_client is not installed", "pip install ipykernel papermill")]
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        return [Finding("error", "kernel", "no Jupyter kernel named 'python3'",
+                        "pip install ipykernel in this environment (it provides the python3 kernel)")]
+    interpreter = spec.argv[0]
+    if interpreter in ("python", "python3", "{python}") or Path(interpreter).resolve() == Path(sys.executable).resolve():
+        return [Finding("ok", "kernel", f"kernel 'python3' runs this interpreter ({sys.executable})")]
+    return [Finding("warn", "kernel", f"kernel 'python3' runs {interpreter}, not this environment's {sys.executable}; "
+                    "notebooks may not find pecop_lib",
+                    f"remove or fix the kernelspec at {spec.resource_dir}, or `{sys.executable} -m ipykernel install "
+                    "--user --name python3`")]
+
+
+def check_video_decoding() -> list[Finding]:
+    """Write an 8-frame 32x32 mp4 with PyAV and decode it with decord (smaller clips trip decord)."""
+    import numpy as np
+
+    from pecop_lib.data.video import VideoFile, write_mp4
+
+    frames = np.zeros((8, 32, 32, 3), dtype=np.uint8)
+    frames[:, :, :, 0] = np.arange(8, dtype=np.uint8)[:, None, None] * 30
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.mp4"
+        try:
+            write_mp4(frames, path)
+            decoded = VideoFile(path).read(np.array([0, 6]))
+        except Exception as exc:  # noqa: BLE001 (any failure here is the finding)
+            return [Finding("error", "video", f"mp4 write/decode failed: {type(exc).__name__}: {exc}",
+                            "reinstall decord (0.6.0) and av; on ARM use frame folders instead of mp4")]
+    if decoded.shape[0] != 2 or abs(int(decoded[1, 16, 16, 0]) - 180) > 12:
+        return [Finding("error", "video", f"decord decoded unexpected frames (shape {tuple(decoded.shape)})",
+                        "reinstall decord 0.6.0")]
+    return [Finding("ok", "video", "PyAV writes and decord decodes mp4")]
+
+
+def check_device(device: str = "auto") -> list[Finding]:
+    """The requested device resolves; a CUDA build without a GPU is reported."""
+    import torch
+
+    try:
+        dev = resolve_device(device)
+    except ConfigError as exc:
+        return [Finding("error", "device", str(exc), "use --device auto or cpu")]
+    if dev.type == "cuda":
+        return [Finding("ok", "device", f"{dev}: {torch.cuda.get_device_name(dev)}")]
+    note = "presets: smoke runs in minutes here; tutorial wants a GPU"
+    return [Finding("ok", "device", f"CPU only ({torch.get_num_threads()} threads); {note}")]
+
+
+def check_disk(paths: dict[str, Path] | None = None, min_free_gib: float = MIN_FREE_GIB) -> list[Finding]:
+    """Free space where the cache and the outputs go."""
+    paths = paths if paths is not None else {"cache": cache_dir(), "outputs": Path("runs")}
+    findings = []
+    for label, path in paths.items():
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free / 2**30
+        if free < min_free_gib:
+            findings.append(Finding("warn", "disk", f"{label} ({path}): only {free:.1f} GiB free",
+                                    f"free space or set {'PECOP_CACHE_DIR' if label == 'cache' else '--out'} elsewhere"))
+        else:
+            findings.append(Finding("ok", "disk", f"{label} ({path}): {free:.1f} GiB free"))
+    return findings
+
+
+def _open_datasets(name: str, root: Path, crop: int | None = None) -> list[Any]:
+    """Build the train and test datasets of one dataset root (validates the layout)."""
+    from pecop_lib.data import FineDiving, JIGSAWS, MTLAQA, PD4T
+    from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS
+    from pecop_lib.data.formats.pd4t import TASKS as PD4T_TASKS
+
+    kw = {} if crop is None else {"crop": crop}
+    if name == "mtl-aqa":
+        return [MTLAQA(root, split, **kw) for split in ("train", "test")]
+    if name == "finediving":
+        return [FineDiving(root, split, **kw) for split in ("train", "test")]
+    if name == "jigsaws":
+        return [JIGSAWS(root, task, 0, split, **kw) for task in JIGSAWS_TASKS for split in ("train", "test")]
+    if name == "pd4t":
+        return [PD4T(root, task, split, **kw) for task in PD4T_TASKS for split in ("train", "test")]
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_CHECKS)}")
+
+
+DATASET_CHECKS: tuple[str, ...] = ("mtl-aqa", "jigsaws", "finediving", "pd4t")
+
+
+def check_dataset(name: str, root: str | Path, crop: int | None = None) -> list[Finding]:
+    """Read a dataset root in its official format and decode its first clip.
+
+    Args:
+        name: One of :data:`DATASET_CHECKS`.
+        root: The dataset's root folder.
+        crop: Crop side of the transform; ``None`` uses the dataset's official size (224 or 112).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return [Finding("error", f"data:{name}", f"{root} is not a folder", f"pass the {name} root folder")]
+    try:
+        datasets = _open_datasets(name, root, crop)
+        sample = datasets[0][0]
+    except Exception as exc:  # noqa: BLE001 (the loaders raise specific errors; all are findings here)
+        return [Finding("error", f"data:{name}", f"{type(exc).__name__}: {exc}",
+                        f"compare {root} with data_cards/{name}.md (official layout)")]
+    sizes = ", ".join(str(len(d)) for d in datasets)
+    return [Finding("ok", f"data:{name}", f"{root}: splits of {sizes} records; first clip {tuple(sample['clip'].shape)}")]
+
+
+def run_doctor(device: str = "auto", data_roots: dict[str, str | Path] | None = None,
+               crop: int | None = None) -> list[Finding]:
+    """Run every check; data roots are optional ``{dataset name: root}`` (read at ``crop``).
+
+    Returns:
+        All findings, in check order.
+    """
+    checks: list[Callable[[], list[Finding]]] = [
+        check_python, check_packages, check_kernel, check_video_decoding, lambda: check_device(device), check_disk,
+    ]
+    findings = [f for check in checks for f in check()]
+    for name, root in (data_roots or {}).items():
+        findings.extend(check_dataset(name, root, crop))
+    return findings
+
