@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pecop_lib.viz.pipeline import FROZEN, HEAD, TRAINED, _arrow, _box
+from pecop_lib.viz.diagram import FROZEN, HEAD, TRAINED, arrow, box
 
 ADAPTER_STEPS: tuple[str, ...] = (
     "theta_down: 3x3x3 conv\nC -> C/lambda, groups C/lambda",
@@ -27,18 +27,18 @@ def _adapter_column(ax: Any, x: float, y: float, w: float, h_in: float) -> float
     """Draw the adapter steps upwards from ``y`` with the residual line; return the top of the sum."""
     from matplotlib.patches import Circle
 
-    _arrow(ax, x + w / 2, h_in, x + w / 2, y)
+    arrow(ax, x + w / 2, h_in, x + w / 2, y)
     for i, text in enumerate(ADAPTER_STEPS):
-        _box(ax, x, y + i * 0.8, w, 0.55, text, TRAINED)
+        box(ax, x, y + i * 0.8, w, 0.55, text, TRAINED)
         if i:
-            _arrow(ax, x + w / 2, y + i * 0.8 - 0.25, x + w / 2, y + i * 0.8)
+            arrow(ax, x + w / 2, y + i * 0.8 - 0.25, x + w / 2, y + i * 0.8)
     top = y + len(ADAPTER_STEPS) * 0.8
     ax.add_patch(Circle((x + w / 2, top + 0.1), 0.17, facecolor="white", edgecolor="#333"))
     ax.text(x + w / 2, top + 0.1, "+", ha="center", va="center", fontsize=12)
-    _arrow(ax, x + w / 2, top - 0.25, x + w / 2, top - 0.07)
+    arrow(ax, x + w / 2, top - 0.25, x + w / 2, top - 0.07)
     # residual: from the adapter input around the right side into the sum
     ax.plot([x + w / 2, x + w + 0.35, x + w + 0.35], [h_in, h_in, top + 0.1], color="#333", lw=1.2)
-    _arrow(ax, x + w + 0.35, top + 0.1, x + w / 2 + 0.17, top + 0.1)
+    arrow(ax, x + w + 0.35, top + 0.1, x + w / 2 + 0.17, top + 0.1)
     ax.text(x + w + 0.42, (h_in + top) / 2, "residual", rotation=90, va="center", fontsize=8)
     return top + 0.27
 
@@ -55,27 +55,27 @@ def draw_adapted_inception_block(title: str = "Inception block with a 3D-Adapter
     ax.set_xlim(0, 8.5)
     ax.set_ylim(-0.3, 8.4)
     ax.axis("off")
-    _box(ax, 2.5, 0.0, 3.5, 0.5, "previous layer (C_in channels)", HEAD)
+    box(ax, 2.5, 0.0, 3.5, 0.5, "previous layer (C_in channels)", HEAD)
     branches = [["1x1x1 conv"], ["1x1x1 conv", "3x3x3 conv"], ["1x1x1 conv", "3x3x3 conv"],
                 ["3x3x3 max-pool\nstride 1", "1x1x1 conv"]]  # fmt: skip
     centers = [0.3 + col * 2.05 + 0.87 for col in range(len(branches))]
     ax.plot([4.25, 4.25], [0.5, 0.72], color="#333", lw=1.2)
     ax.plot([centers[0], centers[-1]], [0.72, 0.72], color="#333", lw=1.2)  # fan-out bus
     ax.plot([centers[0], centers[-1]], [2.65, 2.65], color="#333", lw=1.2)  # fan-in bus
-    _arrow(ax, 4.25, 2.65, 4.25, 2.85)
+    arrow(ax, 4.25, 2.65, 4.25, 2.85)
     for col, units in enumerate(branches):
         x, first = 0.3 + col * 2.05, 2 - len(units)  # single-unit branches sit in the upper row
         for row, unit in enumerate(units, start=first):
-            _box(ax, x, 1.0 + row * 0.9, 1.75, 0.55, unit + ("" if "pool" in unit else "\n+ BN + ReLU"), FROZEN,
+            box(ax, x, 1.0 + row * 0.9, 1.75, 0.55, unit + ("" if "pool" in unit else "\n+ BN + ReLU"), FROZEN,
                  hatch="//")  # fmt: skip
-        _arrow(ax, centers[col], 0.72, centers[col], 1.0 + first * 0.9)
+        arrow(ax, centers[col], 0.72, centers[col], 1.0 + first * 0.9)
         if len(units) == 2:
-            _arrow(ax, centers[col], 1.55, centers[col], 1.9)
+            arrow(ax, centers[col], 1.55, centers[col], 1.9)
         ax.plot([centers[col], centers[col]], [2.45, 2.65], color="#333", lw=1.2)
-    _box(ax, 2.5, 2.85, 3.5, 0.5, "concatenation -> h (C channels)", FROZEN, hatch="//")
+    box(ax, 2.5, 2.85, 3.5, 0.5, "concatenation -> h (C channels)", FROZEN, hatch="//")
     top = _adapter_column(ax, 2.5, 3.75, 3.5, 3.35)
-    _box(ax, 2.5, top + 0.25, 3.5, 0.5, "h + alpha * up(ReLU(down(h)))  ->  next layer", HEAD)
-    _arrow(ax, 4.25, top, 4.25, top + 0.25)
+    box(ax, 2.5, top + 0.25, 3.5, 0.5, "h + alpha * up(ReLU(down(h)))  ->  next layer", HEAD)
+    arrow(ax, 4.25, top, 4.25, top + 0.25)
     _legend(ax)
     ax.set_title(title, fontsize=11)
     fig.tight_layout()
@@ -94,20 +94,20 @@ def draw_adapted_residual_block(title: str = "R3D-18 residual block with a 3D-Ad
     ax.set_xlim(0, 7.5)
     ax.set_ylim(-0.3, 8.4)
     ax.axis("off")
-    _box(ax, 1.5, 0.0, 3.5, 0.5, "previous block (x)", HEAD)
-    _box(ax, 1.5, 0.8, 3.5, 0.55, "conv1: 3x3x3 conv + BN + ReLU", FROZEN, hatch="//")
-    _box(ax, 1.5, 1.65, 3.5, 0.55, "conv2: 3x3x3 conv + BN", FROZEN, hatch="//")
-    _arrow(ax, 3.25, 0.5, 3.25, 0.8)
-    _arrow(ax, 3.25, 1.35, 3.25, 1.65)
-    _box(ax, 1.5, 2.5, 3.5, 0.55, "(+ shortcut: identity, or 1x1x1 conv\nstride 2 + BN)  ->  ReLU  ->  h", FROZEN,
+    box(ax, 1.5, 0.0, 3.5, 0.5, "previous block (x)", HEAD)
+    box(ax, 1.5, 0.8, 3.5, 0.55, "conv1: 3x3x3 conv + BN + ReLU", FROZEN, hatch="//")
+    box(ax, 1.5, 1.65, 3.5, 0.55, "conv2: 3x3x3 conv + BN", FROZEN, hatch="//")
+    arrow(ax, 3.25, 0.5, 3.25, 0.8)
+    arrow(ax, 3.25, 1.35, 3.25, 1.65)
+    box(ax, 1.5, 2.5, 3.5, 0.55, "(+ shortcut: identity, or 1x1x1 conv\nstride 2 + BN)  ->  ReLU  ->  h", FROZEN,
          hatch="//")  # fmt: skip
-    _arrow(ax, 3.25, 2.2, 3.25, 2.5)
+    arrow(ax, 3.25, 2.2, 3.25, 2.5)
     ax.plot([1.5, 0.9, 0.9], [0.25, 0.25, 2.77], color="#333", lw=1.2)
-    _arrow(ax, 0.9, 2.77, 1.5, 2.77)
+    arrow(ax, 0.9, 2.77, 1.5, 2.77)
     ax.text(0.8, 1.5, "shortcut", rotation=90, va="center", fontsize=8)
     top = _adapter_column(ax, 1.5, 3.45, 3.5, 3.05)
-    _box(ax, 1.5, top + 0.25, 3.5, 0.5, "h + alpha * up(ReLU(down(h)))  ->  next block", HEAD)
-    _arrow(ax, 3.25, top, 3.25, top + 0.25)
+    box(ax, 1.5, top + 0.25, 3.5, 0.5, "h + alpha * up(ReLU(down(h)))  ->  next block", HEAD)
+    arrow(ax, 3.25, top, 3.25, top + 0.25)
     _legend(ax)
     ax.set_title(title, fontsize=11)
     fig.tight_layout()

@@ -4,22 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-FROZEN = "#c9ccd1"
-TRAINED = "#f28e2b"
-DATA = "#76b7b2"
-HEAD = "#4e79a7"
-
-
-def _box(ax: Any, x: float, y: float, w: float, h: float, text: str, color: str, *, hatch: str | None = None) -> None:
-    from matplotlib.patches import FancyBboxPatch
-
-    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02", facecolor=color, edgecolor="#333333",
-                                hatch=hatch, linewidth=1.0))
-    ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=8.5, wrap=True)
-
-
-def _arrow(ax: Any, x0: float, y0: float, x1: float, y1: float) -> None:
-    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "lw": 1.3, "color": "#333333"})
+from pecop_lib.viz.diagram import DATA, FROZEN, HEAD, TRAINED, arrow, box
 
 
 def draw_pecop_pipeline(title: str = "PECoP in three stages") -> Any:
@@ -53,16 +38,16 @@ def draw_pecop_pipeline(title: str = "PECoP in three stages") -> Any:
     ]
     for x, name, data, backbone, color, hatch, head in stages:
         ax.text(x + 1.55, 3.95, name, ha="center", va="center", fontsize=10, weight="bold")
-        _box(ax, x, 2.75, 3.1, 0.8, data, DATA)
-        _box(ax, x, 1.55, 3.1, 0.85, backbone, color, hatch=hatch)
-        _box(ax, x, 0.35, 3.1, 0.8, head, HEAD)
-        _arrow(ax, x + 1.55, 2.75, x + 1.55, 2.42)
-        _arrow(ax, x + 1.55, 1.55, x + 1.55, 1.17)
+        box(ax, x, 2.75, 3.1, 0.8, data, DATA)
+        box(ax, x, 1.55, 3.1, 0.85, backbone, color, hatch=hatch)
+        box(ax, x, 0.35, 3.1, 0.8, head, HEAD)
+        arrow(ax, x + 1.55, 2.75, x + 1.55, 2.42)
+        arrow(ax, x + 1.55, 1.55, x + 1.55, 1.17)
     # adapters drawn as small trained blocks inside the frozen backbone of stage 2
     for i in range(5):
-        _box(ax, 4.05 + i * 0.58, 1.6, 0.22, 0.16, "", TRAINED)
-    _arrow(ax, 3.32, 1.97, 3.88, 1.97)
-    _arrow(ax, 7.02, 1.97, 7.58, 1.97)
+        box(ax, 4.05 + i * 0.58, 1.6, 0.22, 0.16, "", TRAINED)
+    arrow(ax, 3.32, 1.97, 3.88, 1.97)
+    arrow(ax, 7.02, 1.97, 7.58, 1.97)
     ax.legend(handles=[Patch(facecolor=TRAINED, edgecolor="#333", label="trained"),
                        Patch(facecolor=FROZEN, edgecolor="#333", hatch="//", label="frozen"),
                        Patch(facecolor=DATA, edgecolor="#333", label="data"),
