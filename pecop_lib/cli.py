@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pecop_lib import __version__
 from pecop_lib.config import PRESET_NAMES, ConfigError
@@ -44,6 +45,48 @@ def _notebooks_list(args: argparse.Namespace) -> int:
     for path in discover_notebooks(args.notebooks_dir):
         params = ", ".join(f"{k}={v}" for k, v in declared_parameters(path).items())
         print(f"{path.stem}: {params}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from pecop_lib.config import resolve
+    from pecop_lib.models.weights import WeightsMismatchError
+    from pecop_lib.notebooks import parse_parameter
+    from pecop_lib.train.distributed import init_distributed, shutdown_distributed
+    from pecop_lib.train.finetune_runs import finetune_command
+    from pecop_lib.train.loop import NonFiniteLossError
+
+    overrides: dict[str, object] = dict(parse_parameter(p) for p in args.set)
+    flags = {"seed": args.seed, "device": args.device, "finetune_epochs": args.epochs}
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    stem = f"{args.head}-{args.dataset}{'-' + args.task if args.task else ''}".replace(" ", "_")
+    try:
+        cfg = resolve(args.preset, **overrides)
+        out = Path(args.out or f"runs/{cfg.preset}/finetune/{stem}")
+        context = init_distributed(cfg.device)
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        print(f"pecop: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        metrics = finetune_command(
+            cfg, head=args.head, dataset=args.dataset, task=args.task, fold=args.fold,
+            backbone_checkpoint=args.backbone_checkpoint, base_weights=args.base_weights, data_root=args.data_root,
+            out=out, label=args.label, resume=args.resume, distributed=context if context.is_distributed else None,
+            show_progress=not args.no_progress,
+        )
+    except NonFiniteLossError as exc:
+        print(f"pecop: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, ValueError, FileNotFoundError, WeightsMismatchError) as exc:
+        print(f"pecop: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_distributed()
+    for run in metrics["runs"]:
+        rhos = ", ".join(f"{k.removesuffix('_rho')} rho {v:.4f}" if v is not None else f"{k.removesuffix('_rho')} rho n/a"
+                         for k, v in run.items() if k.endswith("_rho"))
+        print(f"  {run['setting']:<36} {rhos}")
+    print(f"pecop: fine-tuned {len(metrics['runs'])} run(s) on {metrics['backbone']}; metrics: {out / 'metrics.json'}")
     return 0
 
 
@@ -110,6 +153,40 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--crop", type=int, default=None,
                         help="crop side for reading the datasets (default: each dataset's official size)")
     doctor.set_defaults(func=_doctor)
+    from pecop_lib.train.finetune import DATASETS as FINETUNE_DATASETS
+    from pecop_lib.train.finetune import HEADS
+
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune an AQA head (USDL, MUSDL, CoRe, TSA) on a pretrained backbone",
+        description="Fine-tune backbone and head with the head's official recipe, evaluating test and a validation "
+                    "hold-out every epoch; reports the official protocol (best test epoch; JIGSAWS (M)USDL: mean of "
+                    "the last 10) and the honest one (epoch chosen on validation) with bootstrap intervals. JIGSAWS "
+                    "without --fold runs all 4 folds. Writes per-run folders and metrics.json to --out. Multi-GPU: "
+                    "torchrun --nproc_per_node=G -m pecop_lib finetune ...",
+    )
+    finetune.add_argument("--head", required=True, choices=HEADS)
+    finetune.add_argument("--dataset", required=True, choices=FINETUNE_DATASETS)
+    finetune.add_argument("--task", default=None, help="JIGSAWS or PD4T task, e.g. Suturing, Gait, 'Finger tapping'")
+    finetune.add_argument("--fold", type=int, default=None, help="JIGSAWS test fold 0..3 (default: all four)")
+    finetune.add_argument("--backbone-checkpoint", required=True, metavar="PATH|none",
+                          help="weights file (Kinetics, stage-1, HPT), PECoP adapter folder (needs --base-weights), "
+                               "or none (random init, or --base-weights alone)")
+    finetune.add_argument("--base-weights", default=None, metavar="PATH",
+                          help="backbone weights the adapters were trained on (default: the preset's model_weights)")
+    finetune.add_argument("--preset", required=True, choices=PRESET_NAMES, help="settings preset")
+    finetune.add_argument("--data-root", default=None,
+                          help="folder holding <dataset>/ in the official layout (default: the synthetic world)")
+    finetune.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the preset's, auto)")
+    finetune.add_argument("--out", default=None, help="output folder (default: runs/<preset>/finetune/<head>-<dataset>)")
+    finetune.add_argument("--label", default=None, help="backbone label in folder names and metrics")
+    finetune.add_argument("--resume", action="store_true",
+                          help="load finished runs in --out and continue unfinished ones from their checkpoints")
+    finetune.add_argument("--seed", type=int, default=None)
+    finetune.add_argument("--epochs", type=int, default=None, help="0: the recipe's official count")
+    finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="any config key, e.g. --set finetune_decode=expectation (repeatable)")
+    finetune.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    finetune.set_defaults(func=_finetune)
     return parser
 
 

@@ -100,6 +100,21 @@ class Config:
     pretrain_general_epochs: int = 4  # stage 1: supervised epochs on the synthetic action set
     pretrain_general_lr: float = 0.01  # stage 1: SGD learning rate (cosine to 0)
 
+    # --- finetune: AQA heads on the pretrained backbone (pecop_lib.train.finetune); 0 = the recipe's official value ---
+    finetune_epochs: int = 30  # official: USDL/MUSDL 100 (JIGSAWS 80), CoRe/TSA 200
+    finetune_batch_size: int = 8  # videos (USDL/MUSDL) or pairs (CoRe/TSA) per step; official 4 / 1 (accum 2) / 8
+    finetune_lr_backbone: float = 0.0  # official 1e-4 (Adam)
+    finetune_lr_head: float = 0.0  # official 1e-4 USDL/MUSDL, 1e-3 CoRe/TSA
+    finetune_train_backbone: str = "all"  # all (official: backbone + adapters) | adapters | frozen
+    finetune_decode: str = "argmax"  # (M)USDL decoding: argmax (official) | expectation
+    finetune_exemplars: int = 10  # CoRe/TSA test exemplars per query (voter_number)
+    finetune_shared_exemplars: bool = False  # one exemplar bank per group instead of per-query draws
+    finetune_exemplar_missing: str = "any"  # error (official) | any: test group without training videos
+    finetune_val_fraction: float = 0.2  # validation hold-out of the training split (honest protocol); 0: none
+    finetune_eval_batch_size: int = 8
+    finetune_bootstrap: int = 1000  # bootstrap resamples of the reported rho's 95 % interval
+    finetune_scope: str = "main"  # notebooks: main (one dataset + JIGSAWS Suturing folds) | paper (all tables)
+
     # --- train: the training loop shared by pretraining and fine-tuning (pecop_lib.train) ---
     train_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     train_compile: bool = False  # torch.compile the model
@@ -154,6 +169,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_full_epochs": 1,
         "pretrain_list_repeat": 1,
         "pretrain_general_epochs": 1,
+        "finetune_epochs": 2,
+        "finetune_batch_size": 2,
+        "finetune_decode": "expectation",
+        "finetune_exemplars": 2,
+        "finetune_val_fraction": 0.25,
+        "finetune_eval_batch_size": 4,
+        "finetune_bootstrap": 200,
     },
     "tutorial": {},
     "paper": {
@@ -167,6 +189,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_lr": 0.01,
         "pretrain_list_repeat": 20,
         "pretrain_channel_order": "bgr",
+        "finetune_epochs": 0,
+        "finetune_batch_size": 0,
+        "finetune_exemplar_missing": "error",
+        "finetune_eval_batch_size": 20,
+        "finetune_bootstrap": 2000,
+        "finetune_scope": "paper",
         "train_keep_checkpoints": 0,
     },
 }

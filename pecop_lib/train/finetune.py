@@ -1,0 +1,1204 @@
+"""AQA fine-tuning on the :class:`~pecop_lib.train.loop.Trainer`: USDL, MUSDL, CoRe and TSA recipes.
+
+A *recipe* (:data:`RECIPES`) is one head on one dataset with the hyperparameters of its official
+code (facts: ``reference/aqa-heads.md`` Sec. 2-6):
+
+=================  =====================  ==================  =====  ============  ======  ======  ===========
+head / dataset     windows                Adam lr backbone /  wd     batch         epochs  BN      official
+                                          head                                                     protocol
+=================  =====================  ==================  =====  ============  ======  ======  ===========
+USDL MTL-AQA       10 over 103 (last 87)  1e-4 / 1e-4         0      4             100     train   best test
+MUSDL MTL-AQA      same                   1e-4 / 1e-4         1e-5   4             100     train   best test
+USDL, MUSDL        10 over 160,           1e-4 / 1e-4         0      4             80      train   mean of the
+JIGSAWS            non-overlapping                                                                 last 10
+CoRe MTL-AQA       10 over 103 (last 86)  1e-4 / 1e-3         0      1 pair, acc 2 200     frozen  best test
+TSA FineDiving     9 over 96 at 112 px    1e-4 / 1e-3         0      8 pairs       200     frozen  best test
+=================  =====================  ==================  =====  ============  ======  ======  ===========
+
+The paper's other pairings have no official code and reuse the closest official recipe: USDL on
+PD4T (MTL-AQA's USDL recipe on PD4T's 103-frame clips, CoRe windows), CoRe on JIGSAWS (CoRe's
+optimisation on JIGSAWS' 160-frame windows), on FineDiving (TSA's clips) and on PD4T. The whole
+backbone (and its adapters) is trained, as in every official repository and the paper; the
+backbone always pools with ``window2``, which equals the official ``(2, 7, 7)`` pool at 224 px
+and FineDiving's ``(2, 4, 4)`` at 112 px.
+
+Per epoch, :func:`finetune` trains one epoch (``trainer.fit(data, e + 1)``, the trainer
+continues) and evaluates the test split **and** a validation split carved from the training
+split (:func:`pecop_lib.eval.holdout_split`: stratified by difficulty / dive number for diving,
+subject-disjoint for JIGSAWS and PD4T). Both protocols are then read off the same run:
+
+* ``official``: the best test epoch (every official repository; optimistic), or for USDL/MUSDL
+  on JIGSAWS the mean test rho of the last 10 epochs (``official_last10``);
+* ``honest``: the epoch with the best validation rho, and the test rho at that epoch.
+
+The model is trained on the training split *minus* the validation hold-out, so both numbers come
+from one trajectory and differ only in how the epoch is chosen; ``val_fraction=0`` trains on the
+whole training split and reports the official protocol only. Each reported rho carries a paired
+bootstrap confidence interval over the test videos. Evaluation runs with fixed BatchNorm
+statistics; CoRe and TSA compare each query with up to ``M`` training exemplars of its group,
+encoding every video once per evaluation (:func:`pecop_lib.heads.predict_with_exemplars`).
+
+Resume: the trainer's checkpoints hold model, optimiser and generators; ``evaluation.json`` in the
+run folder holds every evaluated epoch, written atomically after each evaluation. A resumed run
+evaluates the checkpoint's epoch if its evaluation is missing and continues.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from pecop_lib.atomic import atomic_write_json
+from pecop_lib.config import resolve_device
+from pecop_lib.data.dataset import AQADataset
+from pecop_lib.data.formats.finediving import FineDiving
+from pecop_lib.data.formats.jigsaws import JIGSAWS
+from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS
+from pecop_lib.data.formats.mtl_aqa import ANNOTATION_FILES, MTLAQA, find_info_dir
+from pecop_lib.data.formats.pd4t import PD4T
+from pecop_lib.data.formats.pd4t import TASKS as PD4T_TASKS
+from pecop_lib.data.transforms import official_transform
+from pecop_lib.eval import (
+    Interval,
+    Selection,
+    bootstrap_ci,
+    holdout_split,
+    honest,
+    l2,
+    official_best,
+    official_last_mean,
+    relative_l2,
+    spearman,
+    tiou_accuracy,
+)
+from pecop_lib.heads import (
+    CORE_SETTINGS,
+    TSA,
+    USDL,
+    CoRe,
+    ExemplarDraw,
+    WindowFeatures,
+    Windowing,
+    draw_exemplars,
+    encode_windows,
+    group_bounds,
+    pair_deltas,
+    predict_with_exemplars,
+    teacher_forcing,
+    training_partners,
+    usdl_spec,
+    windowing_for,
+)
+from pecop_lib.heads.usdl import DECODE_MODES
+from pecop_lib.models.adapters import is_adapter_key, list_adapters
+from pecop_lib.models.backbone import Backbone
+from pecop_lib.train.data import epoch_loader
+from pecop_lib.train.distributed import DistributedContext
+from pecop_lib.train.loop import StepOutput, Trainer, TrainHistory
+from pecop_lib.train.precision import autocast, autocast_dtype
+from pecop_lib.train.rng import capture_rng_state, restore_rng_state
+
+HEADS: tuple[str, ...] = ("usdl", "musdl", "core", "tsa")
+DATASETS: tuple[str, ...] = ("MTL-AQA", "JIGSAWS", "FineDiving", "PD4T")
+TASKS: dict[str, tuple[str, ...]] = {"MTL-AQA": (), "JIGSAWS": JIGSAWS_TASKS, "FineDiving": (), "PD4T": PD4T_TASKS}
+"""Tasks of each dataset (empty: one task)."""
+NUM_FOLDS = 4
+"""JIGSAWS folds (train on three, test on one)."""
+TRAIN_BACKBONE: tuple[str, ...] = ("all", "adapters", "frozen")
+EXEMPLAR_MISSING: tuple[str, ...] = ("error", "any")
+BACKBONE_POOL = "window2"
+EVALUATION_FILE = "evaluation.json"
+DISTRIBUTION_SAMPLES = 4
+"""Test videos whose predicted (M)USDL distributions are kept at every epoch (for plots)."""
+MIN_VALIDATION = 2
+"""Spearman needs at least two validation videos."""
+
+Protocol = Literal["official", "official_last10"]
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """One head on one dataset with its official (or closest official) hyperparameters.
+
+    Attributes:
+        head: ``usdl``, ``musdl``, ``core`` or ``tsa``.
+        dataset: One of :data:`DATASETS`.
+        windowing: Clip windowing scheme (:data:`pecop_lib.heads.OFFICIAL_WINDOWINGS`).
+        lr_backbone: Adam learning rate of the backbone (and its adapters).
+        lr_head: Adam learning rate of the head.
+        weight_decay: Adam weight decay (both groups).
+        batch_size: Training videos (USDL/MUSDL) or pairs (CoRe/TSA) per step.
+        grad_accum_steps: Micro-batches per optimiser step.
+        epochs: Official epoch count.
+        bn_mode: Backbone BatchNorm during training: ``train`` or ``frozen``.
+        official_protocol: ``official`` (best test epoch) or ``official_last10``.
+        transform: Clip transform convention, or ``None`` for the dataset's default.
+        max_crop: Largest crop the official code uses (FineDiving: 112).
+        source: Where the values come from.
+    """
+
+    head: str
+    dataset: str
+    windowing: str
+    lr_backbone: float
+    lr_head: float
+    weight_decay: float
+    batch_size: int
+    grad_accum_steps: int
+    epochs: int
+    bn_mode: str
+    official_protocol: Protocol
+    transform: str | None = None
+    max_crop: int = 224
+    source: str = "official code"
+
+    @property
+    def name(self) -> str:
+        """E.g. ``"musdl/MTL-AQA"``."""
+        return f"{self.head}/{self.dataset}"
+
+    @property
+    def pairs(self) -> bool:
+        """Whether the head learns from pairs (CoRe, TSA)."""
+        return self.head in ("core", "tsa")
+
+
+_USDL = {"lr_backbone": 1e-4, "lr_head": 1e-4, "batch_size": 4, "grad_accum_steps": 1, "bn_mode": "train"}
+_CORE = {"lr_backbone": 1e-4, "lr_head": 1e-3, "weight_decay": 0.0, "batch_size": 1, "grad_accum_steps": 2,
+         "epochs": 200, "bn_mode": "frozen", "official_protocol": "official"}
+_NO_CODE = "closest official recipe (no official code for this pairing)"
+
+RECIPES: dict[str, FinetuneRecipe] = {
+    r.name: r
+    for r in (
+        FinetuneRecipe("usdl", "MTL-AQA", "musdl_mtl_aqa", weight_decay=0.0, epochs=100, official_protocol="official",
+                       transform="musdl_mtl", **_USDL),
+        FinetuneRecipe("musdl", "MTL-AQA", "musdl_mtl_aqa", weight_decay=1e-5, epochs=100,
+                       official_protocol="official", transform="musdl_mtl", **_USDL),
+        FinetuneRecipe("usdl", "JIGSAWS", "musdl_jigsaws", weight_decay=0.0, epochs=80,
+                       official_protocol="official_last10", **_USDL),
+        FinetuneRecipe("musdl", "JIGSAWS", "musdl_jigsaws", weight_decay=0.0, epochs=80,
+                       official_protocol="official_last10", **_USDL),
+        FinetuneRecipe("usdl", "PD4T", "core_mtl_aqa", weight_decay=0.0, epochs=100, official_protocol="official",
+                       source=_NO_CODE, **_USDL),
+        FinetuneRecipe("core", "MTL-AQA", "core_mtl_aqa", **_CORE),
+        FinetuneRecipe("core", "JIGSAWS", "musdl_jigsaws", source=_NO_CODE, **_CORE),
+        FinetuneRecipe("core", "FineDiving", "tsa_finediving", max_crop=112, source=_NO_CODE, **_CORE),
+        FinetuneRecipe("core", "PD4T", "core_mtl_aqa", source=_NO_CODE, **_CORE),
+        FinetuneRecipe("tsa", "FineDiving", "tsa_finediving", lr_backbone=1e-4, lr_head=1e-3, weight_decay=0.0,
+                       batch_size=8, grad_accum_steps=1, epochs=200, bn_mode="frozen", official_protocol="official",
+                       max_crop=112),
+    )
+}
+"""Every supported (head, dataset) pairing, keyed ``"head/dataset"`` (the paper's pairings)."""
+
+
+def get_recipe(head: str, dataset: str) -> FinetuneRecipe:
+    """The recipe of ``head`` on ``dataset``.
+
+    Raises:
+        ValueError: On an unknown head or dataset, or a pairing without a recipe (listing the
+            supported ones).
+    """
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+    recipe = RECIPES.get(f"{head}/{dataset}")
+    if recipe is None:
+        supported = sorted(r.dataset for r in RECIPES.values() if r.head == head)
+        raise ValueError(
+            f"{head} has no recipe for {dataset}: it is supported on {supported} "
+            "(MUSDL needs per-judge or sub-scores, TSA needs step annotations)"
+        )
+    return recipe
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """The run-level settings of fine-tuning: the ``finetune_*`` config keys without the prefix.
+
+    Zero means "the recipe's official value" for ``epochs``, ``batch_size``, ``lr_backbone`` and
+    ``lr_head``. Build from a config with ``FinetuneOptions(**cfg.stage("finetune"))``.
+
+    Attributes:
+        epochs: Training epochs (0: official).
+        batch_size: Videos or pairs per step over all processes (0: official).
+        lr_backbone: Backbone learning rate (0: official).
+        lr_head: Head learning rate (0: official).
+        train_backbone: ``all`` (official: backbone and adapters), ``adapters`` or ``frozen``.
+        decode: (M)USDL decoding: ``argmax`` (official) or ``expectation``.
+        exemplars: Test exemplars per query for CoRe/TSA (official 10).
+        shared_exemplars: One fixed exemplar bank per group instead of per-query draws.
+        exemplar_missing: ``error`` (official) or ``any`` for a test group without training videos.
+        val_fraction: Validation hold-out for the honest protocol (0: none).
+        eval_batch_size: Videos per backbone call when evaluating.
+        bootstrap: Bootstrap resamples of the reported rho's interval (0: none).
+        scope: Which settings the notebooks run: ``main`` or ``paper`` (see :func:`settings_for`).
+    """
+
+    epochs: int = 0
+    batch_size: int = 0
+    lr_backbone: float = 0.0
+    lr_head: float = 0.0
+    train_backbone: str = "all"
+    decode: str = "argmax"
+    exemplars: int = 10
+    shared_exemplars: bool = False
+    exemplar_missing: str = "error"
+    val_fraction: float = 0.2
+    eval_batch_size: int = 8
+    bootstrap: int = 1000
+    scope: str = "main"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 0, "epochs must be >= 0"),
+            (self.batch_size >= 0, "batch_size must be >= 0"),
+            (self.lr_backbone >= 0 and self.lr_head >= 0, "learning rates must be >= 0"),
+            (self.train_backbone in TRAIN_BACKBONE, f"train_backbone must be one of {TRAIN_BACKBONE}"),
+            (self.decode in DECODE_MODES, f"decode must be one of {DECODE_MODES}"),
+            (self.exemplars >= 1, "exemplars must be >= 1"),
+            (self.exemplar_missing in EXEMPLAR_MISSING, f"exemplar_missing must be one of {EXEMPLAR_MISSING}"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (self.bootstrap >= 0, "bootstrap must be >= 0"),
+            (self.scope in SCOPES, f"scope must be one of {SCOPES}"),
+        ]
+        bad = [f"{message} (got {self})" for ok, message in checks if not ok]
+        if bad:
+            raise ValueError("invalid fine-tuning options: " + "; ".join(bad))
+
+    def resolved(self, recipe: FinetuneRecipe) -> dict[str, float | int]:
+        """Epochs, batch size and learning rates with zeros replaced by the recipe's values."""
+        return {
+            "epochs": self.epochs or recipe.epochs,
+            "batch_size": self.batch_size or recipe.batch_size,
+            "lr_backbone": self.lr_backbone or recipe.lr_backbone,
+            "lr_head": self.lr_head or recipe.lr_head,
+        }
+
+
+# ------------------------------------------------------------------------------------ settings
+SCOPES: tuple[str, ...] = ("main", "paper")
+_PAPER_DATASETS = {"usdl": ("MTL-AQA", "JIGSAWS", "PD4T"), "musdl": ("MTL-AQA", "JIGSAWS"),
+                   "core": ("MTL-AQA", "JIGSAWS", "FineDiving", "PD4T"), "tsa": ("FineDiving",)}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One fine-tuning run's data: dataset, task (JIGSAWS, PD4T) and JIGSAWS test fold."""
+
+    head: str
+    dataset: str
+    task: str | None = None
+    fold: int | None = None
+
+    def __post_init__(self) -> None:
+        get_recipe(self.head, self.dataset)
+        tasks = TASKS[self.dataset]
+        if tasks and self.task not in tasks:
+            raise ValueError(f"{self.dataset} needs a task, one of {tasks}; got {self.task!r}")
+        if not tasks and self.task is not None:
+            raise ValueError(f"{self.dataset} has a single task; do not pass task={self.task!r}")
+        if self.dataset == "JIGSAWS" and self.fold not in range(NUM_FOLDS):
+            raise ValueError(f"JIGSAWS needs a test fold in 0..{NUM_FOLDS - 1}, got {self.fold!r}")
+        if self.dataset != "JIGSAWS" and self.fold is not None:
+            raise ValueError(f"only JIGSAWS has folds; do not pass fold={self.fold!r} for {self.dataset}")
+
+    @property
+    def recipe(self) -> FinetuneRecipe:
+        """The setting's recipe."""
+        return get_recipe(self.head, self.dataset)
+
+    @property
+    def label(self) -> str:
+        """E.g. ``"musdl/JIGSAWS/Suturing/fold0"``."""
+        parts = [self.head, self.dataset] + ([self.task] if self.task else []) + (
+            [f"fold{self.fold}"] if self.fold is not None else [])
+        return "/".join(parts)
+
+
+def settings_for(head: str, scope: str = "main", *, datasets: Sequence[str] | None = None) -> list[Setting]:
+    """The runs a notebook makes for a head.
+
+    Args:
+        head: One of :data:`HEADS`.
+        scope: ``main``: the head's first paper dataset (MTL-AQA; FineDiving for TSA) and, for
+            USDL/MUSDL, the 4 folds of JIGSAWS Suturing (the last-10 protocol); ``paper``: every
+            dataset, task and fold of the paper's tables for the head.
+        datasets: Run these of the head's datasets instead (tasks and folds as ``scope`` says).
+
+    Returns:
+        The settings, in table order.
+    """
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+    chosen = _PAPER_DATASETS[head]
+    if datasets is not None:
+        unknown = sorted(set(datasets) - set(chosen))
+        if unknown:
+            raise ValueError(f"{head} is not run on {unknown}; its datasets are {chosen}")
+        chosen = tuple(d for d in chosen if d in datasets)
+    if scope == "main" and datasets is None:
+        chosen = (chosen[0], "JIGSAWS") if head in ("usdl", "musdl") else chosen[:1]
+    out = []
+    for dataset in chosen:
+        tasks = TASKS[dataset] or (None,)
+        for task in tasks[:1] if scope == "main" else tasks:
+            folds = range(NUM_FOLDS) if dataset == "JIGSAWS" else (None,)
+            out.extend(Setting(head, dataset, task, fold) for fold in folds)
+    return out
+
+
+# ------------------------------------------------------------------------------------ backbone
+def load_finetune_backbone(
+    name: str,
+    checkpoint: str | os.PathLike[str] | None,
+    *,
+    base_weights: str | os.PathLike[str] | None = None,
+    bn_eps: float = 1e-5,
+    seed: int = 0,
+) -> tuple[Backbone, str]:
+    """Build the backbone to fine-tune and load its weights, strictly.
+
+    Args:
+        name: ``"i3d"`` or ``"r3d18"``.
+        checkpoint: ``None`` / ``"none"``: ``base_weights`` if given, else random initialisation
+            (seeded); a weights file (Kinetics, stage-1 domain-general, HPT: any layout
+            :func:`~pecop_lib.models.load_weights` reads); or a PECoP adapter-checkpoint folder
+            (:func:`~pecop_lib.models.save_adapter_checkpoint`), loaded on top of ``base_weights``.
+        base_weights: The weights the adapters were trained on (their SHA-256 is checked); for an
+            adapter folder without it, the folder's ``metadata["base_weights"]`` is used if present.
+        bn_eps: I3D BatchNorm eps.
+        seed: Seed of the random initialisation.
+
+    Returns:
+        The backbone (pool ``window2``, no classifier) and a one-line description of what was loaded.
+
+    Raises:
+        FileNotFoundError: If a path does not exist.
+        ValueError: For an adapter folder without base weights (naming the fix).
+        WeightsMismatchError: If weights do not fit the backbone.
+    """
+    from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights
+    from pecop_lib.models.adapter_checkpoint import read_adapter_config
+
+    options: dict[str, Any] = {"pool": BACKBONE_POOL, **({"bn_eps": bn_eps} if name == "i3d" else {})}
+    backbone = build_backbone(name, seed=seed, **options)
+    source = None if checkpoint is None or str(checkpoint).lower() == "none" else Path(checkpoint)
+    if source is not None and not source.exists():
+        raise FileNotFoundError(f"backbone checkpoint {source} does not exist; pass a weights file, an adapter "
+                                "checkpoint folder or 'none'")
+    if source is not None and source.is_dir():
+        base = base_weights or read_adapter_config(source)["metadata"].get("base_weights")
+        if not base:
+            raise ValueError(
+                f"{source} holds adapters only; pass base_weights= the backbone weights they were trained on "
+                "(the stage-1 / Kinetics file; CLI: --base-weights)"
+            )
+        load_weights(backbone, _existing(base, "base weights"))
+        load_adapter_checkpoint(backbone, source)
+        return backbone, f"{name}: {Path(base).name} + PECoP adapters {source.name}"
+    if source is not None:
+        load_weights(backbone, source)
+        return backbone, f"{name}: {source.name}"
+    if base_weights is not None:
+        load_weights(backbone, _existing(base_weights, "base weights"))
+        return backbone, f"{name}: {Path(base_weights).name}"
+    return backbone, f"{name}: random initialisation (seed {seed})"
+
+
+def _existing(path: str | os.PathLike[str], what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {p} does not exist")
+    return p
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclass
+class FinetuneData:
+    """The splits of one setting.
+
+    Attributes:
+        train: Training split with the training transform and jitter.
+        reference: The same training split read with the test transform (validation queries and
+            test-time exemplars).
+        test: Test split (test transform).
+    """
+
+    train: AQADataset
+    reference: AQADataset
+    test: AQADataset
+
+
+def open_finetune_data(
+    root: str | os.PathLike[str],
+    setting: Setting,
+    *,
+    crop: int = 224,
+    clip_frames: int | None = None,
+    seed: int = 0,
+) -> FinetuneData:
+    """Open the splits of a setting from the dataset's folder (real or synthetic, same format).
+
+    Args:
+        root: The dataset's own folder (e.g. ``world["MTL-AQA"]`` or ``<DATA_ROOT>/MTL-AQA``).
+        setting: Head, dataset, task, fold.
+        crop: Crop side (capped at the recipe's official crop, 112 for FineDiving).
+        clip_frames: Shorten clips to this many frames (``None`` or 0: the official count).
+        seed: Seed of the sample jitter.
+
+    Raises:
+        FileNotFoundError: If ``root`` does not exist.
+        DataFormatError: From the loaders, naming the file at fault.
+        ValueError: If MUSDL is asked for on MTL-AQA annotations without judge scores.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{setting.dataset} folder {root} does not exist; check DATA_ROOT / the data root")
+    recipe = setting.recipe
+    crop = min(crop, recipe.max_crop)
+    frames = clip_frames or None
+
+    def open_split(split: str, train: bool) -> AQADataset:
+        common: dict[str, Any] = {"crop": crop, "seed": seed, "clip_frames": frames, "train": train}
+        if recipe.transform is not None:
+            common["transform"] = official_transform(recipe.transform, train=train, crop=crop)
+        if setting.dataset == "MTL-AQA":
+            info = find_info_dir(root)
+            # MUSDL needs the judges: prefer its own annotation file when both are present
+            annotation = info / ANNOTATION_FILES[1] if (info / ANNOTATION_FILES[1]).is_file() else None
+            return MTLAQA(root, split, annotation_file=annotation, **common)
+        if setting.dataset == "FineDiving":
+            return FineDiving(root, split, **common)
+        if setting.dataset == "JIGSAWS":
+            return JIGSAWS(root, setting.task, setting.fold, split, **common)
+        return PD4T(root, setting.task, split, **common)
+
+    data = FinetuneData(open_split("train", True), open_split("train", False), open_split("test", False))
+    if setting.head == "musdl" and setting.dataset == "MTL-AQA":
+        lacking = [r.id for r in data.train.records + data.test.records if r.judge_scores is None]
+        if lacking:
+            raise ValueError(
+                f"MUSDL needs per-judge scores but records {lacking[:5]} have none; provide "
+                f"{ANNOTATION_FILES[1]} (MUSDL's release) in {find_info_dir(root)}"
+            )
+    return data
+
+
+def validation_split(data: FinetuneData, setting: Setting, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Carve the validation hold-out from the training split.
+
+    Diving (MTL-AQA, FineDiving) is stratified by the exemplar group (difficulty, dive number;
+    unstratified, with a warning, where too few groups have two videos); JIGSAWS and PD4T hold out
+    whole subjects. At least :data:`MIN_VALIDATION` videos are held out, at most half.
+
+    Returns:
+        ``(train_indices, val_indices)`` into ``data.train``; no validation for ``fraction == 0``.
+    """
+    records = data.train.records
+    n = len(records)
+    if fraction == 0:
+        return list(range(n)), []
+    effective = min(max(fraction, MIN_VALIDATION / n), 0.5)
+    ids = [r.id for r in records]
+    if setting.dataset in ("JIGSAWS", "PD4T"):
+        return holdout_split(ids, effective, seed=seed, groups=[r.extras["subject"] for r in records])
+    train, val = holdout_split(ids, effective, seed=seed, stratify=[r.group for r in records])
+    if len(val) < MIN_VALIDATION:  # tiny splits: too few groups with two or more videos to stratify
+        warnings.warn(f"{setting.label}: stratified hold-out gave {len(val)} validation video(s); holding out "
+                      f"{MIN_VALIDATION} at random instead", stacklevel=2)
+        train, val = holdout_split(ids, effective, seed=seed)
+    return train, val
+
+
+def regression_values(records: Sequence[Any], setting: Setting) -> np.ndarray:
+    """The value CoRe/TSA regress per record: completeness (score / difficulty) where CoRe uses the
+    difficulty (MTL-AQA, FineDiving), else the raw score (TSA always regresses raw scores)."""
+    scores = np.array([r.score for r in records], dtype=np.float64)
+    if setting.head == "core" and CORE_SETTINGS[_spec_key(setting.dataset)].use_difficulty:
+        return scores / np.array([r.difficulty for r in records], dtype=np.float64)
+    return scores
+
+
+def _spec_key(dataset: str) -> str:
+    return dataset.lower().replace("-", "_")
+
+
+def path_targets(record: Any, head: str) -> np.ndarray:
+    """The score(s) a (M)USDL head is trained towards for one record: ``(1,)`` final score (USDL),
+    ``(7,)`` judge scores (MUSDL, MTL-AQA) or ``(6,)`` sub-scores (MUSDL, JIGSAWS)."""
+    if head == "usdl":
+        return np.array([record.score], dtype=np.float64)
+    scores = record.judge_scores if record.judge_scores is not None else record.subscores
+    return np.asarray(scores, dtype=np.float64)
+
+
+def _single_target(sample: dict[str, Any], head: str) -> torch.Tensor:
+    if head == "usdl":
+        return sample["score"]
+    if "judge_scores" in sample:
+        return sample["judge_scores"]
+    return sample["subscores"]
+
+
+class ScoreSamples(Dataset):
+    """Training items of USDL/MUSDL: ``{"clip", "target", "difficulty"}`` of selected videos.
+
+    ``target`` is the final score (USDL) or the judge / sub-scores (MUSDL); ``difficulty`` is 1
+    where the dataset has none.
+    """
+
+    def __init__(self, base: AQADataset, indices: Sequence[int], head: str) -> None:
+        self.base, self.indices, self.head = base, list(indices), head
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fresh jitter per epoch (:meth:`AQADataset.set_epoch`)."""
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        sample = self.base[self.indices[i]]
+        return {"clip": sample["clip"], "target": _single_target(sample, self.head),
+                "difficulty": sample.get("difficulty", torch.tensor(1.0))}
+
+
+class PairSamples(Dataset):
+    """Training pairs of CoRe/TSA: each video with a random other video of its group, per epoch.
+
+    Item ``i`` is video ``i`` (``a``) and its partner (``b``), drawn by
+    :func:`pecop_lib.heads.training_partners` from ``default_rng([seed, epoch])``; values are
+    :func:`regression_values`. TSA items add both videos' ``transitions`` and the epoch's
+    teacher-forcing flag.
+
+    Args:
+        base: Training split.
+        indices: The training videos (the validation hold-out removed).
+        values: Regressed value of every video of ``base``.
+        head: ``core`` or ``tsa``.
+        epochs: Total epochs (decides teacher forcing).
+        seed: Seed of the partner draws.
+    """
+
+    def __init__(self, base: AQADataset, indices: Sequence[int], values: np.ndarray, head: str, *, epochs: int,
+                 seed: int) -> None:
+        self.base, self.indices, self.head = base, list(indices), head
+        self.values = torch.as_tensor(values, dtype=torch.float32)
+        self.groups = [base.records[i].group for i in self.indices]
+        self.epochs, self.seed = epochs, seed
+        self.set_epoch(0)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the epoch's partners and set its jitter and teacher-forcing flag."""
+        self.epoch = epoch
+        self.base.set_epoch(epoch)
+        self.partners = training_partners(self.groups, np.random.default_rng([self.seed, epoch]))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        a, b = self.indices[i], self.indices[int(self.partners[i])]
+        sample_a, sample_b = self.base[a], self.base[b]
+        item = {"clip_a": sample_a["clip"], "clip_b": sample_b["clip"], "value_a": self.values[a],
+                "value_b": self.values[b]}
+        if self.head == "tsa":
+            item.update(transitions_a=sample_a["transitions"], transitions_b=sample_b["transitions"],
+                        teacher=torch.tensor(teacher_forcing(self.epoch, self.epochs)))
+        return item
+
+
+# --------------------------------------------------------------------------------------- model
+def build_head(setting: Setting, backbone: Backbone, windowing: Windowing, *, decode: str = "argmax",
+               bounds: np.ndarray | None = None) -> nn.Module:
+    """The head of a setting, sized for the backbone's feature width and the clip windowing.
+
+    Args:
+        setting: Head and dataset.
+        backbone: Gives the feature width.
+        windowing: Gives TSA's window and frame counts.
+        decode: (M)USDL decoding.
+        bounds: CoRe's group edges (:func:`core_bounds`).
+    """
+    key = _spec_key(setting.dataset)
+    if setting.head in ("usdl", "musdl"):
+        spec = usdl_spec(key, multi_path=setting.head == "musdl")
+        return USDL(spec, backbone.feature_dim, decode=decode)  # type: ignore[arg-type]
+    if setting.head == "core":
+        if bounds is None:
+            raise ValueError("CoRe needs its group bounds (core_bounds(...))")
+        return CoRe(bounds, CORE_SETTINGS[key].score_range, backbone.feature_dim)
+    return TSA(windowing.num_windows, windowing.clip_frames, backbone.feature_dim)
+
+
+def core_bounds(values: np.ndarray, groups: Sequence[str], score_range: float) -> np.ndarray:
+    """CoRe's group edges from the same-group training differences.
+
+    Falls back (with a warning) to all training pairs when no two training videos share a group,
+    which only happens on tiny synthetic splits.
+    """
+    deltas = pair_deltas(values, groups)
+    if len(deltas) == 0:
+        warnings.warn("no two training videos share an exemplar group: CoRe's group bounds use all training pairs",
+                      stacklevel=2)
+        deltas = pair_deltas(values, ["all"] * len(values))
+    return group_bounds(deltas, high=score_range)
+
+
+class AQAModel(nn.Module):
+    """Backbone + head; ``forward(batch) -> (loss, metrics)`` so that DDP sees the whole step.
+
+    Args:
+        backbone: The (adapted) backbone.
+        head: :class:`~pecop_lib.heads.USDL`, :class:`~pecop_lib.heads.CoRe` or :class:`~pecop_lib.heads.TSA`.
+        head_name: One of :data:`HEADS`.
+        windowing: Clip windowing.
+    """
+
+    def __init__(self, backbone: Backbone, head: nn.Module, head_name: str, windowing: Windowing) -> None:
+        super().__init__()
+        self.backbone, self.head, self.head_name, self.windowing = backbone, head, head_name, windowing
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss of a batch (see :class:`ScoreSamples` / :class:`PairSamples` for its keys)."""
+        if self.head_name in ("usdl", "musdl"):
+            feats = encode_windows(self.backbone, batch["clip"], self.windowing).video()
+            return self.head.loss(self.head(feats), batch["target"]), {}
+        n = batch["clip_a"].shape[0]
+        feats = encode_windows(self.backbone, torch.cat([batch["clip_a"], batch["clip_b"]]), self.windowing,
+                               maps=self.head_name == "tsa")  # query and partner in one batch, as the official code
+        fa, fb = feats.select(slice(0, n)), feats.select(slice(n, None))
+        if self.head_name == "core":
+            return self.head.pair_loss(fa.video(), fb.video(), batch["value_a"], batch["value_b"]), {}
+        ta, tb = batch["transitions_a"], batch["transitions_b"]
+        forced = bool(batch["teacher"][0])
+        out = self.head.pair(fa, fb, ta if forced else None, tb if forced else None)
+        return self.head.pair_loss(out, batch["value_a"], batch["value_b"], ta, tb), {}
+
+
+def _aqa_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+    loss, metrics = model(batch)
+    count = batch["clip"].shape[0] if "clip" in batch else batch["clip_a"].shape[0]
+    return StepOutput(loss, metrics, count=count)
+
+
+def set_trainable(backbone: Backbone, mode: str) -> list[str]:
+    """Mark which backbone parameters fine-tuning updates; returns their names.
+
+    Args:
+        backbone: The backbone.
+        mode: ``all`` (official: every parameter, adapters included), ``adapters`` (adapters
+            only) or ``frozen`` (none: the head learns on fixed features). A Kinetics classifier,
+            if built, never trains (fine-tuning does not use it).
+
+    Raises:
+        ValueError: On an unknown mode, or ``adapters`` on a backbone without adapters.
+    """
+    if mode not in TRAIN_BACKBONE:
+        raise ValueError(f"unknown train_backbone {mode!r}; choose one of {TRAIN_BACKBONE}")
+    if mode == "adapters" and not list_adapters(backbone):
+        raise ValueError("train_backbone='adapters' needs a backbone with adapters (a PECoP checkpoint)")
+    classifier = f"{backbone.classifier_prefix}."
+    for name, param in backbone.named_parameters():
+        wanted = mode == "all" or (mode == "adapters" and is_adapter_key(name))
+        param.requires_grad_(wanted and not name.startswith(classifier))
+    return [n for n, p in backbone.named_parameters() if p.requires_grad]
+
+
+def adam_two_rates(model: AQAModel, *, lr_backbone: float, lr_head: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with one parameter group for the trainable backbone and one for the head (official recipes)."""
+    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": lr_backbone},
+              {"params": list(model.head.parameters()), "lr": lr_head}]
+    return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=weight_decay)
+
+
+# ---------------------------------------------------------------------------------- evaluation
+@dataclass
+class SplitPrediction:
+    """Predictions of one evaluation pass.
+
+    Attributes:
+        pred: Predicted final scores ``(N,)``.
+        transitions: TSA's predicted transitions ``(N, 2)``, else ``None``.
+        distributions: (M)USDL predicted distributions of the first queries ``(k, paths, bins)``.
+    """
+
+    pred: np.ndarray
+    transitions: np.ndarray | None = None
+    distributions: np.ndarray | None = None
+
+
+@dataclass
+class _Evaluator:
+    """Evaluates the model on a list of queries (test then validation videos), sharded over processes."""
+
+    model: AQAModel
+    setting: Setting
+    queries: list[tuple[AQADataset, int]]
+    exemplar_set: AQADataset
+    exemplar_indices: list[int]
+    exemplar_values: np.ndarray
+    options: FinetuneOptions
+    seed: int
+    context: DistributedContext
+    amp_dtype: torch.dtype | None
+    keep_distributions: int = DISTRIBUTION_SAMPLES
+    draw: ExemplarDraw | None = None
+
+    def __post_init__(self) -> None:
+        if self.setting.recipe.pairs:
+            exemplar_groups = [self.exemplar_set.records[i].group for i in self.exemplar_indices]
+            self.draw = draw_exemplars([ds.records[i].group for ds, i in self.queries], exemplar_groups,
+                                       self.options.exemplars, seed=self.seed, missing=self.options.exemplar_missing,
+                                       shared=self.options.shared_exemplars)  # type: ignore[arg-type]
+
+    def _mine(self) -> list[int]:
+        return list(range(self.context.rank, len(self.queries), self.context.world_size))
+
+    def _clip(self, q: int) -> torch.Tensor:
+        dataset, index = self.queries[q]
+        return dataset[index]["clip"]
+
+    def _score_heads(self, mine: list[int]) -> dict[int, tuple[float, np.ndarray | None]]:
+        backbone, head = self.model.backbone, self.model.head
+        device = next(self.model.parameters()).device
+        out: dict[int, tuple[float, np.ndarray | None]] = {}
+        size = self.options.eval_batch_size
+        for start in range(0, len(mine), size):
+            chunk = mine[start : start + size]
+            samples = [self.queries[q][0][self.queries[q][1]] for q in chunk]
+            clips = torch.stack([s["clip"] for s in samples]).to(device)
+            with autocast(device, self.amp_dtype):
+                feats = encode_windows(backbone, clips, self.model.windowing).video()
+            log_p = head(feats.float())
+            difficulty = torch.stack([s.get("difficulty", torch.tensor(1.0)) for s in samples]).to(device)
+            pred = head.predict(log_p, difficulty=difficulty)
+            for q, p, lp in zip(chunk, pred.tolist(), log_p.exp().cpu().numpy(), strict=True):
+                out[q] = (p, lp if q < self.keep_distributions else None)
+        return out
+
+    def _pair_heads(self, mine: list[int]) -> dict[int, tuple[float, np.ndarray | None]]:
+        backbone, head = self.model.backbone, self.model.head
+        device = next(self.model.parameters()).device
+        tsa = self.setting.head == "tsa"
+
+        def relative(query: WindowFeatures, exemplar: WindowFeatures, s_exemplar: torch.Tensor) -> torch.Tensor:
+            def f32(x: WindowFeatures) -> WindowFeatures:
+                return WindowFeatures(x.pooled.float(), None if x.maps is None else x.maps.float())
+
+            with torch.autocast(device.type, enabled=False):  # the head decodes in fp32 (group edges)
+                return head.relative_to(f32(query), f32(exemplar), s_exemplar.float())
+
+        draw = ExemplarDraw(self.draw.indices[mine])
+        with autocast(device, self.amp_dtype):
+            values = predict_with_exemplars(
+                relative, backbone, self.model.windowing, query_clip=lambda k: self._clip(mine[k]),
+                num_queries=len(mine), exemplar_clip=lambda k: self.exemplar_set[self.exemplar_indices[k]]["clip"],
+                draw=draw, exemplar_scores=self.exemplar_values, cached=True, maps=tsa,
+                batch_size=self.options.eval_batch_size,
+            ).cpu().numpy()
+        if self.setting.head == "core" and CORE_SETTINGS[_spec_key(self.setting.dataset)].use_difficulty:
+            records = [self.queries[q][0].records[self.queries[q][1]] for q in mine]
+            values = values * np.array([r.difficulty for r in records])
+        out: dict[int, tuple[float, np.ndarray | None]] = {
+            q: (float(v), None) for q, v in zip(mine, values, strict=True)}
+        if tsa:  # predicted transitions of the queries (tIoU)
+            size = self.options.eval_batch_size
+            with torch.inference_mode():
+                for start in range(0, len(mine), size):
+                    chunk = mine[start : start + size]
+                    clips = torch.stack([self._clip(q) for q in chunk]).to(device)
+                    with autocast(device, self.amp_dtype):
+                        feats = encode_windows(backbone, clips, self.model.windowing)
+                    trans = head.transitions(WindowFeatures(feats.pooled.float())).cpu().numpy()
+                    for q, t in zip(chunk, trans, strict=True):
+                        out[q] = (out[q][0], t)
+        return out
+
+    def __call__(self) -> SplitPrediction:
+        """Predict every query (each process its shard, gathered on all)."""
+        mine = self._mine()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                local = self._pair_heads(mine) if self.setting.recipe.pairs else self._score_heads(mine)
+        finally:
+            self.model.train(was_training)
+        merged: dict[int, tuple[float, np.ndarray | None]] = {}
+        for part in self.context.all_gather_object(local):
+            merged.update(part)
+        pred = np.array([merged[q][0] for q in range(len(self.queries))], dtype=np.float64)
+        extra = [merged[q][1] for q in range(len(self.queries))]
+        if self.setting.head == "tsa":
+            return SplitPrediction(pred, transitions=np.stack(extra))
+        dists = [e for e in extra if e is not None]
+        return SplitPrediction(pred, distributions=np.stack(dists) if dists else None)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def epoch_record(
+    epoch: int, train_loss: float, test: SplitPrediction, test_true: np.ndarray, val_pred: np.ndarray | None,
+    val_true: np.ndarray | None, test_transitions: np.ndarray | None,
+) -> dict[str, Any]:
+    """One epoch's evaluation: rho / L2 / R-l2 (x100) on test, rho on validation, tIoU (TSA), predictions.
+
+    Undefined values (a rho of constant predictions) are stored as ``None``.
+    """
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "test_rho": spearman(test.pred, test_true),
+        "test_l2": l2(test.pred, test_true),
+        "test_rl2": relative_l2(test.pred, test_true) if np.ptp(test_true) > 0 else float("nan"),
+        "val_rho": spearman(val_pred, val_true) if val_pred is not None else float("nan"),
+        "test_pred": test.pred.tolist(),
+        "val_pred": val_pred.tolist() if val_pred is not None else [],
+    }
+    if test.transitions is not None and test_transitions is not None:
+        accuracy = tiou_accuracy(test.transitions, test_transitions)
+        record.update({f"test_tiou_{th:g}": acc for th, acc in accuracy.items()})
+        record["test_transitions"] = test.transitions.tolist()
+    if test.distributions is not None:
+        record["distributions"] = test.distributions.tolist()
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in record.items()}  # JSON: nan -> None
+
+
+# ------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Reported:
+    """The number a protocol reports, with its bootstrap interval.
+
+    Attributes:
+        protocol: ``official``, ``official_last10`` or ``honest``.
+        rho: Test Spearman (``nan`` if predictions were constant at every epoch considered).
+        epoch: Selected epoch (1-based), ``None`` for averaged protocols.
+        description: How it was chosen.
+        ci: Paired bootstrap interval over the test videos (``None`` without bootstrap).
+        l2: Test L2 at the selected epoch.
+        rl2: Test R-l2 (x100) at the selected epoch.
+    """
+
+    protocol: str
+    rho: float
+    epoch: int | None
+    description: str
+    ci: Interval | None = None
+    l2: float | None = None
+    rl2: float | None = None
+
+
+@dataclass
+class FinetuneResult:
+    """Everything a fine-tuning run measured.
+
+    Attributes:
+        setting: What was trained.
+        backbone_label: Free label of the backbone (e.g. ``"Dom-G"``, ``"PECoP"``).
+        epochs: One :func:`epoch_record` per epoch.
+        test_true: True test scores; ``test_ids`` their record ids.
+        val_true: True validation scores (empty without validation).
+        reported: Protocol name -> :class:`Reported`.
+        hyper: The resolved hyperparameters.
+        history: The trainer's records.
+        seconds: Wall time (training and evaluation).
+        test_transitions: TSA: true transitions of the test videos ``(N, 2)``.
+        distribution_targets: (M)USDL: the per-path scores of the first test videos, whose
+            predicted distributions every epoch record keeps ``(k, paths)``.
+    """
+
+    setting: Setting
+    backbone_label: str
+    epochs: list[dict[str, Any]]
+    test_true: np.ndarray
+    test_ids: list[str]
+    val_true: np.ndarray
+    reported: dict[str, Reported]
+    hyper: dict[str, Any]
+    history: TrainHistory = field(default_factory=TrainHistory)
+    seconds: float = 0.0
+    test_transitions: np.ndarray | None = None
+    distribution_targets: np.ndarray | None = None
+
+    def curve(self, key: str) -> np.ndarray:
+        """Per-epoch values of a record key (e.g. ``"test_rho"``), float ``(epochs,)``."""
+        return np.array([np.nan if r.get(key) is None else r[key] for r in self.epochs], dtype=np.float64)
+
+    def predictions(self, protocol: str = "official") -> np.ndarray:
+        """Test predictions at the protocol's epoch (last epoch for averaged protocols)."""
+        return np.asarray(self.record(protocol)["test_pred"], dtype=np.float64)
+
+    def record(self, protocol: str = "official") -> dict[str, Any]:
+        """The epoch record at the protocol's epoch (the last epoch for averaged protocols)."""
+        rep = self.reported.get(protocol)
+        return self.epochs[((rep.epoch if rep is not None else None) or len(self.epochs)) - 1]
+
+    def summary(self) -> dict[str, Any]:
+        """Flat JSON-ready summary: setting, hyperparameters, each protocol's rho, epoch, CI, L2, R-l2."""
+        out: dict[str, Any] = {"setting": self.setting.label, "backbone": self.backbone_label, **self.hyper,
+                               "seconds": self.seconds, "test_videos": len(self.test_true),
+                               "val_videos": len(self.val_true)}
+        for name, rep in self.reported.items():
+            out[f"{name}_rho"] = _finite(rep.rho)
+            out[f"{name}_epoch"] = rep.epoch
+            out[f"{name}_ci"] = None if rep.ci is None else [_finite(rep.ci.low), _finite(rep.ci.high)]
+            out[f"{name}_l2"] = rep.l2
+            out[f"{name}_rl2"] = rep.rl2
+        if self.setting.head == "tsa":
+            out["final_tiou_0.5"] = self.epochs[-1].get("test_tiou_0.5")
+            out["final_tiou_0.75"] = self.epochs[-1].get("test_tiou_0.75")
+        return out
+
+
+def _interval(pred_by_epoch: Sequence[np.ndarray], true: np.ndarray, resamples: int, seed: int) -> Interval | None:
+    """Paired bootstrap over test videos of the (mean over the given epochs of the) test rho."""
+    if resamples == 0 or len(true) < 3:
+        return None
+    preds = np.stack(pred_by_epoch)
+
+    def metric(index: np.ndarray, t: np.ndarray) -> float:
+        rhos = [spearman(p[index.astype(np.int64)], t) for p in preds]
+        return float(np.nanmean(rhos)) if not np.isnan(rhos).all() else float("nan")
+
+    with warnings.catch_warnings():  # degenerate resamples (constant predictions) give nan and warn
+        warnings.simplefilter("ignore")
+        return bootstrap_ci(np.arange(len(true), dtype=np.float64), true, metric, n_resamples=resamples, seed=seed)
+
+
+def select_epochs(epochs: list[dict[str, Any]], test_true: np.ndarray, protocol: Protocol, *, validation: bool,
+                  bootstrap: int = 1000, seed: int = 0) -> dict[str, Reported]:
+    """Apply the official protocol (and the honest one with a validation split) to per-epoch records.
+
+    With fewer than 10 epochs the ``official_last10`` protocol averages all epochs (and says so).
+    A protocol whose rho is ``nan`` at every epoch (constant predictions) reports ``nan``.
+    """
+    test_rhos = [_nan(r["test_rho"]) for r in epochs]
+    preds = [np.asarray(r["test_pred"]) for r in epochs]
+    out: dict[str, Reported] = {}
+
+    def reported(sel: Selection | None, name: str, description: str, use: list[int]) -> Reported:
+        ci = _interval([preds[i] for i in use], test_true, bootstrap, seed)
+        if sel is None:
+            return Reported(name, float("nan"), None, description + " (predictions constant at every epoch)", ci)
+        one = sel.epoch is not None
+        return Reported(name, sel.test_rho, sel.epoch + 1 if one else None, sel.description, ci,
+                        epochs[sel.epoch]["test_l2"] if one else None, epochs[sel.epoch]["test_rl2"] if one else None)
+
+    def safe(fn: Callable[[], Selection]) -> Selection | None:
+        try:
+            return fn()
+        except ValueError as exc:
+            if "NaN at every epoch" in str(exc):
+                return None
+            raise
+
+    if protocol == "official_last10":
+        last = min(10, len(epochs))
+        sel = safe(lambda: official_last_mean(test_rhos, last=last))
+        desc = f"mean test rho of the last {last} epochs" + ("" if last == 10 else " (10 in the official protocol)")
+        rep = reported(sel, "official_last10", desc, list(range(len(epochs) - last, len(epochs))))
+        out["official_last10"] = replace(rep, description=desc)
+    else:
+        sel = safe(lambda: official_best(test_rhos))
+        out["official"] = reported(sel, "official", "best epoch on the test split (optimistic)",
+                                   [sel.epoch] if sel else [len(epochs) - 1])
+    if validation:
+        val_rhos = [_nan(r["val_rho"]) for r in epochs]
+        sel = safe(lambda: honest(val_rhos, test_rhos))
+        out["honest"] = reported(sel, "honest", "epoch chosen on the validation split",
+                                 [sel.epoch] if sel else [len(epochs) - 1])
+    return out
+
+
+# ------------------------------------------------------------------------------------- the run
+def _transitions(dataset: AQADataset, index: int) -> np.ndarray:
+    """Ground-truth transitions of a (FineDiving) record at its sampled frames, without decoding the clip."""
+    positions = dataset.sample_positions(index, dataset.source(index), dataset.rng(index))
+    return dataset.extra(index, positions)["transitions"].numpy()
+
+
+def _read_evaluation(path: Path, header: dict[str, Any]) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    stored = json.loads(path.read_text())
+    if stored.get("header") != header:
+        raise ValueError(
+            f"{path} belongs to another run ({stored.get('header')}), not {header}; use a fresh run folder or "
+            "resume with the same setting, seed and options"
+        )
+    return list(stored["epochs"])
+
+
+def finetune(
+    backbone: Backbone,
+    setting: Setting,
+    data: FinetuneData,
+    options: FinetuneOptions = FinetuneOptions(),
+    *,
+    backbone_label: str = "",
+    run_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    compile: bool | str = False,
+    keep_last: int | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    distributed: DistributedContext | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune a backbone and a head on one setting, evaluating every epoch.
+
+    The backbone is modified in place (trainable flags, BatchNorm mode, weights). Load its
+    weights first (:func:`load_finetune_backbone`).
+
+    Args:
+        backbone: The backbone (with adapters for a PECoP checkpoint).
+        setting: Head, dataset, task, fold.
+        data: The setting's splits (:func:`open_finetune_data`).
+        options: Run-level settings (:class:`FinetuneOptions`).
+        backbone_label: Label recorded with the results.
+        run_dir: Folder for the trainer's checkpoints and metrics and ``evaluation.json``;
+            ``None`` writes nothing (no resume).
+        device, precision, compile, keep_last, distributed, show_progress: See
+            :class:`~pecop_lib.train.loop.Trainer`.
+        num_workers: Loader workers for training.
+        seed: Seed of the head initialisation, data order, partners, validation split and exemplars.
+        resume: Continue from the newest checkpoint in ``run_dir``.
+
+    Returns:
+        The :class:`FinetuneResult` (also written to ``run_dir/evaluation.json``).
+
+    Raises:
+        ValueError: On inconsistent options, a resumed run folder of another setting, or a
+            batch size not divisible by the process count.
+    """
+    started = time.perf_counter()
+    recipe = setting.recipe
+    hyper = options.resolved(recipe)
+    epochs, batch_size = int(hyper["epochs"]), int(hyper["batch_size"])
+    local = device if isinstance(device, torch.device) else resolve_device(device)
+    context = distributed or DistributedContext(device=local)
+    if batch_size % context.world_size:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
+    clip_frames = data.train.clip_frames
+    windowing = windowing_for(recipe.windowing, clip_frames)
+    train_idx, val_idx = validation_split(data, setting, options.val_fraction, seed)
+    set_trainable(backbone, options.train_backbone)
+    backbone.bn_mode = recipe.bn_mode
+    backbone.pool = BACKBONE_POOL
+
+    bounds = None
+    values = regression_values(data.train.records, setting)
+    if setting.head == "core":
+        bounds = core_bounds(values[train_idx], [data.train.records[i].group for i in train_idx],
+                             CORE_SETTINGS[_spec_key(setting.dataset)].score_range)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = build_head(setting, backbone, windowing, decode=options.decode, bounds=bounds)
+    model = AQAModel(backbone, head, setting.head, windowing)
+    optimizer = adam_two_rates(model, lr_backbone=float(hyper["lr_backbone"]), lr_head=float(hyper["lr_head"]),
+                               weight_decay=recipe.weight_decay)
+    samples: Dataset = (PairSamples(data.train, train_idx, values, setting.head, epochs=epochs, seed=seed)
+                        if recipe.pairs else ScoreSamples(data.train, train_idx, setting.head))
+    loader = epoch_loader(samples, batch_size // context.world_size, seed=seed, num_workers=num_workers,
+                          rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda")
+    run = Path(run_dir) if run_dir is not None else None
+    trainer = Trainer(model, _aqa_step, optimizer, run_dir=run, device=context.device, precision=precision,
+                      compile=compile, grad_accum_steps=recipe.grad_accum_steps, keep_last=keep_last,
+                      distributed=distributed, desc=setting.label, show_progress=show_progress)
+
+    test_true = data.test.scores()
+    val_true = data.train.scores()[val_idx]
+    queries = [(data.test, i) for i in range(len(data.test))] + [(data.reference, i) for i in val_idx]
+    evaluator = _Evaluator(model, setting, queries, data.reference, train_idx, values[train_idx], options, seed, context,
+                           autocast_dtype(precision, context.device), min(DISTRIBUTION_SAMPLES, len(test_true)))
+    test_transitions = None
+    if setting.head == "tsa":
+        test_transitions = np.stack([_transitions(data.test, i) for i in range(len(data.test))])
+    # what decides the per-epoch records; the epoch count may grow on resume (TSA's teacher-forcing window follows it)
+    header = {"setting": setting.label, "seed": seed,
+              "options": {k: v for k, v in asdict(options).items() if k not in ("epochs", "bootstrap", "scope")},
+              "hyper": {k: v for k, v in hyper.items() if k != "epochs"},
+              "test_ids": [r.id for r in data.test.records], "val_ids": [data.train.records[i].id for i in val_idx]}
+    eval_path = run / EVALUATION_FILE if run is not None else None
+
+    def evaluate(epoch: int) -> dict[str, Any]:
+        state = capture_rng_state()  # evaluation must not move the training generators (exact resume)
+        try:
+            prediction = evaluator()
+        finally:
+            restore_rng_state(state)
+        test = SplitPrediction(prediction.pred[: len(test_true)],
+                               None if prediction.transitions is None else prediction.transitions[: len(test_true)],
+                               prediction.distributions)
+        val_pred = prediction.pred[len(test_true):] if val_idx else None
+        loss = trainer.history.epochs[-1]["loss"] if trainer.history.epochs else float("nan")
+        return epoch_record(epoch, loss, test, test_true, val_pred, val_true if val_idx else None, test_transitions)
+
+    records: list[dict[str, Any]] = []
+    if resume:
+        if eval_path is None:
+            raise ValueError("resume=True needs a run_dir")
+        records = _read_evaluation(eval_path, header)
+        trainer.fit(loader, 0, resume=True)  # load the newest checkpoint, train nothing
+    done = len(trainer.history.epochs)
+    if len(records) > done or len(records) < done - 1:
+        raise ValueError(
+            f"{eval_path} holds {len(records)} evaluated epochs but the checkpoint is at epoch {done}; the "
+            "evaluation of earlier epochs is lost: start the run again without resume"
+        )
+
+    def save() -> None:
+        if eval_path is not None and context.is_main:
+            atomic_write_json(eval_path, {"header": header, "epochs": records})
+
+    if len(records) == done - 1:  # stopped between the checkpoint and its evaluation
+        records.append(evaluate(done))
+        save()
+    for epoch in range(done, epochs):
+        trainer.fit(loader, epoch + 1)
+        records.append(evaluate(epoch + 1))
+        save()
+        if show_progress and context.is_main:
+            r = records[-1]
+            print(f"{setting.label} epoch {epoch + 1}/{epochs}: test rho {_nan(r['test_rho']):.4f}, val rho "
+                  f"{_nan(r['val_rho']):.4f}, test L2 {r['test_l2']:.4g}", flush=True)
+    if not records:
+        raise ValueError(f"no epoch was trained or evaluated (epochs={epochs})")
+    reported = select_epochs(records, test_true, recipe.official_protocol, validation=bool(val_idx),
+                             bootstrap=options.bootstrap, seed=seed)
+    hyper_out = {**hyper, "weight_decay": recipe.weight_decay, "grad_accum_steps": recipe.grad_accum_steps,
+                 "bn_mode": recipe.bn_mode, "train_backbone": options.train_backbone, "decode": options.decode,
+                 "windows": windowing.num_windows, "clip_frames": windowing.clip_frames, "recipe": recipe.source,
+                 "train_videos": len(train_idx)}
+    targets = None
+    if not recipe.pairs:
+        targets = np.stack([path_targets(r, setting.head) for r in data.test.records[:DISTRIBUTION_SAMPLES]])
+    return FinetuneResult(setting, backbone_label, records, test_true, [r.id for r in data.test.records], val_true,
+                          reported, hyper_out, trainer.history, time.perf_counter() - started, test_transitions, targets)

@@ -1,0 +1,164 @@
+"""Reporting fine-tuning results: JIGSAWS fold aggregation, multi-seed summaries, and a table of our
+numbers (both protocols, with intervals) next to the paper's for the same setting.
+
+The paper's numbers come from :mod:`pecop_lib.paper` (rho x 100 there; rho here). "Without PECoP"
+is the head on the domain-general backbone (the paper's plain USDL / MUSDL / CoRe / TSA rows),
+"with PECoP" the same head on the PECoP-adapted backbone (the "+ PECoP" rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pecop_lib.eval import fisher_z_mean, seed_summary
+from pecop_lib.paper import paper_table
+from pecop_lib.train.finetune import FinetuneResult
+
+HEAD_NAMES: dict[str, str] = {"usdl": "USDL", "musdl": "MUSDL", "core": "CoRe", "tsa": "TSA"}
+"""Head -> its name in the paper's tables."""
+JIGSAWS_COLUMNS: dict[str, str] = {"Suturing": "S", "Needle_Passing": "NP", "Knot_Tying": "KT"}
+"""JIGSAWS task -> the paper's column."""
+
+
+def paper_reference(head: str, dataset: str, task: str | None = None, *, pecop: bool, backbone: str = "i3d") -> float | None:
+    """The paper's Spearman rho (0-1) for a head on a dataset/task, with or without PECoP.
+
+    Args:
+        head: ``usdl``, ``musdl``, ``core`` or ``tsa``.
+        dataset: ``MTL-AQA``, ``JIGSAWS``, ``FineDiving`` or ``PD4T``.
+        task: JIGSAWS / PD4T task; ``None`` gives the dataset's average column.
+        pecop: The "+ PECoP" row instead of the plain head's row.
+        backbone: ``i3d``, or ``r3d18`` (PD4T CoRe only, Table 6).
+
+    Returns:
+        rho, or ``None`` where the paper has no such cell (e.g. USDL + PECoP on MTL-AQA).
+    """
+    name = HEAD_NAMES[head] + (" + PECoP" if pecop else "")
+    if dataset in ("MTL-AQA", "JIGSAWS"):
+        if backbone != "i3d":
+            return None
+        key, column = "table1", "MTL-AQA" if dataset == "MTL-AQA" else JIGSAWS_COLUMNS.get(task or "", "Avg")
+    elif dataset == "FineDiving":
+        if backbone != "i3d":
+            return None
+        key, column = "table3", "FineDiving"
+    elif dataset == "PD4T":
+        key, column = ("table4" if backbone == "i3d" else "table6"), task or "Avg"
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}")
+    try:
+        value = paper_table(key).row(name)[column]
+    except KeyError:
+        return None
+    return None if value is None else float(value) / 100.0
+
+
+def _rho(result: FinetuneResult, protocol: str) -> float:
+    rep = result.reported.get(protocol)
+    return float("nan") if rep is None else rep.rho
+
+
+def official_protocol(result: FinetuneResult) -> str:
+    """The official protocol name a result carries (``official`` or ``official_last10``)."""
+    return next(p for p in result.reported if p.startswith("official"))
+
+
+def aggregate_folds(results: Sequence[FinetuneResult]) -> dict[str, dict[str, float]]:
+    """JIGSAWS as published: per task the arithmetic mean of the fold rhos, across tasks a Fisher-z mean.
+
+    Args:
+        results: Fold runs of one head and backbone (any tasks).
+
+    Returns:
+        ``{"official": {task: rho, ..., "avg": rho}, "honest": {...}}`` (``avg`` only with every
+        task mean strictly inside (-1, 1); ``nan`` folds make their task ``nan``).
+    """
+    out: dict[str, dict[str, float]] = {}
+    for protocol in ("official", "honest"):
+        per_task: dict[str, list[float]] = {}
+        for r in results:
+            name = official_protocol(r) if protocol == "official" else protocol
+            per_task.setdefault(r.setting.task or "", []).append(_rho(r, name))
+        means = {task: float(np.mean(v)) for task, v in per_task.items()}
+        finite = [m for m in means.values() if np.isfinite(m) and abs(m) < 1]
+        avg = fisher_z_mean(finite) if len(finite) == len(means) and means else float("nan")
+        out[protocol] = {**means, "avg": avg}
+    return out
+
+
+def summarize_seeds(results: Sequence[FinetuneResult]) -> dict[str, dict[str, float]]:
+    """Mean, std and t-interval of each protocol's rho over runs that differ only in the seed.
+
+    Raises:
+        ValueError: If the runs are not of one setting.
+    """
+    settings = {r.setting for r in results}
+    if len(settings) != 1:
+        raise ValueError(f"summarize_seeds needs runs of one setting, got {sorted(s.label for s in settings)}")
+    protocols = list(results[0].reported)
+    return {p: seed_summary([_rho(r, p) for r in results]) for p in protocols}
+
+
+def _fmt(value: float | None, ci: tuple[float | None, float | None] | None = None) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    text = f"{100 * value:.2f}"
+    if ci is not None and ci[0] is not None and ci[1] is not None and np.isfinite(ci[0]) and np.isfinite(ci[1]):
+        text += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    return text
+
+
+def comparison_rows(runs: Mapping[str, Sequence[FinetuneResult]], *, pecop_labels: Sequence[str] = ("PECoP",),
+                    backbone: str = "i3d") -> list[dict[str, Any]]:
+    """Rows of "ours vs paper": one per (head, dataset, task, backbone), JIGSAWS folds aggregated.
+
+    Values are rho x 100 as text with the 95 % bootstrap interval (single runs) and ``n/a`` where
+    undefined; the paper column is the same setting's published number.
+
+    Args:
+        runs: ``{backbone label: results}``, e.g. ``{"Dom-G": [...], "PECoP": [...]}``.
+        pecop_labels: Labels whose runs compare to the paper's "+ PECoP" rows.
+        backbone: Backbone architecture (selects Table 4 or 6 for PD4T).
+
+    Returns:
+        Dicts with keys ``head, dataset, task, backbone, official, protocol, honest, paper``.
+    """
+    rows: list[dict[str, Any]] = []
+    for label, results in runs.items():
+        pecop = label in pecop_labels
+        groups: dict[tuple[str, str], list[FinetuneResult]] = {}
+        for r in results:
+            groups.setdefault((r.setting.head, r.setting.dataset), []).append(r)
+        for (head, dataset), members in groups.items():
+            if dataset == "JIGSAWS":
+                agg = aggregate_folds(members)
+                for task in [*dict.fromkeys(r.setting.task for r in members), "avg"]:
+                    key = task or ""
+                    rows.append({"head": HEAD_NAMES[head], "dataset": dataset, "task": "Avg (Fisher-z)" if task == "avg"
+                                 else f"{task} ({sum(r.setting.task == task for r in members)} folds)",
+                                 "backbone": label, "official": _fmt(agg["official"].get(key)),
+                                 "protocol": official_protocol(members[0]), "honest": _fmt(agg["honest"].get(key)),
+                                 "paper": _fmt(paper_reference(head, dataset, None if task == "avg" else task,
+                                                               pecop=pecop, backbone=backbone))})
+                continue
+            for r in members:
+                proto = official_protocol(r)
+                off, hon = r.reported[proto], r.reported.get("honest")
+                rows.append({
+                    "head": HEAD_NAMES[head], "dataset": dataset, "task": r.setting.task or "", "backbone": label,
+                    "official": _fmt(off.rho, None if off.ci is None else (off.ci.low, off.ci.high)),
+                    "protocol": proto,
+                    "honest": "n/a" if hon is None else _fmt(hon.rho, None if hon.ci is None else (hon.ci.low, hon.ci.high)),
+                    "paper": _fmt(paper_reference(head, dataset, r.setting.task, pecop=pecop, backbone=backbone)),
+                })
+    return rows
+
+
+def comparison_table(runs: Mapping[str, Sequence[FinetuneResult]], **kwargs: Any) -> pandas.DataFrame:  # noqa: F821
+    """:func:`comparison_rows` as a :class:`pandas.DataFrame` (rho x 100)."""
+    import pandas as pd
+
+    return pd.DataFrame(comparison_rows(runs, **kwargs))

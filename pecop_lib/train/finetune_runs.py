@@ -1,0 +1,266 @@
+"""Many fine-tuning runs in one call: every setting with every backbone, each result kept on disk.
+
+:func:`run_settings` is what ``pecop finetune`` and notebooks 04-06 call. Each run gets its own
+folder ``<out>/<backbone label>/<setting label>/`` holding the trainer's checkpoints and metrics,
+``evaluation.json`` (every evaluated epoch) and, when finished, ``result.json`` (the whole
+:class:`~pecop_lib.train.finetune.FinetuneResult`). With ``resume=True`` a finished run whose
+request (setting, backbone label, seed, options, clip size) matches is loaded instead of trained,
+an unfinished one continues from its newest checkpoint, and the others start.
+:func:`finetune_command` is ``pecop finetune``: a config, a head, a dataset and a backbone checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pecop_lib.atomic import atomic_write_json
+from pecop_lib.config import Config
+from pecop_lib.eval import Interval
+from pecop_lib.models.backbone import Backbone
+from pecop_lib.train.checkpoint import latest_checkpoint
+from pecop_lib.train.distributed import DistributedContext
+from pecop_lib.train.finetune import (
+    FinetuneOptions,
+    FinetuneResult,
+    Reported,
+    Setting,
+    finetune,
+    open_finetune_data,
+)
+from pecop_lib.train.loop import CHECKPOINT_DIR, TrainHistory
+
+RESULT_FILE = "result.json"
+RESULT_FORMAT = "pecop_lib.finetune_result/1"
+
+BackboneFactory = Callable[[Setting], Backbone]
+"""``setting -> freshly loaded backbone`` (e.g. ``lambda s: artifact.build()``)."""
+
+
+def slug(text: str) -> str:
+    """A folder-safe version of a label (``"musdl/JIGSAWS/Suturing/fold0"`` -> ``"musdl-JIGSAWS-Suturing-fold0"``)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")
+
+
+def result_to_json(result: FinetuneResult, request: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished run as JSON-ready data (see :func:`result_from_json`)."""
+    def rep(r: Reported) -> dict[str, Any]:
+        data = asdict(r)
+        data["ci"] = None if r.ci is None else asdict(r.ci)
+        return data
+
+    def finite(x: float) -> float | None:
+        return None if x is None or not np.isfinite(x) else float(x)
+
+    reported = {}
+    for name, r in result.reported.items():
+        data = rep(r)
+        data["rho"] = finite(r.rho)
+        if data["ci"] is not None:
+            data["ci"] = {k: finite(v) if isinstance(v, float) else v for k, v in data["ci"].items()}
+        reported[name] = data
+    return {
+        "format": RESULT_FORMAT,
+        "request": dict(request),
+        "setting": asdict(result.setting),
+        "backbone_label": result.backbone_label,
+        "epochs": result.epochs,
+        "test_true": result.test_true.tolist(),
+        "test_ids": result.test_ids,
+        "val_true": result.val_true.tolist(),
+        "reported": reported,
+        "hyper": result.hyper,
+        "history_epochs": result.history.epochs,
+        "seconds": result.seconds,
+        "test_transitions": None if result.test_transitions is None else result.test_transitions.tolist(),
+        "distribution_targets": None if result.distribution_targets is None else result.distribution_targets.tolist(),
+    }
+
+
+def result_from_json(data: Mapping[str, Any]) -> FinetuneResult:
+    """Rebuild a :class:`FinetuneResult` written by :func:`result_to_json`.
+
+    Raises:
+        ValueError: If the data is not a fine-tuning result of this format.
+    """
+    if data.get("format") != RESULT_FORMAT:
+        raise ValueError(f"not a fine-tuning result (format {data.get('format')!r}, expected {RESULT_FORMAT!r})")
+
+    def nan(x: float | None) -> float:
+        return float("nan") if x is None else float(x)
+
+    reported = {}
+    for name, r in data["reported"].items():
+        ci = r["ci"]
+        interval = None if ci is None else Interval(nan(ci["value"]), nan(ci["low"]), nan(ci["high"]), ci["confidence"])
+        reported[name] = Reported(r["protocol"], nan(r["rho"]), r["epoch"], r["description"], interval, r["l2"],
+                                  r["rl2"])
+
+    def array(x: Any) -> np.ndarray | None:
+        return None if x is None else np.asarray(x, dtype=np.float64)
+
+    return FinetuneResult(
+        Setting(**data["setting"]), data["backbone_label"], list(data["epochs"]), np.asarray(data["test_true"]),
+        list(data["test_ids"]), np.asarray(data["val_true"], dtype=np.float64), reported, dict(data["hyper"]),
+        TrainHistory(list(data["history_epochs"])), float(data["seconds"]), array(data["test_transitions"]),
+        array(data["distribution_targets"]),
+    )
+
+
+def load_result(run_dir: str | os.PathLike[str]) -> FinetuneResult:
+    """The finished run in ``run_dir`` (its ``result.json``).
+
+    Raises:
+        FileNotFoundError: If the run has not finished.
+    """
+    path = Path(run_dir) / RESULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run in {run_dir} has not finished")
+    return result_from_json(json.loads(path.read_text()))
+
+
+def run_settings(
+    settings: Sequence[Setting],
+    backbones: Mapping[str, BackboneFactory],
+    data_root: str | os.PathLike[str],
+    options: FinetuneOptions,
+    *,
+    out: str | os.PathLike[str],
+    crop: int,
+    clip_frames: int | None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    compile: bool | str = False,
+    keep_last: int | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    resume: bool = True,
+    keep_checkpoints: bool = True,
+    distributed: DistributedContext | None = None,
+    show_progress: bool = True,
+) -> dict[str, list[FinetuneResult]]:
+    """Fine-tune every backbone on every setting (see the module docstring).
+
+    Args:
+        settings: The runs' data (:func:`~pecop_lib.train.finetune.settings_for`).
+        backbones: ``{label: factory}``; each run loads a fresh backbone.
+        data_root: Folder holding the datasets in their official layouts (``<root>/MTL-AQA``, ...).
+        options: Fine-tuning options.
+        out: Output folder.
+        crop, clip_frames: Clip size (``clip_frames`` 0 / ``None``: official).
+        device, precision, compile, keep_last, num_workers, seed, distributed, show_progress: As
+            :func:`~pecop_lib.train.finetune.finetune`.
+        resume: Load finished runs, continue unfinished ones (see the module docstring).
+        keep_checkpoints: Keep the trainer's checkpoints of finished runs (``False`` deletes them,
+            keeping ``evaluation.json``, ``result.json`` and the trainer's metrics).
+
+    Returns:
+        ``{label: [result per setting]}``.
+    """
+    out = Path(out)
+    context = distributed or DistributedContext()
+    results: dict[str, list[FinetuneResult]] = {}
+    for label, factory in backbones.items():
+        results[label] = []
+        for setting in settings:
+            run_dir = out / slug(label) / slug(setting.label)
+            request = {"setting": setting.label, "backbone": label, "seed": seed, "options": asdict(options),
+                       "crop": crop, "clip_frames": clip_frames or None}
+            done = run_dir / RESULT_FILE
+            if resume and done.is_file():
+                stored = json.loads(done.read_text())
+                if stored.get("request") == request:
+                    results[label].append(result_from_json(stored))
+                    continue
+            data = open_finetune_data(Path(data_root) / setting.dataset, setting, crop=crop, clip_frames=clip_frames,
+                                      seed=seed)
+            checkpoints = run_dir / CHECKPOINT_DIR
+            continuing = resume and checkpoints.is_dir() and latest_checkpoint(checkpoints) is not None
+            result = finetune(factory(setting), setting, data, options, backbone_label=label, run_dir=run_dir,
+                              device=device, precision=precision, compile=compile, keep_last=keep_last,
+                              num_workers=num_workers, seed=seed, distributed=distributed, resume=continuing,
+                              show_progress=show_progress)
+            if context.is_main:
+                atomic_write_json(done, result_to_json(result, request))
+                if not keep_checkpoints and checkpoints.is_dir():
+                    shutil.rmtree(checkpoints)
+            context.barrier()
+            results[label].append(result)
+    return results
+
+
+def finetune_command(
+    cfg: Config,
+    *,
+    head: str,
+    dataset: str,
+    task: str | None,
+    fold: int | None,
+    backbone_checkpoint: str,
+    out: str | os.PathLike[str],
+    base_weights: str | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    label: str | None = None,
+    resume: bool = False,
+    distributed: DistributedContext | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """``pecop finetune``: one head on one dataset (JIGSAWS: one fold, or all four) from a config.
+
+    Reads the ``finetune_*``, ``model_*``, ``data_*`` and ``train_*`` keys of ``cfg``. The backbone
+    is loaded (and checked) before anything trains; see
+    :func:`~pecop_lib.train.finetune.load_finetune_backbone` for what ``backbone_checkpoint`` may be.
+
+    Returns:
+        The metrics written to ``out/metrics.json``: the backbone, one summary per run and, for
+        JIGSAWS, the fold aggregation.
+
+    Raises:
+        ValueError, FileNotFoundError, WeightsMismatchError: On bad arguments, before training.
+    """
+    from pecop_lib.data.synthetic import synthetic_world
+    from pecop_lib.outputs import write_metrics
+    from pecop_lib.train.finetune import NUM_FOLDS, load_finetune_backbone
+    from pecop_lib.train.finetune_report import aggregate_folds, official_protocol
+
+    folds: Sequence[int | None] = [fold] if fold is not None or dataset != "JIGSAWS" else range(NUM_FOLDS)
+    settings = [Setting(head, dataset, task, f) for f in folds]
+    options = FinetuneOptions(**cfg.stage("finetune"))
+    weights = base_weights or cfg.model_weights or None
+
+    def factory(_: Setting) -> Backbone:
+        return load_finetune_backbone(cfg.model_backbone, backbone_checkpoint, base_weights=weights,
+                                      bn_eps=cfg.model_bn_eps, seed=cfg.seed)[0]
+
+    _, description = load_finetune_backbone(cfg.model_backbone, backbone_checkpoint, base_weights=weights,
+                                            bn_eps=cfg.model_bn_eps, seed=cfg.seed)  # fail before training
+    context = distributed or DistributedContext()
+    if data_root is None:
+        if context.is_main:
+            synthetic_world(cfg.preset, seed=cfg.seed)
+        context.barrier()
+        data_root = synthetic_world(cfg.preset, seed=cfg.seed).root
+    name = label or ("random-init" if str(backbone_checkpoint).lower() == "none" else Path(backbone_checkpoint).name)
+    results = run_settings(
+        settings, {name: factory}, data_root, options, out=out, crop=cfg.data_crop_size,
+        clip_frames=cfg.data_clip_frames or None, device=context.device if distributed else cfg.device,
+        precision=cfg.train_precision, compile=cfg.train_compile, keep_last=cfg.train_keep_checkpoints or None,
+        num_workers=cfg.data_num_workers, seed=cfg.seed, resume=resume, distributed=distributed,
+        show_progress=show_progress,
+    )[name]
+    metrics: dict[str, Any] = {"backbone": description, "label": name, "runs": [r.summary() for r in results]}
+    if dataset == "JIGSAWS":
+        metrics["jigsaws"] = {"folds": [r.setting.fold for r in results], "protocol": official_protocol(results[0]),
+                              **aggregate_folds(results)}
+    if context.is_main:
+        write_metrics(out, metrics, preset=cfg.preset)
+    return metrics
