@@ -47,7 +47,10 @@ from pecop_lib.train import (
     continual_pretrain,
     domain_general_pretrain,
     epoch_loader,
+    pretrained_backbone,
     seed_everything,
+    stage1_backbone,
+    stage2_backbone,
     target_videos,
 )
 
@@ -95,6 +98,7 @@ __all__ = [
     "load_weights",
     "mark_trainable",
     "prepare_out_dir",
+    "pretrained_backbone",
     "progress",
     "resolve",
     "resolve_device",
@@ -102,6 +106,8 @@ __all__ = [
     "save_adapter_checkpoint",
     "save_figure",
     "seed_everything",
+    "stage1_backbone",
+    "stage2_backbone",
     "target_videos",
     "titled",
     "vspp_official_indices",

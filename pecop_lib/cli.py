@@ -1,8 +1,11 @@
 """The ``pecop`` command line: the headless face of the package.
 
 ``pecop notebooks run`` executes the notebook sequence (see :mod:`pecop_lib.notebooks`);
-``pecop notebooks list`` shows the notebooks and their parameters. Later stages register their
-own subcommands here (``pretrain``, ``finetune``); ``pecop doctor`` checks the machine.
+``pecop notebooks list`` shows the notebooks and their parameters; ``pecop pretrain`` runs
+continual pretraining (stage 1 from the cache or real weights, then stage 2; see
+:mod:`pecop_lib.train.pipeline`), also under ``torchrun``. Later stages register their own
+subcommands here (``doctor``). ``pecop finetune`` fine-tunes an AQA head on a pretrained backbone (see
+:mod:`pecop_lib.train.finetune_runs`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,71 @@ def _notebooks_list(args: argparse.Namespace) -> int:
     for path in discover_notebooks(args.notebooks_dir):
         params = ", ".join(f"{k}={v}" for k, v in declared_parameters(path).items())
         print(f"{path.stem}: {params}")
+    return 0
+
+
+PRETEXT_NAMES = {"vspp": "vspp", "videopace": "pace", "rspnet": "rspnet"}
+"""Command-line pretext names (the paper's) -> library names (:data:`pecop_lib.train.PRETEXTS`)."""
+
+
+def _pretrain_overrides(args: argparse.Namespace) -> dict[str, object]:
+    from pecop_lib.notebooks import parse_parameter
+
+    overrides: dict[str, object] = dict(parse_parameter(p) for p in args.set)
+    flags = {
+        "seed": args.seed, "device": args.device, "model_backbone": args.backbone, "model_weights": args.kinetics_weights,
+        "pretrain_strategy": args.strategy, "pretrain_pretext": PRETEXT_NAMES.get(args.pretext),
+        "pretrain_vspp_mode": args.vspp_mode, "pretrain_epochs": args.epochs, "pretrain_full_epochs": args.epochs,
+        "pretrain_batch_size": args.batch_size, "pretrain_lr": args.lr, "train_precision": args.precision,
+        "train_compile": args.compile or None, "train_grad_accum_steps": args.grad_accum,
+        "train_checkpoint_every_steps": args.checkpoint_every, "data_num_workers": args.num_workers,
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    return overrides
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from pecop_lib.config import resolve
+    from pecop_lib.train.distributed import init_distributed, shutdown_distributed
+    from pecop_lib.train.loop import NonFiniteLossError
+    from pecop_lib.train.pipeline import pretrain_run
+    from pecop_lib.train.targets import check_target
+
+    try:
+        cfg = resolve(args.preset, **_pretrain_overrides(args))
+        check_target(args.dataset, args.task)
+        if cfg.model_weights and not Path(cfg.model_weights).expanduser().is_file():
+            raise FileNotFoundError(f"--kinetics-weights {cfg.model_weights} does not exist")
+        out = Path(args.out or f"runs/{cfg.preset}/pretrain/{cfg.pretrain_strategy}-{cfg.pretrain_pretext}-"
+                               f"{args.dataset}{'-' + args.task if args.task else ''}".replace(" ", "_"))
+        context = init_distributed(cfg.device)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"pecop: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        artifact, stage1 = pretrain_run(
+            cfg, out, dataset=args.dataset, task=args.task, data_root=args.data_root, actions_root=args.actions_root,
+            resume=args.resume, distributed=context, show_progress=not args.no_progress,
+        )
+    except NonFiniteLossError as exc:
+        print(f"pecop: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"pecop: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        record = artifact.record
+        if stage1 is not None:
+            print(f"pecop: stage 1 {'trained' if stage1.trained else 'loaded'}: {stage1.folder} "
+                  f"(val acc {stage1.record['val_acc']:.3f}, chance {stage1.record['chance_acc']:.3f})")
+        last = record["history"]["epochs"][-1] if record["history"]["epochs"] else {}
+        summary = ", ".join(f"{k} {last[k]:.4f}" for k in sorted(last) if k.endswith("acc") or k == "loss")
+        print(f"pecop: stage 2 {cfg.pretrain_strategy}/{cfg.pretrain_pretext} on {args.dataset}"
+              f"{' ' + args.task if args.task else ''}: {len(record['history']['epochs'])} epoch(s) "
+              f"in {record['seconds']:.1f} s; last epoch: {summary or 'no training (dom_g)'}")
+        print(f"pecop: run folder {out} (weights: {record['weights'] or 'none'}, {record['stored_bytes'] / 1e6:.2f} MB)")
     return 0
 
 
@@ -153,6 +221,50 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--crop", type=int, default=None,
                         help="crop side for reading the datasets (default: each dataset's official size)")
     doctor.set_defaults(func=_doctor)
+
+    from pecop_lib.models.strategies import STRATEGIES
+    from pecop_lib.train.targets import TARGET_DATASETS
+
+    pretrain = commands.add_parser(
+        "pretrain", help="continual pretraining (stage 1 + stage 2) of a backbone on a target dataset",
+        description="Stage 1 (domain-general backbone on the synthetic action set, cached; skipped with "
+                    "--kinetics-weights), then stage 2: a pretext task on the target's unlabeled training videos "
+                    "under one strategy. Writes checkpoints, metrics.json/csv, the weights and stage2.json to --out. "
+                    "Multi-GPU: torchrun --nproc_per_node=G -m pecop_lib pretrain ...",
+    )
+    pretrain.add_argument("--preset", required=True, choices=PRESET_NAMES, help="settings preset")
+    pretrain.add_argument("--strategy", required=True, choices=tuple(STRATEGIES),
+                          help="pecop (adapters), hpt (whole backbone), hpt_bn (BatchNorm affine), dom_s (from "
+                               "scratch), dom_g (no stage 2)")
+    pretrain.add_argument("--backbone", choices=("i3d", "r3d18"), default=None, help="default: the preset's")
+    pretrain.add_argument("--pretext", choices=tuple(PRETEXT_NAMES), default=None, help="default: the preset's (vspp)")
+    pretrain.add_argument("--dataset", choices=TARGET_DATASETS, default="MTL-AQA", help="target dataset (default MTL-AQA)")
+    pretrain.add_argument("--task", default=None, help="JIGSAWS or PD4T task, e.g. Suturing, Gait, 'Finger tapping'")
+    pretrain.add_argument("--data-root", default=None,
+                          help="folder holding <dataset>/ in the official layout (default: the synthetic world)")
+    pretrain.add_argument("--actions-root", default=None,
+                          help="Kinetics-style action set for stage 1 (default: <data-root>/Kinetics-synth or the "
+                               "synthetic world's)")
+    pretrain.add_argument("--kinetics-weights", default=None, metavar="PATH",
+                          help="real Kinetics weights (model_rgb.pth, rgb_imagenet.pt, r3d_18-*.pth): skip stage 1")
+    pretrain.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the preset's, auto)")
+    pretrain.add_argument("--out", default=None, help="run folder (default: runs/<preset>/pretrain/<strategy>-...)")
+    pretrain.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    pretrain.add_argument("--seed", type=int, default=None)
+    pretrain.add_argument("--epochs", type=int, default=None, help="stage-2 epochs (default: the preset's)")
+    pretrain.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes")
+    pretrain.add_argument("--lr", type=float, default=None, help="stage-2 SGD learning rate")
+    pretrain.add_argument("--vspp-mode", choices=("official", "paper"), default=None)
+    pretrain.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None)
+    pretrain.add_argument("--compile", action="store_true", help="torch.compile the model")
+    pretrain.add_argument("--grad-accum", type=int, default=None, metavar="N", help="micro-batches per step")
+    pretrain.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                          help="also checkpoint every N steps (0: epoch ends only)")
+    pretrain.add_argument("--num-workers", type=int, default=None, help="data loader workers")
+    pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="any config key, e.g. --set pretrain_list_repeat=20 (repeatable)")
+    pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    pretrain.set_defaults(func=_pretrain)
     from pecop_lib.train.finetune import DATASETS as FINETUNE_DATASETS
     from pecop_lib.train.finetune import HEADS
 

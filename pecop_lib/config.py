@@ -78,17 +78,17 @@ class Config:
     # --- pretrain: stage 2, continual pretraining with VSPP (paper Sec. 3.2) ---
     pretrain_clip_len: int = 32
     pretrain_crop_size: int = 112
-    pretrain_batch_size: int = 8
-    pretrain_epochs: int = 4  # PECoP (adapters) epochs; official 8
-    pretrain_full_epochs: int = 4  # epochs of the full-model strategies hpt / hpt_bn / dom_s; poster 16
-    pretrain_lr: float = 1e-3  # README / paper text; the official code hard-codes 0.01
+    pretrain_batch_size: int = 16  # official 16
+    pretrain_epochs: int = 8  # PECoP (adapters) epochs; official 8
+    pretrain_full_epochs: int = 8  # epochs of the full-model strategies hpt / hpt_bn / dom_s; poster 16
+    pretrain_lr: float = 0.01  # the official code hard-codes 0.01; README / paper text 1e-3
     pretrain_strategy: str = "pecop"  # pecop | hpt | hpt_bn | dom_s | dom_g (pecop_lib.models.strategies)
     pretrain_pretext: str = "vspp"  # vspp | pace | rspnet (pecop_lib.ssl; Table 5)
     pretrain_vspp_mode: str = "official"  # official (the released sampler) | paper (clean bounds)
-    pretrain_normal_pace: int = 1  # VSPP normal frame step fr: 1, or 3 for PD4T gait
+    pretrain_normal_pace: int = 0  # VSPP normal frame step fr; 0 = the target's official value (3 PD4T gait, else 1)
     pretrain_max_speed: int = 5  # VSPP speeds {1..max_speed} minus fr (official max_sr)
     pretrain_num_segments: int = 4  # VSPP segments zeta (official max_segment)
-    pretrain_list_repeat: int = 5  # clips per video per epoch: official x20, VSPP paper x10
+    pretrain_list_repeat: int = 10  # clips per video per epoch: official x20, VSPP paper x10
     pretrain_momentum: float = 0.9  # SGD momentum (official)
     pretrain_weight_decay: float = 1e-4  # official
     pretrain_cosine_t_max: int = 22  # official CosineAnnealingLR T_max (in epochs)
@@ -97,8 +97,9 @@ class Config:
     pretrain_color_jitter: bool = False  # official: built but never applied
     pretrain_bn_mode: str = "train"  # train (official: batch stats, running stats re-estimated) | frozen
     pretrain_channel_order: str = "rgb"  # rgb | bgr (official: cv2 BGR frames with ImageNet RGB statistics)
-    pretrain_general_epochs: int = 4  # stage 1: supervised epochs on the synthetic action set
+    pretrain_general_epochs: int = 8  # stage 1: supervised epochs on the synthetic action set
     pretrain_general_lr: float = 0.01  # stage 1: SGD learning rate (cosine to 0)
+    pretrain_general_batch_size: int = 8  # stage 1: clips per step
 
     # --- finetune: AQA heads on the pretrained backbone (pecop_lib.train.finetune); 0 = the recipe's official value ---
     finetune_epochs: int = 30  # official: USDL/MUSDL 100 (JIGSAWS 80), CoRe/TSA 200
@@ -164,11 +165,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_num_workers": 0,
         "pretrain_clip_len": 8,
         "pretrain_crop_size": 32,
-        "pretrain_batch_size": 2,
+        "pretrain_batch_size": 4,
         "pretrain_epochs": 1,
         "pretrain_full_epochs": 1,
         "pretrain_list_repeat": 1,
         "pretrain_general_epochs": 1,
+        "pretrain_general_batch_size": 4,
         "finetune_epochs": 2,
         "finetune_batch_size": 2,
         "finetune_decode": "expectation",

@@ -9,6 +9,7 @@ from pecop_lib.config import PRESET_NAMES, resolve
 from pecop_lib.models.strategies import STRATEGIES
 from pecop_lib.ssl import VSPP_MODES, VSPPSampler
 from pecop_lib.train import PRECISIONS, autocast_dtype
+from pecop_lib.train.artifacts import stage2_spec
 from pecop_lib.train.pretrain import CHANNEL_ORDERS
 
 
@@ -35,9 +36,9 @@ def test_every_preset_builds_the_pretext_and_loop_settings(preset: str) -> None:
     assert cfg.pretrain_pretext in ("vspp", "pace", "rspnet")
     assert cfg.pretrain_vspp_mode in VSPP_MODES and cfg.pretrain_bn_mode in ("train", "frozen")
     assert cfg.pretrain_channel_order in CHANNEL_ORDERS and cfg.pretrain_general_epochs >= 1
-    sampler = VSPPSampler(mode=cfg.pretrain_vspp_mode, clip_len=cfg.pretrain_clip_len, max_speed=cfg.pretrain_max_speed,
-                          num_segments=cfg.pretrain_num_segments, normal_pace=cfg.pretrain_normal_pace)
-    assert sampler.num_speed_classes >= 2
+    sampler = stage2_spec(cfg).sampler()
+    assert sampler.num_speed_classes >= 2 and sampler.normal_pace == 1  # 0 in the config: the target's official fr
+    assert stage2_spec(cfg, dataset="PD4T", task="Gait").sampler().normal_pace == 3
     assert cfg.train_precision in PRECISIONS
     autocast_dtype(cfg.train_precision, torch.device("cpu"))
     assert cfg.train_grad_accum_steps >= 1 and cfg.train_checkpoint_every_steps >= 0 and cfg.train_keep_checkpoints >= 0

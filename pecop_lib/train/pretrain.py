@@ -76,6 +76,10 @@ class TargetVideo:
     first: int
     num_frames: int
 
+    def read(self, frames: Sequence[int]) -> np.ndarray:
+        """Decode 1-based frame numbers of the span (as the samplers return them): uint8 ``(T, H, W, 3)`` RGB."""
+        return open_source(self.path).read(self.first + np.asarray(frames, dtype=np.int64) - 1)
+
 
 def target_videos(dataset: AQADataset, *, annotated_span: bool = False) -> list[TargetVideo]:
     """The distinct videos of an AQA dataset split, for self-supervised pretraining.
@@ -191,8 +195,7 @@ class PretextClips(Dataset):
         self.epoch = int(epoch)
 
     def _clip(self, video: TargetVideo, frames: list[int], rng: np.random.Generator) -> np.ndarray:
-        positions = video.first + np.asarray(frames, dtype=np.int64) - 1
-        pixels = open_source(video.path).read(positions)
+        pixels = video.read(frames)
         if self.jitter:
             pixels = color_jitter(pixels, rng)
         return pixels[..., ::-1] if self.channel_order == "bgr" else pixels
@@ -464,3 +467,42 @@ def domain_general_pretrain(
     started = time.perf_counter()
     history = trainer.fit(data, epochs, resume=resume)
     return PretrainResult(model, history, [n for n, _ in backbone.named_parameters()], time.perf_counter() - started)
+
+
+@torch.no_grad()
+def action_accuracy(
+    backbone: Backbone, dataset: Dataset, *, batch_size: int = 8, device: str | torch.device = "auto",
+    num_workers: int = 0,
+) -> float:
+    """Top-1 accuracy of the backbone's action classifier on a dataset (evaluation mode).
+
+    Args:
+        backbone: Built with ``num_classes`` = the number of action classes.
+        dataset: Items with ``"clip"`` ``(3, T, H, W)`` and ``"label"`` (e.g. the ``val`` split of
+            :class:`~pecop_lib.data.formats.kinetics.KineticsActions`).
+        batch_size, device, num_workers: Evaluation settings.
+
+    Returns:
+        The fraction of clips whose arg-max class is the label (chance: 1 / number of classes).
+
+    Raises:
+        RuntimeError: If the backbone has no classifier.
+        ValueError: If the dataset is empty.
+    """
+    if not backbone.has_classifier:
+        raise RuntimeError(f"{backbone.name} has no classifier; build it with num_classes=<number of action classes>")
+    if len(dataset) == 0:
+        raise ValueError("the evaluation dataset is empty")
+    target = _device(device)
+    was_training = backbone.training
+    backbone.to(target).eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=_collate_actions)
+    correct = 0
+    try:
+        for batch in loader:
+            logits = backbone.forward_logits(batch["clip"].to(target))
+            correct += int((logits.argmax(1).cpu() == batch["label"]).sum())
+    finally:
+        backbone.train(was_training)
+    return correct / len(dataset)

@@ -1,0 +1,21 @@
+"""A tiny synthetic world (MTL-AQA + the action set) shared by the pretraining artifact and CLI tests.
+
+Generated once per test session under pytest's base temporary folder; the stage-1 artifacts the
+tests train there are reused through the artifact cache itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pecop_lib.data.synthetic import World, WorldSpec, generate_world
+from pecop_lib.data.synthetic.world import load_world
+
+TINY_SPEC = WorldSpec(size=32, aqa_videos=8, jigsaws_trials=1, action_videos=2, action_frames=16, seed=5)
+DATASETS = ("MTL-AQA", "Kinetics-synth")
+
+
+def tiny_world(base: Path) -> World:
+    """The tiny world under ``base/pretrain-world`` (generated on first use)."""
+    root = base / "pretrain-world"
+    return load_world(root) or generate_world(root, TINY_SPEC, datasets=DATASETS)
