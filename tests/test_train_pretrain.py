@@ -10,7 +10,7 @@ import torch
 
 from pecop_lib.data import PD4T, KineticsActions, official_transform
 from pecop_lib.data.synthetic import WorldSpec, generate_world
-from pecop_lib.data.transforms import ClipTransform
+from pecop_lib.data.transforms import ClipTransform, color_jitter
 from pecop_lib.data.video import write_frame_folder
 from pecop_lib.models import build_backbone
 from pecop_lib.models.strategies import trainable_names
@@ -18,7 +18,6 @@ from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
 from pecop_lib.train.pretrain import (
     PretextClips,
     TargetVideo,
-    color_jitter,
     continual_pretrain,
     domain_general_pretrain,
     target_videos,

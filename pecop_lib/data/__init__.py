@@ -15,10 +15,13 @@ from pecop_lib.data.formats.mtl_aqa import MTLAQA
 from pecop_lib.data.formats.pd4t import PD4T
 from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.synthetic import World, WorldSpec, generate_world, synthetic_world, world_spec
-from pecop_lib.data.transforms import ClipTransform, official_transform
+from pecop_lib.data.transforms import ClipTransform, color_jitter, official_transform
 from pecop_lib.data.video import FrameFolder, FrameSource, VideoFile, open_source
 
 __all__ = [
+    "JIGSAWS",
+    "MTLAQA",
+    "PD4T",
     "AQADataset",
     "AQARecord",
     "ClipTransform",
@@ -26,15 +29,13 @@ __all__ = [
     "FineDiving",
     "FrameFolder",
     "FrameSource",
-    "JIGSAWS",
     "KineticsActions",
-    "MTLAQA",
-    "PD4T",
     "UnsafePickleError",
     "VideoDecodeError",
     "VideoFile",
     "World",
     "WorldSpec",
+    "color_jitter",
     "generate_world",
     "official_transform",
     "open_source",

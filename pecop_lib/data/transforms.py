@@ -6,6 +6,9 @@ settings of each reference repository, scaled to any crop size (the synthetic pr
 smaller than 224). Randomness comes from an explicit ``numpy.random.Generator``, so a sample is
 a pure function of ``(seed, epoch, index)``.
 
+:func:`color_jitter` is the per-frame colour jitter of the original VSPP / VideoPace pipelines
+(PECoP's code builds it but never applies it; ``pretrain_color_jitter`` switches it on).
+
 Known simplification: MUSDL draws a random PIL interpolation per frame, also at test time; here
 resizing is always bilinear with antialiasing (deterministic evaluation).
 """
@@ -118,3 +121,31 @@ def official_transform(convention: Convention, *, train: bool, crop: int = 224) 
         f"unknown transform convention {convention!r}; choose musdl_mtl, core_mtl, musdl_jigsaws, "
         "tsa_finediving or plain"
     )
+
+
+def color_jitter(frames: np.ndarray, rng: np.random.Generator, *, strength: float = 0.8, hue: float = 0.2,
+                 p: float = 0.8) -> np.ndarray:
+    """Per-frame colour jitter of the original VSPP / VideoPace pipelines (PECoP builds it, never applies it).
+
+    Each frame, with probability ``p``, gets brightness, contrast and saturation factors uniform in
+    ``[1 - strength, 1 + strength]`` and a hue shift uniform in ``[-hue, hue]``, in a random order
+    (torchvision ``RandomApply(ColorJitter(0.8, 0.8, 0.8, 0.2), p=0.8)`` per frame), drawn from ``rng``.
+
+    Args:
+        frames: uint8 ``(T, H, W, 3)`` RGB.
+        rng: Source of every draw.
+
+    Returns:
+        uint8 ``(T, H, W, 3)``.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    out = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).clone()  # T,3,H,W uint8
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for t in range(out.shape[0]):
+        if rng.random() >= p:
+            continue
+        factors = [*rng.uniform(max(0.0, 1 - strength), 1 + strength, 3), rng.uniform(-hue, hue)]
+        for op_index in rng.permutation(4):
+            out[t] = ops[op_index](out[t], float(factors[op_index]))
+    return out.permute(0, 2, 3, 1).numpy()

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from pecop_lib.config import resolve_device
 from pecop_lib.data.dataset import AQADataset
-from pecop_lib.data.transforms import ClipTransform
+from pecop_lib.data.transforms import ClipTransform, color_jitter
 from pecop_lib.data.video import open_source
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.strategies import get_strategy, mark_trainable
@@ -112,34 +112,6 @@ def target_videos(dataset: AQADataset, *, annotated_span: bool = False) -> list[
         video = TargetVideo(Path(source.path), first, count)
         videos.setdefault((video.path, video.first, video.num_frames), video)
     return list(videos.values())
-
-
-def color_jitter(frames: np.ndarray, rng: np.random.Generator, *, strength: float = 0.8, hue: float = 0.2,
-                 p: float = 0.8) -> np.ndarray:
-    """Per-frame colour jitter of the original VSPP / VideoPace pipelines (PECoP builds it, never applies it).
-
-    Each frame, with probability ``p``, gets brightness, contrast and saturation factors uniform in
-    ``[1 - strength, 1 + strength]`` and a hue shift uniform in ``[-hue, hue]``, in a random order
-    (torchvision ``RandomApply(ColorJitter(0.8, 0.8, 0.8, 0.2), p=0.8)`` per frame), drawn from ``rng``.
-
-    Args:
-        frames: uint8 ``(T, H, W, 3)`` RGB.
-        rng: Source of every draw.
-
-    Returns:
-        uint8 ``(T, H, W, 3)``.
-    """
-    from torchvision.transforms.v2 import functional as TF
-
-    out = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).clone()  # T,3,H,W uint8
-    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
-    for t in range(out.shape[0]):
-        if rng.random() >= p:
-            continue
-        factors = [*rng.uniform(max(0.0, 1 - strength), 1 + strength, 3), rng.uniform(-hue, hue)]
-        for op_index in rng.permutation(4):
-            out[t] = ops[op_index](out[t], float(factors[op_index]))
-    return out.permute(0, 2, 3, 1).numpy()
 
 
 class PretextClips(Dataset):
