@@ -16,7 +16,7 @@ from _pretrain_world import tiny_world
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
-from pecop_lib.cli import main
+from pecop_lib.cli import _pretrain_overrides, build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,17 @@ def test_parser_rejects_unknown_choices(argv: list[str], message: str, capsys) -
         main(["pretrain", *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_flags_become_config_overrides() -> None:
+    args = build_parser().parse_args(["pretrain", "--preset", "paper", "--strategy", "hpt", "--pretext", "videopace",
+                                      "--epochs", "3", "--lr", "0.5", "--backbone", "r3d18", "--compile",
+                                      "--set", "pretrain_list_repeat=7", "--set", "pretrain_vspp_mode='paper'"])
+    assert _pretrain_overrides(args) == {
+        "pretrain_strategy": "hpt", "pretrain_pretext": "pace", "pretrain_epochs": 3, "pretrain_full_epochs": 3,
+        "pretrain_lr": 0.5, "model_backbone": "r3d18", "train_compile": True, "pretrain_list_repeat": 7,
+        "pretrain_vspp_mode": "paper",
+    }
 
 
 def _pecop(args: list[str], cache: Path, *, torchrun: int = 0) -> subprocess.CompletedProcess[str]:
