@@ -30,6 +30,7 @@ from pecop_lib.models.adapters import (
 )
 from pecop_lib.models.backbone import BN_MODES, POOL_MODES, Backbone, pool_features
 from pecop_lib.models.build import BACKBONES, build_backbone
+from pecop_lib.models.fast_path import FastPath, apply_fast_path, fast_path_of
 from pecop_lib.models.i3d import I3D, I3D_ADAPTER_SITES
 from pecop_lib.models.params import (
     adapter_parameter_table,
@@ -64,16 +65,19 @@ __all__ = [
     "AdapterConfig",
     "AdapterTargetError",
     "Backbone",
+    "FastPath",
     "LoadReport",
     "Strategy",
     "WeightsMismatchError",
     "adapter_parameter_table",
     "adapter_state_dict",
     "adapters_disabled",
+    "apply_fast_path",
     "backbone_sha256",
     "build_backbone",
     "detect_layout",
     "export_state_dict",
+    "fast_path_of",
     "get_strategy",
     "inject_adapters",
     "list_adapters",
