@@ -13,6 +13,7 @@ from pecop_lib.data.formats.jigsaws import JIGSAWS
 from pecop_lib.data.formats.kinetics import KineticsActions
 from pecop_lib.data.formats.mtl_aqa import MTLAQA
 from pecop_lib.data.formats.pd4t import PD4T
+from pecop_lib.data.gpu_augment import DeferredTransform, RawClip, augment_batch, collate_raw
 from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.synthetic import World, WorldSpec, generate_world, synthetic_world, world_spec
 from pecop_lib.data.transforms import ClipTransform, color_jitter, official_transform
@@ -26,15 +27,19 @@ __all__ = [
     "AQARecord",
     "ClipTransform",
     "DataFormatError",
+    "DeferredTransform",
     "FineDiving",
     "FrameFolder",
     "FrameSource",
     "KineticsActions",
+    "RawClip",
     "UnsafePickleError",
     "VideoDecodeError",
     "VideoFile",
     "World",
     "WorldSpec",
+    "augment_batch",
+    "collate_raw",
     "color_jitter",
     "generate_world",
     "official_transform",

@@ -51,23 +51,24 @@ class ClipTransform:
         """True when the transform draws from its rng (random crop or flip)."""
         return self.random_crop or self.flip
 
-    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """Transform ``(T, H, W, 3)`` uint8 RGB frames into a float32 ``(3, T, H', W')`` clip.
+    def draw(self, frame_size: tuple[int, int], rng: np.random.Generator | None = None) -> tuple[int, int, bool]:
+        """The crop offset and flip of one clip: the only random draws of :meth:`__call__`, in its order.
 
         Args:
-            frames: Decoded frames.
-            rng: Source of the crop offset and the flip coin (required when :attr:`is_random`).
+            frame_size: ``(height, width)`` of the decoded frames (before the resize).
+            rng: Source of the draws (required when :attr:`is_random`).
+
+        Returns:
+            ``(top, left, flip)`` in the resized frame (``(0, 0)`` without a crop).
 
         Raises:
-            ValueError: If the frames are smaller than the crop, or a random transform gets no rng.
+            ValueError: If the (resized) frames are smaller than the crop, or a random transform gets no rng.
         """
         if self.is_random and rng is None:
             raise ValueError("a random ClipTransform (random_crop or flip) needs an rng")
-        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)  # T,3,H,W
-        if self.resize is not None and tuple(clip.shape[-2:]) != tuple(self.resize):
-            clip = F.interpolate(clip, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+        height, width = self.resize if self.resize is not None else frame_size
+        top = left = 0
         if self.crop is not None:
-            height, width = clip.shape[-2:]
             if height < self.crop or width < self.crop:
                 raise ValueError(
                     f"frames of {height}x{width} are smaller than the crop {self.crop}; "
@@ -78,14 +79,34 @@ class ClipTransform:
                 left = int(rng.integers(0, width - self.crop + 1))
             else:
                 top, left = (height - self.crop) // 2, (width - self.crop) // 2
+        flip = bool(self.flip and rng.random() < 0.5)
+        return top, left, flip
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Transform ``(T, H, W, 3)`` uint8 RGB frames into a float32 ``(3, T, H', W')`` clip.
+
+        Args:
+            frames: Decoded frames.
+            rng: Source of the crop offset and the flip coin (required when :attr:`is_random`).
+
+        Raises:
+            ValueError: If the frames are smaller than the crop, or a random transform gets no rng.
+        """
+        top, left, flip = self.draw(frames.shape[1:3], rng)
+        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)  # T,3,H,W
+        if self.resize is not None and tuple(clip.shape[-2:]) != tuple(self.resize):
+            clip = F.interpolate(clip, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+        if self.crop is not None:
             clip = clip[..., top : top + self.crop, left : left + self.crop]
-        if self.flip and rng.random() < 0.5:
+        if flip:
             clip = clip.flip(-1)
+        out = torch.empty(clip.shape[1], *clip.shape[:1], *clip.shape[2:])  # (3, T, H', W'): one write, no copies
         if self.normalize:
             mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
             std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-            clip = (clip - mean) / std
-        return clip.permute(1, 0, 2, 3).contiguous()
+            torch.sub(clip, mean, out=out.permute(1, 0, 2, 3))
+            return out.div_(std.view(3, 1, 1, 1))
+        return out.copy_(clip.permute(1, 0, 2, 3))
 
 
 def official_transform(convention: Convention, *, train: bool, crop: int = 224) -> ClipTransform:
