@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _pretext_stand_ins import TinyBackbone
 
 from pecop_lib.data.gpu_augment import DeferredTransform, RawClip, augment_batch, collate_raw
 from pecop_lib.data.transforms import ClipTransform, official_transform
+from pecop_lib.data.video import write_frame_folder
+from pecop_lib.ssl import VSPPSampler
+from pecop_lib.train import Trainer, epoch_loader, pretext_model, pretext_step
+from pecop_lib.train.device_augment import device_augmented
+from pecop_lib.train.pretrain import PretextClips, TargetVideo
 
 TRANSFORMS = {
     "core_mtl_train": official_transform("core_mtl", train=True, crop=24),  # resize, random crop, flip
@@ -90,13 +96,6 @@ def test_gpu_augmentation_matches_the_cpu_transform() -> None:
 
 
 def _pretext_run(folder, transform, augment: str, workers: int = 0) -> list[float]:
-    from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
-    from pecop_lib.ssl import VSPPSampler
-    from pecop_lib.train import Trainer, epoch_loader, pretext_model, pretext_step
-    from pecop_lib.train.device_augment import device_augmented
-    from pecop_lib.train.pretrain import PretextClips, TargetVideo
-    from tests._pretext_stand_ins import TinyBackbone
-
     sampler = VSPPSampler(clip_len=4)
     deferred = augment == "device"
     clips = PretextClips([TargetVideo(folder, 0, 60)], sampler, DeferredTransform(transform) if deferred else transform,
@@ -111,8 +110,6 @@ def _pretext_run(folder, transform, augment: str, workers: int = 0) -> list[floa
 
 
 def test_pretext_training_with_device_augmentation_equals_worker_augmentation(tmp_path) -> None:
-    from pecop_lib.data.video import write_frame_folder
-
     frames = np.random.default_rng(1).integers(0, 256, (60, 30, 40, 3), dtype=np.uint8)
     folder = write_frame_folder(frames, tmp_path / "video", quality=95)
     transform = official_transform("core_mtl", train=True, crop=16)

@@ -31,6 +31,7 @@ from pecop_lib.heads.exemplars import (
     predict_with_exemplars,
     training_partners,
 )
+from pecop_lib.heads.feature_store import FeatureStore, state_sha256
 from pecop_lib.heads.tsa import (
     TSA,
     CrossAttentionDecoder,
@@ -74,6 +75,7 @@ __all__ = [
     "CrossAttentionDecoder",
     "ExemplarDraw",
     "FeatureCache",
+    "FeatureStore",
     "PSNet",
     "RegressionTree",
     "ScoreBins",
@@ -95,6 +97,7 @@ __all__ = [
     "predict_with_exemplars",
     "relative_from_leaves",
     "resample_steps",
+    "state_sha256",
     "teacher_forcing",
     "training_partners",
     "transition_targets",

@@ -168,16 +168,16 @@ class FeatureCache:
     Args:
         backbone: The backbone, in eval mode (see :func:`predict_with_exemplars`).
         windowing: Clip windowing.
-        clip: ``index -> clip (3, T, H, W)``.
+        clip: ``index -> clip (3, T, H, W)``; ``None`` for a cache filled by :meth:`filled` only.
         maps: Also keep the feature maps (TSA).
         batch_size: Videos per backbone call.
     """
 
     def __init__(
         self,
-        backbone: Backbone,
+        backbone: Backbone | None,
         windowing: Windowing,
-        clip: ClipFn,
+        clip: ClipFn | None,
         *,
         maps: bool = False,
         batch_size: int = 8,
@@ -188,14 +188,28 @@ class FeatureCache:
         self.maps, self.batch_size = maps, batch_size
         self._store: dict[int, WindowFeatures] = {}
 
+    @classmethod
+    def filled(cls, features: WindowFeatures, windowing: Windowing) -> FeatureCache:
+        """A cache holding precomputed features of videos ``0..N-1`` (e.g. from a
+        :class:`~pecop_lib.heads.feature_store.FeatureStore`); asking for another index raises."""
+        cache = cls(None, windowing, None, maps=features.maps is not None)
+        cache._store = {i: features.select(slice(i, i + 1)) for i in range(features.pooled.shape[0])}
+        return cache
+
     def __len__(self) -> int:
         return len(self._store)
 
     def features(self, keys: Sequence[int] | np.ndarray) -> WindowFeatures:
-        """Features of ``keys`` (batch axis in key order); encodes the keys not seen yet."""
+        """Features of ``keys`` (batch axis in key order); encodes the keys not seen yet.
+
+        Raises:
+            KeyError: For an index a :meth:`filled` cache does not hold.
+        """
         keys = [int(k) for k in keys]
         todo = [k for k in dict.fromkeys(keys) if k not in self._store]
-        device = _device(self.backbone)
+        if todo and (self.clip is None or self.backbone is None):
+            raise KeyError(f"videos {todo[:5]} are not in this precomputed feature cache ({len(self)} videos)")
+        device = _device(self.backbone) if todo else torch.device("cpu")
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             feats = encode_windows(
@@ -219,6 +233,8 @@ def predict_with_exemplars(
     cached: bool = True,
     maps: bool = False,
     batch_size: int = 8,
+    query_cache: FeatureCache | None = None,
+    exemplar_cache: FeatureCache | None = None,
 ) -> torch.Tensor:
     """Test-time prediction: mean over a query's exemplars of ``relative + exemplar score``.
 
@@ -237,6 +253,10 @@ def predict_with_exemplars(
             (query, exemplar) per pair (``2 x valid pairs`` videos).
         maps: Encode feature maps too (TSA).
         batch_size: Videos per backbone call on the cached path.
+        query_cache: On the cached path, the :class:`FeatureCache` of the queries to use (and
+            fill), so that the caller reuses the query features afterwards (TSA's transitions)
+            or brings precomputed ones (:meth:`FeatureCache.filled`); ``None`` builds one.
+        exemplar_cache: The same for the exemplars (training videos).
 
     Returns:
         float32 ``(Q,)`` predictions on the head's score scale (CoRe on MTL-AQA: completeness;
@@ -262,8 +282,12 @@ def predict_with_exemplars(
     pair_scores = scores[torch.as_tensor(e_idx, device=device)]  # (pairs,)
     with torch.inference_mode():
         if cached:
-            queries = FeatureCache(backbone, windowing, query_clip, maps=maps, batch_size=batch_size)
-            exemplars = FeatureCache(backbone, windowing, exemplar_clip, maps=maps, batch_size=batch_size)
+            queries, exemplars = (
+                given if given is not None else FeatureCache(backbone, windowing, clip, maps=maps, batch_size=batch_size)
+                for given, clip in ((query_cache, query_clip), (exemplar_cache, exemplar_clip))
+            )
+            if queries.maps != maps or exemplars.maps != maps:
+                raise ValueError(f"maps={maps} but a given feature cache was built with maps={not maps}")
             deltas = torch.cat(
                 [
                     relative(
