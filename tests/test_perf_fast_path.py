@@ -122,3 +122,29 @@ def test_adapter_hooks_cause_no_graph_break(fast: FastPath) -> None:
     model = apply_fast_path(_adapted_i3d(), fast)
     explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 8, 32, 32))  # BatchNorm in training mode
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_and_fast_paths_stay_close_to_strict_fp32() -> None:
+    """The cuDNN guard: bf16 conv3d (some cuDNN versions miscompute it) and the fast paths vs fp32 without TF32."""
+    device = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    clips = torch.randn(2, 3, 16, 112, 112, generator=torch.Generator().manual_seed(5)).to(device)
+    eager = _adapted_i3d().to(device).eval()
+
+    def pooled(model: torch.nn.Module, dtype: torch.dtype | None) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            return model.forward_pooled(clips).float()
+
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        exact = pooled(eager, None)
+        fast = apply_fast_path(copy.deepcopy(eager), FastPath(channels_last=True, fused_adapters=True))
+        torch.testing.assert_close(pooled(fast, None), exact, rtol=1e-4, atol=1e-5)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    for model in (eager, fast):
+        out = pooled(model, torch.bfloat16)
+        assert torch.isfinite(out).all()
+        assert float((out - exact).norm() / exact.norm()) < 5e-2
