@@ -7,12 +7,16 @@ one, never a truncated file. Every checkpoint, metrics file and manifest in peco
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+DISK_FULL_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""``errno`` values of a full disk or quota: reported as such by :func:`atomic_path`."""
 
 
 @contextlib.contextmanager
@@ -30,6 +34,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     Raises:
         PermissionError: If the folder is not writable (the message names it).
+        OSError: With ``errno.ENOSPC`` / ``errno.EDQUOT`` when the disk or quota is full; the
+            message names the file and says that the previous version is untouched.
     """
     target = Path(target)
     folder = target.parent
@@ -48,6 +54,17 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in DISK_FULL_ERRNOS:
+            kept = f"the previous {target.name} is untouched" if target.exists() else f"no {target.name} was written"
+            raise OSError(
+                exc.errno,
+                f"no space left while writing {target} ({os.strerror(exc.errno)}); {kept}. Free disk space in "
+                f"{folder} (or raise the quota), or write to another folder (output folder, PECOP_CACHE_DIR), "
+                "then run again (training resumes from the last checkpoint)",
+            ) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -75,6 +75,30 @@ class FrameFolder:
         """The integer frame numbers in the file names (e.g. FineDiving's absolute numbers)."""
         return np.array([int(re.sub(r"\D", "", f.stem) or -1) for f in self.files], dtype=np.int64)
 
+    def check_consecutive(self, first: int | None = None) -> None:
+        """Raise if a frame file is missing: the numbers must run ``first, first + 1, ...`` without gaps.
+
+        A missing frame would otherwise shift every later frame silently.
+
+        Args:
+            first: The number the first file must carry (e.g. 1 for ffmpeg's ``%08d.jpg``); ``None``
+                accepts the folder's smallest number.
+
+        Raises:
+            VideoDecodeError: Naming the first missing frame file.
+        """
+        numbers = self.numbers()
+        start = int(numbers[0]) if first is None else first
+        gaps = np.flatnonzero(numbers != np.arange(start, start + len(numbers)))
+        if gaps.size:
+            missing = start + int(gaps[0])
+            stem = self.files[0].stem
+            name = re.sub(r"\d+", lambda m: f"{missing:0{len(m.group())}d}", stem, count=1) + self.files[0].suffix
+            raise VideoDecodeError(
+                f"{self.path / name}: frame file missing (the folder's frame numbers must run from {start} without "
+                "gaps); re-extract the frames of this video"
+            )
+
     def read(self, positions: np.ndarray) -> np.ndarray:
         """Decode the frames at ``positions`` (clamped): uint8 ``(T, H, W, 3)`` RGB."""
         from PIL import Image
@@ -115,7 +139,10 @@ class VideoFile:
         try:
             self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=num_threads)
         except Exception as exc:  # decord raises DECORDError / RuntimeError subclasses
-            raise VideoDecodeError(f"{self.path}: cannot open as a video ({exc}); the file is corrupt or not a video") from exc
+            raise VideoDecodeError(
+                f"{self.path}: cannot open as a video ({exc}); the file is truncated, corrupt, holds no video frames "
+                "or is not a video: copy it again or re-encode it (e.g. ffmpeg -i <file> -c:v libx264 <new>.mp4)"
+            ) from exc
         self._length = self._verified_length(len(self._reader))
         self.fps = float(self._reader.get_avg_fps())
         _check_length(self.path, self._length, min_frames)

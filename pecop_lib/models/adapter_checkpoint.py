@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pecop_lib.atomic import atomic_path, atomic_write_json
 from pecop_lib.models.adapters import AdapterConfig, inject_adapters, is_adapter_key, list_adapters
 from pecop_lib.models.backbone import Backbone
-from pecop_lib.models.weights import LoadReport, WeightsMismatchError
+from pecop_lib.models.weights import LoadReport, WeightsMismatchError, read_safetensors
 
 FORMAT = "pecop_lib.adapter_checkpoint/1"
 CONFIG_FILE = "adapter_config.json"
@@ -155,7 +155,8 @@ def _check_keys(source: Path, got: Mapping[str, torch.Tensor], want: Mapping[str
     if missing or unexpected or mismatched:
         raise WeightsMismatchError(
             f"{source} does not fit the model: missing {missing[:12]}; unexpected {unexpected[:12]}; "
-            f"shape mismatches {mismatched[:12]}",
+            f"shape mismatches {mismatched[:12]}. The file is incomplete or was saved from a model with other "
+            "adapter settings: re-save it with save_adapter_checkpoint from the trained model",
             missing, unexpected, mismatched,
         )  # fmt: skip
 
@@ -212,17 +213,17 @@ def load_adapter_checkpoint(
                 "or pass check_backbone=False on purpose"
             )
     state = model.state_dict()
-    adapters = load_file(str(folder / ADAPTER_FILE))
+    adapters = read_safetensors(folder / ADAPTER_FILE)
     _check_keys(folder / ADAPTER_FILE, adapters, {k: v for k, v in state.items() if is_adapter_key(k)})
     update = dict(adapters)
     if load_bn_stats and BN_STATS_FILE in config["files"]:
-        stats = load_file(str(folder / BN_STATS_FILE))
+        stats = read_safetensors(folder / BN_STATS_FILE)
         _check_keys(folder / BN_STATS_FILE, stats, bn_stats_state_dict(model))
         update.update(stats)
         report.notes.append("restored the backbone BatchNorm statistics stored with the adapters")
     model.load_state_dict({**state, **update}, strict=True)
     report.converted = {k: k for k in update}
     if HEADS_FILE in config["files"]:
-        report.extras = load_file(str(folder / HEADS_FILE))
+        report.extras = read_safetensors(folder / HEADS_FILE)
         report.unexpected = list(report.extras)
     return report

@@ -124,6 +124,28 @@ class LoadReport:
 # reading
 
 
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file (no code can run: the format holds tensors and a JSON header only).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is truncated, corrupt or not a safetensors file, naming it and the fix.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; check the path or re-save the checkpoint")
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise ValueError(
+            f"cannot read {path} as safetensors ({exc}): the file is truncated, corrupt or not a safetensors file; "
+            "copy it again or re-save it"
+        ) from exc
+
+
 def read_state_dict(source: str | os.PathLike[str] | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Read a state dict from a mapping, a ``.safetensors`` file or a ``torch.save`` file.
 
@@ -148,16 +170,15 @@ def read_state_dict(source: str | os.PathLike[str] | Mapping[str, torch.Tensor])
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
+            state = read_safetensors(path)
         else:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
                 raise ValueError(
                     f"cannot read {path} as a checkpoint with torch.load(weights_only=True): {exc}. "
-                    "Only plain state dicts (tensors by name) are accepted; re-save it as model.state_dict()"
+                    "Only plain state dicts (tensors by name) are accepted: if the file is truncated or corrupt, "
+                    "copy it again; otherwise re-save it as model.state_dict()"
                 ) from exc
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         others = [k for k, v in state.items() if k != "state_dict" and isinstance(v, torch.Tensor)]

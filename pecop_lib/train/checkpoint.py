@@ -23,10 +23,31 @@ LATEST_FILE = "latest.json"
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` (tensors, numbers, strings, containers) atomically with ``torch.save``."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    """Write ``state`` (tensors, numbers, strings, containers) atomically with ``torch.save``.
+
+    ``torch.save`` writes through a Python file object, so that a full disk surfaces as
+    ``OSError(ENOSPC)`` (reported clearly by :func:`~pecop_lib.atomic.atomic_path`, the previous
+    checkpoint untouched) instead of torch's opaque ``unexpected pos`` error for a file path.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
     return Path(path)
+
+
+def remove_partial_writes(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files of writes that a killed process left in ``folder``.
+
+    :func:`~pecop_lib.atomic.atomic_path` writes ``.<name>.<random>.tmp`` and renames it; a process
+    killed mid-write leaves that file behind (never a truncated checkpoint under its real name).
+    Call this only when no other process writes into ``folder`` (e.g. when resuming).
+
+    Returns:
+        The files removed.
+    """
+    stale = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -42,7 +63,10 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"cannot read checkpoint {path} with weights_only=True: {exc}") from exc
+        raise ValueError(
+            f"cannot read checkpoint {path} with weights_only=True ({exc}): it is truncated, corrupt or holds "
+            "objects other than tensors and plain data; resume from another checkpoint file of the run or start again"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not a pecop training checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")

@@ -48,10 +48,16 @@ from torch.nn.parallel import DistributedDataParallel
 from pecop_lib.atomic import atomic_write_json, atomic_write_text
 from pecop_lib.config import resolve_device
 from pecop_lib.outputs import progress
-from pecop_lib.train.checkpoint import latest_checkpoint, load_checkpoint, record_checkpoint, save_checkpoint
+from pecop_lib.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    record_checkpoint,
+    remove_partial_writes,
+    save_checkpoint,
+)
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.precision import autocast, autocast_dtype, grad_scaler
-from pecop_lib.train.rng import capture_rng_state, restore_rng_state
+from pecop_lib.train.rng import capture_rng_state, restore_rng_state, seed_everything
 
 T = TypeVar("T")
 
@@ -161,6 +167,10 @@ class Trainer:
         find_unused_parameters: Passed to DDP (needed if some trainable parameters get no gradient).
         desc: Label of the progress bars.
         show_progress: Draw progress bars and epoch summaries (rank 0 only).
+        seed: Seed the global Python, NumPy and torch generators with ``seed + rank`` here, at the start of
+            the run, so that what the step function draws from them (dropout masks) does not depend on
+            what the process did before (e.g. training another stage first). A resume then restores the
+            generators stored in the checkpoint. ``None`` leaves them alone.
     """
 
     def __init__(
@@ -183,6 +193,7 @@ class Trainer:
         find_unused_parameters: bool = False,
         desc: str = "train",
         show_progress: bool = True,
+        seed: int | None = None,
     ) -> None:
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -192,6 +203,8 @@ class Trainer:
             raise ValueError(f"checkpoint_every_steps must be >= 1 or None, got {checkpoint_every_steps}")
         self.dist = distributed or DistributedContext(device=device if isinstance(device, torch.device) else resolve_device(device))
         self.device = self.dist.device
+        if seed is not None:
+            seed_everything(seed + self.dist.rank)
         self.model = model.to(self.device)
         self.step_fn = step_fn
         self.optimizer = optimizer
@@ -274,6 +287,8 @@ class Trainer:
                 )
         else:
             path = Path(resume)
+        if self.checkpoint_dir is not None and self.dist.is_main:
+            remove_partial_writes(self.checkpoint_dir)  # what a killed run was writing
         state = load_checkpoint(path, map_location="cpu")  # generator states must stay on the CPU
         if state["world_size"] != self.dist.world_size:
             raise ValueError(

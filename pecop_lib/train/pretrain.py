@@ -323,7 +323,7 @@ def continual_pretrain(
         run_dir, device, precision, compile, grad_accum_steps, checkpoint_every_steps, keep_last,
             distributed, resume, show_progress: See :class:`~pecop_lib.train.loop.Trainer`.
         num_workers: Loader worker processes.
-        seed: Seed of the heads' initialisation, the data order and every sample draw.
+        seed: Seed of the heads' initialisation, the data order, every sample draw and the dropout masks.
 
     Returns:
         The :class:`PretrainResult`.
@@ -357,7 +357,7 @@ def continual_pretrain(
         device=context.device, precision=precision, compile=compile,
         grad_accum_steps=grad_accum_steps, checkpoint_every_steps=checkpoint_every_steps, keep_last=keep_last,
         distributed=distributed, desc=f"{spec.label} {type(sampler).__name__.removesuffix('Sampler')}",
-        show_progress=show_progress,
+        show_progress=show_progress, seed=seed,
     )
     started = time.perf_counter()
     history = trainer.fit(data, epochs, resume=resume)
@@ -435,7 +435,7 @@ def domain_general_pretrain(
                         pin_memory=context.device.type == "cuda")
     trainer = Trainer(model, _classification_step, optimizer, scheduler, run_dir=run_dir,
                       device=context.device, precision=precision, distributed=distributed,
-                      desc="domain-general", show_progress=show_progress)
+                      desc="domain-general", show_progress=show_progress, seed=seed)
     started = time.perf_counter()
     history = trainer.fit(data, epochs, resume=resume)
     return PretrainResult(model, history, [n for n, _ in backbone.named_parameters()], time.perf_counter() - started)

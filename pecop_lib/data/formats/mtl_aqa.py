@@ -80,14 +80,18 @@ def _validate_record(key: Any, rec: Any, path: Path, need_judges: bool, judge_ou
     keys = REQUIRED_KEYS + (("judge_scores",) if need_judges else ())
     missing = [k for k in keys if k not in rec]
     if missing:
-        raise DataFormatError(f"{where} lacks key(s) {missing}; the file is not an MTL-AQA annotation dict")
+        raise DataFormatError(
+            f"{where} lacks key(s) {missing}; the file is not an MTL-AQA annotation dict: use the released "
+            f"{' or '.join(ANNOTATION_FILES)}"
+        )
     if not 0 <= rec["start_frame"] <= rec["end_frame"]:
         raise DataFormatError(f"{where}: start_frame {rec['start_frame']} / end_frame {rec['end_frame']} out of order")
     if not 0 < rec["difficulty"] <= 5:
         raise DataFormatError(f"{where}: difficulty {rec['difficulty']} outside (0, 5]")
     if not 0 <= rec["final_score"] <= 30 * rec["difficulty"] + 1e-6:
         raise DataFormatError(
-            f"{where}: final_score {rec['final_score']} outside [0, 30 x difficulty = {30 * rec['difficulty']:.2f}]"
+            f"{where}: final_score {rec['final_score']} outside [0, 30 x difficulty = {30 * rec['difficulty']:.2f}]; "
+            "correct the record (or restore the released annotation file)"
         )
     if "judge_scores" in rec:
         judges = np.asarray(rec["judge_scores"], dtype=np.float64)
@@ -230,7 +234,10 @@ class MTLAQA(AQADataset):
     def source(self, index: int) -> FrameSource:
         folder = self.folder(index)
         if folder not in self._sources:  # cache the (large) event file lists
-            self._sources[folder] = FrameFolder(folder)
+            frames = FrameFolder(folder)
+            if self.layout == "core":
+                frames.check_consecutive(first=1)  # ffmpeg's 1-based %08d.jpg: positions are frame numbers - 1
+            self._sources[folder] = frames
         return self._sources[folder]
 
     def positions(self, index: int, source: FrameSource, rng: np.random.Generator) -> np.ndarray:
