@@ -312,7 +312,12 @@ def main() -> int:
     parser.add_argument("--world", default=None, help="existing synthetic world folder for the end-to-end rows")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--budget-s", type=float, default=None, help="skip the rows left once this much time has passed")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (also in the row processes); on a "
+                        "shared CPU 1 thread is far steadier than oversubscribed cores")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the spawned row processes read it at import
+        torch.set_num_threads(args.threads)
 
     begun = time.perf_counter()
     device = resolve_device(args.device)
