@@ -41,13 +41,16 @@ from pecop_lib.notebooks import run_notebooks
 from pecop_lib.outputs import prepare_out_dir, progress, save_figure, titled, write_metrics
 from pecop_lib.ssl import VSPPSampler, vspp_official_indices
 from pecop_lib.train import (
+    FinetuneOptions,
     NonFiniteLossError,
     StepOutput,
     Trainer,
     continual_pretrain,
     domain_general_pretrain,
     epoch_loader,
+    finetune,
     pretrained_backbone,
+    run_settings,
     seed_everything,
     stage1_backbone,
     stage2_backbone,
@@ -57,6 +60,9 @@ from pecop_lib.train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FinetuneOptions",
+    "finetune",
+    "run_settings",
     "TSA",
     "USDL",
     "CoRe",

@@ -114,7 +114,7 @@ class Config:
     finetune_val_fraction: float = 0.2  # validation hold-out of the training split (honest protocol); 0: none
     finetune_eval_batch_size: int = 8
     finetune_bootstrap: int = 1000  # bootstrap resamples of the reported rho's 95 % interval
-    finetune_scope: str = "main"  # notebooks: main (one dataset + JIGSAWS Suturing folds) | paper (all tables)
+    finetune_scope: str = "main"  # notebooks: minimal (one dataset) | main (+ MUSDL JIGSAWS Suturing folds) | paper
 
     # --- train: the training loop shared by pretraining and fine-tuning (pecop_lib.train) ---
     train_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
@@ -178,6 +178,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune_val_fraction": 0.25,
         "finetune_eval_batch_size": 4,
         "finetune_bootstrap": 200,
+        "finetune_scope": "minimal",
     },
     "tutorial": {},
     "paper": {

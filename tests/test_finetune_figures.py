@@ -69,3 +69,11 @@ def test_result_figures():
     assert len(fig.axes) == 4
     with pytest.raises(ValueError, match="videos, paths, bins"):
         plot_score_distributions(spec.bins, spec.sigma, pred[0], np.full((2, 7), 7.5), "bad")
+
+
+def test_score_histograms():
+    from pecop_lib.viz.finetune import plot_score_histograms
+
+    fig = plot_score_histograms({"a": ([1.0, 2.0, 3.0], [1.0, 1.5, 4.0])}, "h", bins=4)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 8 and "std: predicted 0.816" in ax.get_title()

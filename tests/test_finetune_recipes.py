@@ -76,6 +76,8 @@ def test_settings_for_scopes():
     assert {s.task for s in main[1:]} == {"Suturing"} and [s.fold for s in main[1:]] == [0, 1, 2, 3]
     assert [s.label for s in settings_for("tsa")] == ["tsa/FineDiving"]
     assert [s.label for s in settings_for("core")] == ["core/MTL-AQA"]
+    assert [s.label for s in settings_for("usdl")] == ["usdl/MTL-AQA"]
+    assert [s.label for s in settings_for("musdl", "minimal")] == ["musdl/MTL-AQA"]
     paper = settings_for("core", "paper")
     assert len(paper) == 1 + 12 + 1 + 4  # MTL-AQA, 3 JIGSAWS tasks x 4 folds, FineDiving, 4 PD4T tasks
     assert [s.label for s in settings_for("core", datasets=["PD4T"])] == ["core/PD4T/Gait"]

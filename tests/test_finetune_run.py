@@ -31,7 +31,8 @@ OPTIONS = FinetuneOptions(epochs=2, batch_size=2, decode="expectation", exemplar
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "finetune-world"
-    return load_world(root) or generate_world(root, SPEC, datasets=("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T"))
+    return load_world(root) or generate_world(root, SPEC, datasets=("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T",
+                                                                      "Kinetics-synth"))
 
 
 def _run(world, setting, tmp_path, options=OPTIONS, **kwargs):
@@ -147,3 +148,17 @@ def _other_base(tmp_path):
     other = build_backbone("i3d", seed=2)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
     return tmp_path / "other.safetensors"
+
+
+@pytest.mark.slow
+def test_backbone_loader_reads_pretraining_artifacts(world, tmp_path):
+    from pecop_lib.train.artifacts import Stage1Spec, stage1_backbone
+
+    artifact = stage1_backbone(Stage1Spec(clip_len=8, crop=32, epochs=1, batch_size=2), world["Kinetics-synth"],
+                               root=tmp_path, device="cpu", show_progress=False)
+    loaded, text = load_finetune_backbone("i3d", artifact.folder)
+    assert "pretraining artifact" in text and loaded.pool == "window2"
+    expected = artifact.build().state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(ValueError, match="model_backbone='i3d'"):
+        load_finetune_backbone("r3d18", artifact.folder)

@@ -5,6 +5,9 @@ Recipes build a model, a step function and per-epoch data and hand them to
 and stage 2 (continual pretraining with VSPP / VideoPace / RSPNet under the five strategies);
 :mod:`pecop_lib.train.artifacts` caches their results (load-or-train), :mod:`pecop_lib.train.targets`
 picks the unlabeled target videos and :mod:`pecop_lib.train.pipeline` runs both stages from a config.
+Stage 3, AQA fine-tuning: :mod:`pecop_lib.train.finetune` (recipes per head and dataset, the per-epoch
+evaluation and both protocols), :mod:`pecop_lib.train.finetune_runs` (many runs, result files, the
+command line) and :mod:`pecop_lib.train.finetune_report` (fold aggregation, seeds, ours vs the paper).
 """
 
 from pecop_lib.train.artifacts import (
@@ -32,6 +35,25 @@ from pecop_lib.train.checkpoint import (
 )
 from pecop_lib.train.data import epoch_loader
 from pecop_lib.train.distributed import DistributedContext, init_distributed, shutdown_distributed
+from pecop_lib.train.finetune import (
+    RECIPES,
+    FinetuneOptions,
+    FinetuneRecipe,
+    FinetuneResult,
+    Setting,
+    finetune,
+    get_recipe,
+    load_finetune_backbone,
+    open_finetune_data,
+    settings_for,
+)
+from pecop_lib.train.finetune_report import (
+    aggregate_folds,
+    comparison_table,
+    paper_reference,
+    summarize_seeds,
+)
+from pecop_lib.train.finetune_runs import comparison_backbones, finetune_command, load_result, run_settings
 from pecop_lib.train.loop import (
     NonFiniteLossError,
     StepOutput,
@@ -61,13 +83,18 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "PRECISIONS",
     "PRETEXTS",
+    "RECIPES",
     "TARGET_DATASETS",
     "BackboneSource",
     "DistributedContext",
+    "FinetuneOptions",
+    "FinetuneRecipe",
+    "FinetuneResult",
     "NonFiniteLossError",
     "Precision",
     "PretextClips",
     "PretrainResult",
+    "Setting",
     "Stage1Artifact",
     "Stage1Spec",
     "Stage2Artifact",
@@ -77,21 +104,31 @@ __all__ = [
     "TrainHistory",
     "Trainer",
     "action_accuracy",
+    "aggregate_folds",
     "autocast",
     "autocast_dtype",
     "capture_rng_state",
+    "comparison_backbones",
+    "comparison_table",
     "continual_pretrain",
     "domain_general_pretrain",
     "epoch_loader",
+    "finetune",
+    "finetune_command",
+    "get_recipe",
     "grad_scaler",
     "init_distributed",
     "kinetics_source",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_finetune_backbone",
+    "load_result",
     "load_stage1",
     "load_stage2",
     "move_to_device",
     "official_normal_pace",
+    "open_finetune_data",
+    "paper_reference",
     "pretext_model",
     "pretext_step",
     "pretrain_run",
@@ -99,9 +136,11 @@ __all__ = [
     "pretraining_videos",
     "record_checkpoint",
     "restore_rng_state",
+    "run_settings",
     "save_checkpoint",
     "scratch_source",
     "seed_everything",
+    "settings_for",
     "sgd_cosine",
     "shutdown_distributed",
     "stage1_backbone",
@@ -110,5 +149,6 @@ __all__ = [
     "stage2_costs",
     "stage2_spec",
     "starting_point",
+    "summarize_seeds",
     "target_videos",
 ]

@@ -66,7 +66,13 @@ from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.formats.finediving import FineDiving
 from pecop_lib.data.formats.jigsaws import JIGSAWS
 from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS
-from pecop_lib.data.formats.mtl_aqa import ANNOTATION_FILES, MTLAQA, find_info_dir
+from pecop_lib.data.formats.mtl_aqa import (
+    ANNOTATION_FILES,
+    CORE_FRAMES_DIR,
+    MTLAQA,
+    MUSDL_FRAMES_DIR,
+    find_info_dir,
+)
 from pecop_lib.data.formats.pd4t import PD4T
 from pecop_lib.data.formats.pd4t import TASKS as PD4T_TASKS
 from pecop_lib.data.transforms import official_transform
@@ -246,7 +252,7 @@ class FinetuneOptions:
         val_fraction: Validation hold-out for the honest protocol (0: none).
         eval_batch_size: Videos per backbone call when evaluating.
         bootstrap: Bootstrap resamples of the reported rho's interval (0: none).
-        scope: Which settings the notebooks run: ``main`` or ``paper`` (see :func:`settings_for`).
+        scope: Which settings the notebooks run: ``minimal``, ``main`` or ``paper`` (see :func:`settings_for`).
     """
 
     epochs: int = 0
@@ -292,7 +298,7 @@ class FinetuneOptions:
 
 
 # ------------------------------------------------------------------------------------ settings
-SCOPES: tuple[str, ...] = ("main", "paper")
+SCOPES: tuple[str, ...] = ("minimal", "main", "paper")
 _PAPER_DATASETS = {"usdl": ("MTL-AQA", "JIGSAWS", "PD4T"), "musdl": ("MTL-AQA", "JIGSAWS"),
                    "core": ("MTL-AQA", "JIGSAWS", "FineDiving", "PD4T"), "tsa": ("FineDiving",)}
 
@@ -336,9 +342,9 @@ def settings_for(head: str, scope: str = "main", *, datasets: Sequence[str] | No
 
     Args:
         head: One of :data:`HEADS`.
-        scope: ``main``: the head's first paper dataset (MTL-AQA; FineDiving for TSA) and, for
-            USDL/MUSDL, the 4 folds of JIGSAWS Suturing (the last-10 protocol); ``paper``: every
-            dataset, task and fold of the paper's tables for the head.
+        scope: ``minimal``: the head's first paper dataset (MTL-AQA; FineDiving for TSA);
+            ``main``: that and, for MUSDL, the 4 folds of JIGSAWS Suturing (the last-10 protocol);
+            ``paper``: every dataset, task and fold of the paper's tables for the head.
         datasets: Run these of the head's datasets instead (tasks and folds as ``scope`` says).
 
     Returns:
@@ -354,12 +360,12 @@ def settings_for(head: str, scope: str = "main", *, datasets: Sequence[str] | No
         if unknown:
             raise ValueError(f"{head} is not run on {unknown}; its datasets are {chosen}")
         chosen = tuple(d for d in chosen if d in datasets)
-    if scope == "main" and datasets is None:
-        chosen = (chosen[0], "JIGSAWS") if head in ("usdl", "musdl") else chosen[:1]
+    if scope != "paper" and datasets is None:
+        chosen = (chosen[0], "JIGSAWS") if head == "musdl" and scope == "main" else chosen[:1]
     out = []
     for dataset in chosen:
         tasks = TASKS[dataset] or (None,)
-        for task in tasks[:1] if scope == "main" else tasks:
+        for task in tasks if scope == "paper" else tasks[:1]:
             folds = range(NUM_FOLDS) if dataset == "JIGSAWS" else (None,)
             out.extend(Setting(head, dataset, task, fold) for fold in folds)
     return out
@@ -380,7 +386,9 @@ def load_finetune_backbone(
         name: ``"i3d"`` or ``"r3d18"``.
         checkpoint: ``None`` / ``"none"``: ``base_weights`` if given, else random initialisation
             (seeded); a weights file (Kinetics, stage-1 domain-general, HPT: any layout
-            :func:`~pecop_lib.models.load_weights` reads); or a PECoP adapter-checkpoint folder
+            :func:`~pecop_lib.models.load_weights` reads); a pretraining artifact folder (with
+            ``stage1.json`` or ``stage2.json``, :mod:`pecop_lib.train.artifacts`: built as recorded,
+            e.g. the Dom-G or PECoP backbone); or a PECoP adapter-checkpoint folder
             (:func:`~pecop_lib.models.save_adapter_checkpoint`), loaded on top of ``base_weights``.
         base_weights: The weights the adapters were trained on (their SHA-256 is checked); for an
             adapter folder without it, the folder's ``metadata["base_weights"]`` is used if present.
@@ -397,6 +405,7 @@ def load_finetune_backbone(
     """
     from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights
     from pecop_lib.models.adapter_checkpoint import read_adapter_config
+    from pecop_lib.train.artifacts import STAGE1_RECORD, STAGE2_RECORD, load_stage1, load_stage2
 
     options: dict[str, Any] = {"pool": BACKBONE_POOL, **({"bn_eps": bn_eps} if name == "i3d" else {})}
     backbone = build_backbone(name, seed=seed, **options)
@@ -404,6 +413,13 @@ def load_finetune_backbone(
     if source is not None and not source.exists():
         raise FileNotFoundError(f"backbone checkpoint {source} does not exist; pass a weights file, an adapter "
                                 "checkpoint folder or 'none'")
+    if source is not None and source.is_dir() and any((source / r).is_file() for r in (STAGE1_RECORD, STAGE2_RECORD)):
+        stage = load_stage2(source) if (source / STAGE2_RECORD).is_file() else load_stage1(source)
+        backbone = stage.build()
+        if backbone.name != name:
+            raise ValueError(f"{source} holds a {backbone.name} backbone, not {name}; set model_backbone={backbone.name!r}")
+        backbone.pool = BACKBONE_POOL
+        return backbone, f"{name}: pretraining artifact {source.name}"
     if source is not None and source.is_dir():
         base = base_weights or read_adapter_config(source)["metadata"].get("base_weights")
         if not base:
@@ -457,6 +473,10 @@ def open_finetune_data(
 ) -> FinetuneData:
     """Open the splits of a setting from the dataset's folder (real or synthetic, same format).
 
+    MTL-AQA is read in CoRe's layout (103 frames ending at ``end_frame``, whole-event frame
+    folders) when ``new_total_frames_256s/`` exists, else in MUSDL's (per-clip ``frames/``); MUSDL's
+    annotation file (with the judges) is preferred when present. (M)USDL use MUSDL's transform.
+
     Args:
         root: The dataset's own folder (e.g. ``world["MTL-AQA"]`` or ``<DATA_ROOT>/MTL-AQA``).
         setting: Head, dataset, task, fold.
@@ -484,7 +504,9 @@ def open_finetune_data(
             info = find_info_dir(root)
             # MUSDL needs the judges: prefer its own annotation file when both are present
             annotation = info / ANNOTATION_FILES[1] if (info / ANNOTATION_FILES[1]).is_file() else None
-            return MTLAQA(root, split, annotation_file=annotation, **common)
+            # CoRe's whole-event frames when present (the synthetic world), else MUSDL's per-clip folders
+            layout = "core" if (root / CORE_FRAMES_DIR).is_dir() or not (root / MUSDL_FRAMES_DIR).is_dir() else "musdl"
+            return MTLAQA(root, split, layout=layout, annotation_file=annotation, **common)
         if setting.dataset == "FineDiving":
             return FineDiving(root, split, **common)
         if setting.dataset == "JIGSAWS":

@@ -162,3 +162,39 @@ def comparison_table(runs: Mapping[str, Sequence[FinetuneResult]], **kwargs: Any
     import pandas as pd
 
     return pd.DataFrame(comparison_rows(runs, **kwargs))
+
+
+def run_label(label: str, result: FinetuneResult) -> str:
+    """``"<backbone label> <setting label>"``, e.g. ``"PECoP musdl/MTL-AQA"``."""
+    return f"{label} {result.setting.label}"
+
+
+def epoch_curves(runs: Mapping[str, Sequence[FinetuneResult]]) -> dict[str, dict[str, Any]]:
+    """Per run: test and validation rho per epoch and each protocol's epoch, for
+    :func:`pecop_lib.viz.finetune.plot_epoch_curves`."""
+    return {run_label(label, r): {"test": r.curve("test_rho"), "val": r.curve("val_rho") if len(r.val_true) else [],
+                                  "selected": {p: rep.epoch for p, rep in r.reported.items()}}
+            for label, results in runs.items() for r in results}
+
+
+def test_scatter(runs: Mapping[str, Sequence[FinetuneResult]], protocol: str = "official") -> dict[str, tuple]:
+    """Per run: (test predictions at the protocol's epoch, true test scores), for
+    :func:`pecop_lib.viz.finetune.plot_pred_vs_true` (averaged protocols: the last epoch)."""
+    return {run_label(label, r): (r.predictions(official_protocol(r) if protocol == "official" else protocol),
+                                  r.test_true)
+            for label, results in runs.items() for r in results}
+
+
+def run_metrics(runs: Mapping[str, Sequence[FinetuneResult]]) -> dict[str, Any]:
+    """Everything a notebook's ``metrics.json`` keeps: each run's summary, JIGSAWS fold aggregates."""
+    out: dict[str, Any] = {}
+    for label, results in runs.items():
+        for r in results:
+            out[run_label(label, r)] = r.summary()
+        by_head: dict[str, list[FinetuneResult]] = {}
+        for r in results:
+            if r.setting.dataset == "JIGSAWS":
+                by_head.setdefault(r.setting.head, []).append(r)
+        for head, members in by_head.items():
+            out[f"{label} {head}/JIGSAWS aggregate"] = aggregate_folds(members)
+    return out

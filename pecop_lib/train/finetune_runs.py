@@ -264,3 +264,34 @@ def finetune_command(
     if context.is_main:
         write_metrics(out, metrics, preset=cfg.preset)
     return metrics
+
+
+def comparison_backbones(
+    cfg: Config,
+    settings: Sequence[Setting],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    distributed: DistributedContext | None = None,
+    show_progress: bool = True,
+) -> dict[str, BackboneFactory]:
+    """The two backbones of the "with and without PECoP" comparison, load-or-train.
+
+    ``Dom-G``: the domain-general backbone as it is (stage 1, or real Kinetics weights when
+    ``cfg.model_weights`` is set; no continual pretraining). ``PECoP``: the same backbone with
+    3D-Adapters trained by the configured pretext (VSPP) on the unlabeled training videos of each
+    setting's dataset and task. Both come from the pretraining artifact cache
+    (:func:`pecop_lib.train.pipeline.pretrained_backbone`): trained on first use, loaded afterwards.
+
+    Returns:
+        ``{"Dom-G": factory, "PECoP": factory}``; a factory builds a fresh backbone for a setting.
+    """
+    from pecop_lib.train.pipeline import pretrained_backbone
+
+    artifacts = {
+        (strategy, s.dataset, s.task): pretrained_backbone(cfg, strategy=strategy, dataset=s.dataset, task=s.task,
+                                                           data_root=data_root, distributed=distributed,
+                                                           show_progress=show_progress)
+        for s in settings for strategy in ("dom_g", "pecop")
+    }
+    return {label: (lambda s, strategy=strategy: artifacts[(strategy, s.dataset, s.task)].build())
+            for label, strategy in (("Dom-G", "dom_g"), ("PECoP", "pecop"))}

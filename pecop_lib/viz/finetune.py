@@ -32,7 +32,12 @@ def plot_epoch_curves(curves: Mapping[str, Mapping[str, Any]], title: str) -> An
 
     rows, cols = _grid(len(curves), 2)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.0 * rows), squeeze=False)
-    markers = {"official": ("*", "#d62728"), "honest": ("o", "#2ca02c")}
+    from matplotlib.ticker import MaxNLocator
+
+    # official: filled star on top; honest: hollow circle (both stay visible on the same epoch)
+    styles = {"official": {"marker": "*", "s": 110, "color": "#d62728", "zorder": 4},
+              "honest": {"marker": "o", "s": 150, "facecolors": "none", "edgecolors": "#2ca02c", "linewidths": 1.8,
+                         "zorder": 3}}
     for ax, (label, c) in zip(axes.ravel(), curves.items()):
         test = np.asarray(c["test"], dtype=np.float64)
         epochs = np.arange(1, len(test) + 1)
@@ -43,10 +48,10 @@ def plot_epoch_curves(curves: Mapping[str, Mapping[str, Any]], title: str) -> An
         for protocol, epoch in c.get("selected", {}).items():
             if epoch is None:
                 continue
-            marker, color = markers.get(protocol, ("s", "#333"))
-            ax.scatter([epoch], [test[epoch - 1]], marker=marker, s=90, color=color, zorder=3,
-                       label=f"{protocol}: epoch {epoch}")
+            style = styles.get(protocol, styles["official"])
+            ax.scatter([epoch], [test[epoch - 1]], label=f"{protocol}: epoch {epoch}", **style)
         ax.set_title(label, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("Spearman rho")
         ax.legend(fontsize=7)
@@ -121,6 +126,34 @@ def plot_score_distributions(
             ax.set_title(f"video {v + 1} {name}: true {true[v, p]:g}", fontsize=8)
             if v == 0 and p == 0:
                 ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_histograms(runs: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str,
+                          bins: int = 20) -> Any:
+    """Distribution of predicted test scores against the true ones, one panel per run (CoRe, TSA).
+
+    Args:
+        runs: ``{label: (predicted, true)}``.
+        title: Figure title.
+        bins: Histogram bins (shared by both histograms of a panel).
+    """
+    import matplotlib.pyplot as plt
+
+    rows, cols = _grid(len(runs), 4)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for ax, (label, (pred, true)) in zip(axes.ravel(), runs.items()):
+        p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+        edges = np.histogram_bin_edges(np.concatenate([p, t]), bins=bins)
+        ax.hist(t, bins=edges, alpha=0.5, color="#f28e2b", label="true")
+        ax.hist(p, bins=edges, alpha=0.5, color="#4e79a7", label="predicted")
+        ax.set_title(f"{label}\nstd: predicted {p.std():.3g}, true {t.std():.3g}", fontsize=9)
+        ax.set_xlabel("score")
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(runs):]:
+        ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
