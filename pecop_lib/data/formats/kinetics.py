@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 
 from pecop_lib.data.errors import DataFormatError
 from pecop_lib.data.sampling import contiguous_window
+from pecop_lib.data.source_cache import cached_source
 from pecop_lib.data.transforms import ClipTransform, official_transform
-from pecop_lib.data.video import VideoFile
 
 CSV_HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
 
@@ -105,7 +105,7 @@ class KineticsActions(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.entries[index]
-        video = VideoFile(self.root / entry.relative_path(), min_frames=self.clip_len)
+        video = cached_source(self.root / entry.relative_path(), min_frames=self.clip_len)
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         slack = len(video) - self.clip_len
         start = int(rng.integers(0, slack + 1)) if self.train else slack // 2

@@ -25,8 +25,9 @@ import numpy as np
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
 from pecop_lib.data.sampling import linspace_positions
+from pecop_lib.data.source_cache import cached_source
 from pecop_lib.data.transforms import ClipTransform, official_transform
-from pecop_lib.data.video import FrameSource, VideoFile
+from pecop_lib.data.video import FrameSource
 
 TASKS = ("Gait", "Finger tapping", "Hand movement", "Leg agility")
 VIDEO_TEMPLATE = "Videos/{task}/{subject}/{stem}.mp4"
@@ -147,7 +148,7 @@ class PD4T(AQADataset):
         return self.root / self.video_template.format(task=self.task, subject=e.subject, stem=e.stem)
 
     def source(self, index: int) -> FrameSource:
-        return VideoFile(self.video_path(index))
+        return cached_source(self.video_path(index))
 
     def positions(self, index: int, source: FrameSource, rng: np.random.Generator) -> np.ndarray:
         return linspace_positions(len(source), self.num_frames)
