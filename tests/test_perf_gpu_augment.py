@@ -117,3 +117,37 @@ def test_pretext_training_with_device_augmentation_equals_worker_augmentation(tm
     device = _pretext_run(folder, transform, "device", workers=1)  # through a real loader worker process
     assert len(workers) == 4
     np.testing.assert_allclose(device, workers, rtol=1e-6)
+
+
+def test_continual_pretrain_with_device_augmentation_matches_the_plain_run(tmp_path) -> None:
+    from pecop_lib.models import FastPath, build_backbone, fast_path_of, list_adapters
+    from pecop_lib.ssl import RSPNetSampler
+    from pecop_lib.train import continual_pretrain
+
+    frames = np.random.default_rng(2).integers(0, 256, (60, 36, 36, 3), dtype=np.uint8)
+    videos = [TargetVideo(write_frame_folder(frames, tmp_path / "video", quality=95), 0, 60)]
+    transform = official_transform("core_mtl", train=True, crop=32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = {}
+        for augment, fast in (("workers", None), ("device", None), ("device", FastPath(True, True))):
+            backbone = build_backbone("i3d", adapters=True, seed=0)
+            result = continual_pretrain(backbone, videos, VSPPSampler(clip_len=8), transform, epochs=1, batch_size=2,
+                                        list_repeat=4, device="cpu", augment=augment, fast=fast, show_progress=False)
+            runs[augment, fast] = ([s["loss"] for s in result.history.steps],
+                                   list_adapters(backbone)["mixed_5c"].up.weight.detach().clone(), fast_path_of(backbone))
+    finally:
+        torch.set_num_threads(threads)
+    plain, device, fast = runs["workers", None], runs["device", None], runs["device", FastPath(True, True)]
+    assert len(device[0]) == 2
+    np.testing.assert_allclose(device[0], plain[0], rtol=1e-6)  # same clips, same model: same training
+    torch.testing.assert_close(device[1], plain[1], rtol=1e-5, atol=1e-7)
+    # the fast path is applied (its accuracy in training mode: test_perf_fast_path.py, against float64)
+    assert fast[2] == FastPath(True, True) and np.isfinite(fast[0]).all()
+    with pytest.raises(ValueError, match="supports VSPP and VideoPace"):
+        continual_pretrain(build_backbone("i3d", adapters=True, seed=0), videos, RSPNetSampler(clip_len=8), transform,
+                           augment="device", device="cpu")
+    with pytest.raises(ValueError, match="augment must be one of"):
+        continual_pretrain(build_backbone("i3d", adapters=True, seed=0), videos, VSPPSampler(clip_len=8), transform,
+                           augment="gpu", device="cpu")

@@ -32,9 +32,11 @@ from torch.utils.data import Dataset
 
 from pecop_lib.config import resolve_device
 from pecop_lib.data.dataset import AQADataset
+from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
+from pecop_lib.data.source_cache import cached_source
 from pecop_lib.data.transforms import ClipTransform, color_jitter
-from pecop_lib.data.video import open_source
 from pecop_lib.models.backbone import Backbone
+from pecop_lib.models.fast_path import FastPath, apply_fast_path
 from pecop_lib.models.strategies import get_strategy, mark_trainable
 from pecop_lib.ssl import (
     PaceHead,
@@ -49,6 +51,7 @@ from pecop_lib.ssl import (
     vspp_loss,
 )
 from pecop_lib.train.data import epoch_loader
+from pecop_lib.train.device_augment import AUGMENT_PLACES, device_augmented
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import StepFn, StepOutput, Trainer, TrainHistory
 
@@ -78,7 +81,7 @@ class TargetVideo:
 
     def read(self, frames: Sequence[int]) -> np.ndarray:
         """Decode 1-based frame numbers of the span (as the samplers return them): uint8 ``(T, H, W, 3)`` RGB."""
-        return open_source(self.path).read(self.first + np.asarray(frames, dtype=np.int64) - 1)
+        return cached_source(self.path).read(self.first + np.asarray(frames, dtype=np.int64) - 1)
 
 
 def target_videos(dataset: AQADataset, *, annotated_span: bool = False) -> list[TargetVideo]:
@@ -293,6 +296,8 @@ def continual_pretrain(
     checkpoint_every_steps: int | None = None,
     keep_last: int | None = None,
     num_workers: int = 0,
+    augment: str = "workers",
+    fast: FastPath | None = None,
     seed: int = 0,
     distributed: DistributedContext | None = None,
     resume: bool | str | os.PathLike[str] = False,
@@ -323,15 +328,25 @@ def continual_pretrain(
         run_dir, device, precision, compile, grad_accum_steps, checkpoint_every_steps, keep_last,
             distributed, resume, show_progress: See :class:`~pecop_lib.train.loop.Trainer`.
         num_workers: Loader worker processes.
+        augment: ``"workers"``: the loader workers transform each clip; ``"device"``: they only
+            decode, and the transform runs on the training device in batches
+            (:mod:`pecop_lib.train.device_augment`; same clips for the same seed). VSPP and
+            VideoPace only.
+        fast: Execution switches of the backbone (:class:`~pecop_lib.models.fast_path.FastPath`);
+            ``None`` leaves the backbone as it is.
         seed: Seed of the heads' initialisation, the data order, every sample draw and the dropout masks.
 
     Returns:
         The :class:`PretrainResult`.
 
     Raises:
-        ValueError: On an unknown strategy, a batch size not divisible by the process count, or
-            ``pecop`` on a backbone without adapters.
+        ValueError: On an unknown strategy, a batch size not divisible by the process count,
+            ``pecop`` on a backbone without adapters, or ``augment="device"`` with RSPNet.
     """
+    if augment not in AUGMENT_PLACES:
+        raise ValueError(f"augment must be one of {AUGMENT_PLACES}, got {augment!r}")
+    if augment == "device" and isinstance(sampler, RSPNetSampler):
+        raise ValueError("augment='device' supports VSPP and VideoPace; RSPNet's keys share one draw: use 'workers'")
     spec = get_strategy(strategy)
     trainable = mark_trainable(backbone, strategy)
     if spec.trains == "none":
@@ -340,20 +355,28 @@ def continual_pretrain(
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
     backbone.bn_mode = bn_mode
+    if fast is not None:
+        apply_fast_path(backbone, fast)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = pretext_model(backbone, sampler, dropout=dropout, rspnet_options=rspnet_options)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = sgd_cosine(params, lr=lr, momentum=momentum, weight_decay=weight_decay, t_max=cosine_t_max,
                                       eta_min=eta_min)
-    clips = PretextClips(videos, sampler, transform, repeat=list_repeat, channel_order=channel_order, jitter=color_jitter,
-                         seed=seed)
+    deferred = augment == "device"
+    clips = PretextClips(videos, sampler, DeferredTransform(transform) if deferred else transform, repeat=list_repeat,
+                         channel_order=channel_order, jitter=color_jitter, seed=seed)
     # drop_last (the official loader keeps the short last batch): BatchNorm in training mode cannot
     # normalise a one-clip batch at small sizes, and equal batches keep the BN statistics comparable
     data = epoch_loader(clips, batch_size // context.world_size, seed=seed, drop_last=True, num_workers=num_workers,
-                        rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda")
+                        rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda",
+                        collate_fn=collate_raw if deferred else None)
+    step = pretext_step(sampler)
+    if deferred:
+        layout = torch.channels_last_3d if fast is not None and fast.channels_last else torch.contiguous_format
+        step = device_augmented(step, transform, memory_format=layout)
     trainer = Trainer(
-        model, pretext_step(sampler), optimizer, scheduler, run_dir=run_dir,
+        model, step, optimizer, scheduler, run_dir=run_dir,
         device=context.device, precision=precision, compile=compile,
         grad_accum_steps=grad_accum_steps, checkpoint_every_steps=checkpoint_every_steps, keep_last=keep_last,
         distributed=distributed, desc=f"{spec.label} {type(sampler).__name__.removesuffix('Sampler')}",
