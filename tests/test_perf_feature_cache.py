@@ -122,3 +122,39 @@ def test_a_filled_cache_serves_stored_features_and_refuses_unknown_videos() -> N
                                  exemplar_cache=cache)
     assert backbone.calls == 1  # only the queries were encoded
     assert out.shape == (2,)
+
+
+@pytest.fixture(scope="module")
+def finetune_world(tmp_path_factory):
+    from pecop_lib.data.synthetic import WorldSpec, generate_world
+    from pecop_lib.data.synthetic.world import load_world
+
+    root = tmp_path_factory.getbasetemp() / "perf-finetune-world"
+    spec = WorldSpec(size=32, aqa_videos=12, jigsaws_trials=1, action_videos=2, action_frames=16, seed=7)
+    return load_world(root) or generate_world(root, spec, datasets=("MTL-AQA", "FineDiving"))
+
+
+@pytest.mark.parametrize("head, dataset", [("core", "MTL-AQA"), ("tsa", "FineDiving"), ("usdl", "MTL-AQA")])
+def test_frozen_backbone_fine_tuning_evaluates_from_stored_features(finetune_world, tmp_path, head, dataset) -> None:
+    from pecop_lib.train.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
+
+    setting = Setting(head, dataset)
+    options = FinetuneOptions(epochs=2, batch_size=2, decode="expectation", exemplars=2, exemplar_missing="any",
+                              val_fraction=0.25, eval_batch_size=4, bootstrap=0, train_backbone="frozen")
+    results = {}
+    for name, store in (("encoded", False), ("stored", FeatureStore(tmp_path / "features"))):
+        data = open_finetune_data(finetune_world[dataset], setting, crop=32, clip_frames=16, seed=0)
+        torch.manual_seed(0)
+        results[name] = finetune(TinyBackbone(128), setting, data, options, device="cpu", seed=0, show_progress=False,
+                                 feature_store=store)
+    files = list((tmp_path / "features").glob("*.safetensors"))
+    if setting.recipe.bn_mode == "frozen":  # CoRe, TSA: the backbone is fixed, test and training splits stored once
+        assert len(files) == 2
+    else:  # USDL trains BatchNorm statistics: the features change every epoch, nothing is stored
+        assert files == []
+    for a, b in zip(results["stored"].epochs, results["encoded"].epochs, strict=True):
+        np.testing.assert_allclose(a["test_pred"], b["test_pred"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a["val_pred"], b["val_pred"], rtol=1e-5, atol=1e-5)
+    if head == "tsa":
+        np.testing.assert_array_equal(results["stored"].epochs[-1]["test_transitions"],
+                                      results["encoded"].epochs[-1]["test_transitions"])

@@ -95,6 +95,8 @@ from pecop_lib.heads import (
     USDL,
     CoRe,
     ExemplarDraw,
+    FeatureCache,
+    FeatureStore,
     WindowFeatures,
     Windowing,
     draw_exemplars,
@@ -784,6 +786,7 @@ class _Evaluator:
     amp_dtype: torch.dtype | None
     keep_distributions: int = DISTRIBUTION_SAMPLES
     draw: ExemplarDraw | None = None
+    store: FeatureStore | None = None  # set when the backbone cannot change: features computed once, on disk
 
     def __post_init__(self) -> None:
         if self.setting.recipe.pairs:
@@ -799,19 +802,37 @@ class _Evaluator:
         dataset, index = self.queries[q]
         return dataset[index]["clip"]
 
+    def _stored(self, items: list[tuple[AQADataset, int]]) -> WindowFeatures:
+        """Frozen-backbone features of dataset items, from :attr:`store`, on the model's device."""
+        device = next(self.model.parameters()).device
+        loaded: dict[int, WindowFeatures] = {}
+        for dataset, _ in items:
+            if id(dataset) not in loaded:
+                loaded[id(dataset)] = self.store.window_features(  # type: ignore[union-attr]
+                    self.model.backbone, dataset, self.model.windowing, maps=self.setting.head == "tsa",
+                    amp_dtype=self.amp_dtype, batch_size=self.options.eval_batch_size)
+        feats = WindowFeatures.cat([loaded[id(dataset)].select(slice(i, i + 1)) for dataset, i in items])
+        return WindowFeatures(feats.pooled.to(device), None if feats.maps is None else feats.maps.to(device))
+
     def _score_heads(self, mine: list[int]) -> dict[int, tuple[float, np.ndarray | None]]:
         backbone, head = self.model.backbone, self.model.head
         device = next(self.model.parameters()).device
         out: dict[int, tuple[float, np.ndarray | None]] = {}
         size = self.options.eval_batch_size
+        stored = self._stored([self.queries[q] for q in mine]).video() if self.store is not None else None
         for start in range(0, len(mine), size):
             chunk = mine[start : start + size]
-            samples = [self.queries[q][0][self.queries[q][1]] for q in chunk]
-            clips = torch.stack([s["clip"] for s in samples]).to(device)
-            with autocast(device, self.amp_dtype):
-                feats = encode_windows(backbone, clips, self.model.windowing).video()
+            if stored is not None:
+                feats = stored[start : start + size]
+                records = [self.queries[q][0].records[self.queries[q][1]] for q in chunk]
+                difficulty = torch.tensor([1.0 if r.difficulty is None else r.difficulty for r in records], device=device)
+            else:
+                samples = [self.queries[q][0][self.queries[q][1]] for q in chunk]
+                clips = torch.stack([s["clip"] for s in samples]).to(device)
+                with autocast(device, self.amp_dtype):
+                    feats = encode_windows(backbone, clips, self.model.windowing).video()
+                difficulty = torch.stack([s.get("difficulty", torch.tensor(1.0)) for s in samples]).to(device)
             log_p = head(feats.float())
-            difficulty = torch.stack([s.get("difficulty", torch.tensor(1.0)) for s in samples]).to(device)
             pred = head.predict(log_p, difficulty=difficulty)
             for q, p, lp in zip(chunk, pred.tolist(), log_p.exp().cpu().numpy(), strict=True):
                 out[q] = (p, lp if q < self.keep_distributions else None)
@@ -830,26 +851,31 @@ class _Evaluator:
                 return head.relative_to(f32(query), f32(exemplar), s_exemplar.float())
 
         draw = ExemplarDraw(self.draw.indices[mine])
+        size, windowing = self.options.eval_batch_size, self.model.windowing
+        if self.store is not None:  # fixed backbone: every video encoded once per run (or read from disk)
+            queries = FeatureCache.filled(self._stored([self.queries[q] for q in mine]), windowing)
+            exemplars = FeatureCache.filled(self._stored([(self.exemplar_set, i) for i in self.exemplar_indices]),
+                                            windowing)
+        else:  # each query and exemplar encoded once per evaluation; TSA's transitions reuse the queries
+            queries = FeatureCache(backbone, windowing, lambda k: self._clip(mine[k]), maps=tsa, batch_size=size)
+            exemplars = None
         with autocast(device, self.amp_dtype):
             values = predict_with_exemplars(
-                relative, backbone, self.model.windowing, query_clip=lambda k: self._clip(mine[k]),
+                relative, backbone, windowing, query_clip=lambda k: self._clip(mine[k]),
                 num_queries=len(mine), exemplar_clip=lambda k: self.exemplar_set[self.exemplar_indices[k]]["clip"],
-                draw=draw, exemplar_scores=self.exemplar_values, cached=True, maps=tsa,
-                batch_size=self.options.eval_batch_size,
+                draw=draw, exemplar_scores=self.exemplar_values, cached=True, maps=tsa, batch_size=size,
+                query_cache=queries, exemplar_cache=exemplars,
             ).cpu().numpy()
         if self.setting.head == "core" and CORE_SETTINGS[_spec_key(self.setting.dataset)].use_difficulty:
             records = [self.queries[q][0].records[self.queries[q][1]] for q in mine]
             values = values * np.array([r.difficulty for r in records])
         out: dict[int, tuple[float, np.ndarray | None]] = {
             q: (float(v), None) for q, v in zip(mine, values, strict=True)}
-        if tsa:  # predicted transitions of the queries (tIoU)
-            size = self.options.eval_batch_size
+        if tsa:  # predicted transitions of the queries (tIoU), from the features already encoded
             with torch.inference_mode():
                 for start in range(0, len(mine), size):
                     chunk = mine[start : start + size]
-                    clips = torch.stack([self._clip(q) for q in chunk]).to(device)
-                    with autocast(device, self.amp_dtype):
-                        feats = encode_windows(backbone, clips, self.model.windowing)
+                    feats = queries.features(range(start, start + len(chunk)))
                     trans = head.transitions(WindowFeatures(feats.pooled.float())).cpu().numpy()
                     for q, t in zip(chunk, trans, strict=True):
                         out[q] = (out[q][0], t)
@@ -1093,6 +1119,7 @@ def finetune(
     distributed: DistributedContext | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    feature_store: FeatureStore | bool = True,
 ) -> FinetuneResult:
     """Fine-tune a backbone and a head on one setting, evaluating every epoch.
 
@@ -1112,6 +1139,11 @@ def finetune(
         num_workers: Loader workers for training.
         seed: Seed of the head initialisation, data order, partners, validation split and exemplars.
         resume: Continue from the newest checkpoint in ``run_dir``.
+        feature_store: When the backbone cannot change during the run (``train_backbone="frozen"``
+            and a recipe with frozen BatchNorm), the evaluation features of the test and training
+            splits are computed once and kept on disk (:class:`~pecop_lib.heads.FeatureStore`,
+            keyed by the backbone's state and the data): ``True`` uses the cache folder, a
+            store uses its folder, ``False`` encodes the videos at every evaluation.
 
     Returns:
         The :class:`FinetuneResult` (also written to ``run_dir/evaluation.json``).
@@ -1158,8 +1190,13 @@ def finetune(
     test_true = data.test.scores()
     val_true = data.train.scores()[val_idx]
     queries = [(data.test, i) for i in range(len(data.test))] + [(data.reference, i) for i in val_idx]
+    fixed_backbone = options.train_backbone == "frozen" and recipe.bn_mode == "frozen"
+    store = None
+    if fixed_backbone and feature_store is not False:
+        store = feature_store if isinstance(feature_store, FeatureStore) else FeatureStore()
     evaluator = _Evaluator(model, setting, queries, data.reference, train_idx, values[train_idx], options, seed, context,
-                           autocast_dtype(precision, context.device), min(DISTRIBUTION_SAMPLES, len(test_true)))
+                           autocast_dtype(precision, context.device), min(DISTRIBUTION_SAMPLES, len(test_true)),
+                           store=store)
     test_transitions = None
     if setting.head == "tsa":
         test_transitions = np.stack([_transitions(data.test, i) for i in range(len(data.test))])
