@@ -11,7 +11,8 @@ What runs: the package's PECoP continual-pretraining step (I3D + 3D-Adapters, VS
 BatchNorm in training mode, backbone frozen) through the real :class:`~pecop_lib.train.loop.Trainer`.
 Each row runs in a fresh child process (clean peak memory, no compile-cache sharing) for
 ``warmup + steps`` steps; the rate is taken over the last ``steps`` (cuDNN autotuning, compilation,
-loader start-up and prefetch fall in the warm-up).
+loader start-up and prefetch fall in the warm-up; end-to-end rows warm up for at least the
+``2 x workers`` batches the loader prefetches, so that a full prefetch queue cannot flatter them).
 
 Rows (``--rows``; default all that apply to the device):
 
@@ -139,6 +140,8 @@ def measure(row: Row, device_spec: str, size: tuple[int, int, int], warmup: int,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = sgd_cosine(params, lr=0.01, momentum=0.9, weight_decay=1e-4, t_max=22, eta_min=1e-6)
     memory_format = torch.channels_last_3d if row.fast.channels_last else torch.contiguous_format
+    if row.input in ("workers", "device"):  # measure past the batches the workers prefetch at the start
+        warmup = max(warmup, 2 * workers + 2)
     total = warmup + steps
     stamps: list[float] = []
     base_step = pretext_step(sampler)
