@@ -7,22 +7,34 @@ STAMP := $(VENV)/.pecop-installed
 PRESET ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: setup tutorial test lab clean
+.PHONY: setup browser tutorial test lab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)
 
-## setup: create/reuse .venv and install pecop with its dependencies
-setup: $(STAMP)
+## setup: create/reuse .venv and install pecop with its dependencies (and Chromium for the browser test)
+setup: $(STAMP) browser
+
+## browser: Debian's chromium + chromium-driver for the JupyterLab browser test (apt-get, as root, when missing)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium and chromium-driver with apt-get (JupyterLab browser test)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	    || echo "apt-get could not install chromium: tests/browser will fail (PECOP_SKIP_BROWSER_TEST=1 skips it)"; \
+	else \
+	  echo "chromium/chromedriver are missing and cannot be installed here (needs apt-get as root):" \
+	       "tests/browser will fail; install them or set PECOP_SKIP_BROWSER_TEST=1 to skip that test"; \
+	fi
 
 ## tutorial: run the whole notebook sequence headlessly (preset auto: tutorial on a GPU, else smoke)
 tutorial: $(STAMP)
 	$(BIN)/pecop notebooks run --preset $(PRESET)
 
 ## test: run the test suite (pytest exit code 5, "no tests collected", counts as success)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 

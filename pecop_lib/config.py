@@ -123,6 +123,16 @@ class Config:
     train_checkpoint_every_steps: int = 0  # 0: checkpoint at epoch ends only
     train_keep_checkpoints: int = 2  # newest checkpoint files kept; 0 keeps all
 
+    # --- ablation: notebooks 07-08, the paper's ablations on our runs (pecop_lib.train.ablations) ---
+    ablation_fig5_tasks: str = "all"  # Fig. 5 panels, comma-separated (MTL-AQA, Gait, ..., S, NP, KT) or "all"
+    ablation_table5_tasks: str = "S,NP,KT"  # Table 5 (VSPP vs VideoPace vs RSPNet, CoRe): the paper's JIGSAWS tasks
+    ablation_table6_tasks: str = "Gait,Finger tapping,Hand movement,Leg agility"  # Table 6 (R3D-18, CoRe)
+    ablation_switch_task: str = "MTL-AQA"  # task of the official-vs-paper switch ablation
+    ablation_switches: str = "each"  # each (one switch at a time, then all) | combined (all at once) | none
+    ablation_seeds: int = 3  # fine-tuning seeds per cell (seed, seed + 1, ...): Fig. 5 error bars
+    ablation_folds: int = 1  # JIGSAWS test folds per task (4: the full cross-validation)
+    ablation_finetune_epochs: int = 10  # fine-tuning epochs of every ablation run; 0: finetune_epochs
+
     def stage(self, prefix: str) -> dict[str, Any]:
         """Return the fields of one stage with the prefix stripped.
 
@@ -179,6 +189,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune_eval_batch_size": 4,
         "finetune_bootstrap": 200,
         "finetune_scope": "minimal",
+        "ablation_fig5_tasks": "MTL-AQA",
+        "ablation_table5_tasks": "S",
+        "ablation_table6_tasks": "Gait",
+        "ablation_switches": "combined",
+        "ablation_seeds": 1,
+        "ablation_finetune_epochs": 1,
     },
     "tutorial": {},
     "paper": {
@@ -199,6 +215,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune_bootstrap": 2000,
         "finetune_scope": "paper",
         "train_keep_checkpoints": 0,
+        "ablation_folds": 4,
+        "ablation_finetune_epochs": 0,
     },
 }
 

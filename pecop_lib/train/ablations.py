@@ -1,0 +1,358 @@
+"""The paper's ablations as runs of this package: Fig. 5, Table 5, Table 6 and the official-vs-paper switches.
+
+An :class:`AblationRun` is one fine-tuning of an AQA head (CoRe, as in the paper's ablations) on one
+task (and JIGSAWS fold) with one seed, on the backbone that one pretraining choice produced:
+
+* **Fig. 5** (:func:`strategy_runs`): the pretraining *strategy*: Dom-G (the domain-general backbone
+  as it is), Dom-S (self-supervised from scratch on the target), HPT+BN (BatchNorm affine only),
+  HPT (the whole backbone; Tables 1 and 4) and PECoP (3D-Adapters only);
+* **Table 5** (:func:`pretext_runs`): PECoP with VSPP, VideoPace or RSPNet as the pretext;
+* **Table 6** (:func:`backbone_runs`): R3D-18 instead of I3D, Dom-G and PECoP;
+* **switches** (:func:`switch_runs`): PECoP with the released code's settings (``official``) against
+  the paper text's: VSPP sampler bounds, BatchNorm mode, learning rate, colour jitter.
+
+:func:`run_ablation` is load-or-train at both levels. The pretrained backbone comes from the
+pretraining artifact cache (:func:`pecop_lib.train.pipeline.pretrained_backbone`, trained on first
+use) and the fine-tuning result from the result cache ``cache_dir()/ablations/``::
+
+    ablations/<stage-2 artifact folder>/ft-<key>/seed<S>/<strategy>/<setting>/result.json
+
+``<key>`` hashes the fine-tuning options, the clip size and the data folder; the stage-2 folder name
+carries the pretraining key. A finished run is loaded, an unfinished one resumes from its checkpoints,
+a missing one trains; notebooks 07 and 08 (and every rerun) therefore share runs.
+
+Seeds: the *fine-tuning* seed varies over ``cfg.seed, cfg.seed + 1, ...`` (head initialisation, pair
+draws, data order, validation split); each pretraining is one run with ``cfg.seed``, as the paper
+pretrains each strategy once. :func:`ablation_plan` reads the ``ablation_*`` keys of a config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pecop_lib.config import Config, cache_dir, resolve
+from pecop_lib.models.strategies import get_strategy
+from pecop_lib.paper import FIG5_TASKS
+from pecop_lib.train.artifacts import Stage2Artifact, stage2_costs
+from pecop_lib.train.finetune import NUM_FOLDS, FinetuneOptions, FinetuneResult, Setting
+from pecop_lib.train.finetune_report import official_protocol
+from pecop_lib.train.finetune_runs import RESULT_FILE, run_settings, slug
+from pecop_lib.train.loop import NonFiniteLossError
+from pecop_lib.train.pipeline import data_roots, pretrained_backbone
+
+ABLATION_ROOT = "ablations"
+"""Sub-folder of ``cache_dir()`` holding the fine-tuning results of ablation runs."""
+
+FIG5_TARGETS: dict[str, tuple[str, str | None]] = {
+    "MTL-AQA": ("MTL-AQA", None),
+    "Gait": ("PD4T", "Gait"),
+    "Finger tapping": ("PD4T", "Finger tapping"),
+    "Hand movement": ("PD4T", "Hand movement"),
+    "Leg agility": ("PD4T", "Leg agility"),
+    "S": ("JIGSAWS", "Suturing"),
+    "NP": ("JIGSAWS", "Needle_Passing"),
+    "KT": ("JIGSAWS", "Knot_Tying"),
+}
+"""Fig. 5 task name (the paper's panel and table column) -> (dataset, task)."""
+
+ABLATION_STRATEGIES: tuple[str, ...] = ("dom_g", "dom_s", "hpt_bn", "hpt", "pecop")
+"""The strategies of notebook 07's Fig. 5, in bar order: the paper's four plus HPT (its Tables 1 and 4)."""
+
+PRETEXTS: dict[str, str] = {"rspnet": "RSPNet", "pace": "VideoPace", "vspp": "VSPP"}
+"""Pretext -> its row in the paper's Table 5."""
+
+SWITCHES: dict[str, tuple[str, Any, Any]] = {
+    "sampler": ("pretrain_vspp_mode", "official", "paper"),
+    "BatchNorm": ("pretrain_bn_mode", "train", "frozen"),
+    "learning rate": ("pretrain_lr", 0.01, 1e-3),
+    "colour jitter": ("pretrain_color_jitter", False, True),
+}
+"""Switch -> (config key, the released code's value, the paper text's value)."""
+
+SWITCH_MODES: tuple[str, ...] = ("each", "combined", "none")
+STUDIES: tuple[str, ...] = ("fig5", "table5", "table6", "switches")
+
+Log = Callable[[str], None]
+
+
+def parse_tasks(text: str, *, allowed: Sequence[str] = FIG5_TASKS) -> tuple[str, ...]:
+    """Task names from a comma-separated config value (``"all"``: every allowed task, in order).
+
+    Raises:
+        ValueError: On an empty list or a name outside ``allowed``, listing the valid names.
+    """
+    if text.strip().lower() == "all":
+        return tuple(allowed)
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise ValueError(f"unknown or missing task(s) {unknown or text!r}; choose from {list(allowed)} or 'all'")
+    return names
+
+
+def task_settings(task: str, *, folds: int = 1, head: str = "core") -> list[Setting]:
+    """The fine-tuning settings of a Fig. 5 task: one, or the first ``folds`` JIGSAWS test folds.
+
+    Raises:
+        ValueError: On an unknown task or ``folds`` outside ``1..4``.
+    """
+    if task not in FIG5_TARGETS:
+        raise ValueError(f"unknown task {task!r}; choose one of {list(FIG5_TARGETS)}")
+    if not 1 <= folds <= NUM_FOLDS:
+        raise ValueError(f"folds must be in 1..{NUM_FOLDS}, got {folds}")
+    dataset, name = FIG5_TARGETS[task]
+    if dataset == "JIGSAWS":
+        return [Setting(head, dataset, name, fold) for fold in range(folds)]
+    return [Setting(head, dataset, name)]
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    """One fine-tuning run of an ablation.
+
+    Attributes:
+        study: ``fig5``, ``table5``, ``table6``, ``switches`` (or a notebook's own name).
+        label: The bar or row it belongs to (``"PECoP"``, ``"VideoPace"``, ``"paper sampler"``).
+        task: Fig. 5 task name (:data:`FIG5_TARGETS`).
+        setting: Head, dataset, task, fold.
+        seed: Fine-tuning seed.
+        strategy: Pretraining strategy (:data:`pecop_lib.models.strategies.STRATEGIES`).
+        pretext: ``vspp``, ``pace`` or ``rspnet``.
+        backbone: ``i3d`` or ``r3d18``.
+        switches: Stage-2 config overrides, ``((key, value), ...)``.
+    """
+
+    study: str
+    label: str
+    task: str
+    setting: Setting
+    seed: int
+    strategy: str = "pecop"
+    pretext: str = "vspp"
+    backbone: str = "i3d"
+    switches: tuple[tuple[str, Any], ...] = ()
+
+    def config(self, cfg: Config) -> Config:
+        """``cfg`` with this run's backbone and switches (validated by :func:`pecop_lib.config.resolve`)."""
+        values = {k: v for k, v in cfg.to_dict().items() if k != "preset"}
+        values.update(model_backbone=self.backbone, **dict(self.switches))
+        return resolve(cfg.preset, **values)
+
+
+def strategy_runs(tasks: Sequence[str], seeds: Sequence[int], *, folds: int = 1, head: str = "core",
+                  strategies: Sequence[str] = ABLATION_STRATEGIES, study: str = "fig5") -> list[AblationRun]:
+    """Fig. 5: every strategy on every task, fold and seed (labels: the paper's strategy names)."""
+    for strategy in strategies:
+        get_strategy(strategy)
+    return [AblationRun(study, get_strategy(strategy).label, task, setting, seed, strategy=strategy)
+            for task in tasks for setting in task_settings(task, folds=folds, head=head)
+            for strategy in strategies for seed in seeds]
+
+
+def pretext_runs(tasks: Sequence[str], seeds: Sequence[int], *, folds: int = 1) -> list[AblationRun]:
+    """Table 5: PECoP + CoRe with each pretext (labels: the paper's rows)."""
+    return [AblationRun("table5", label, task, setting, seed, pretext=pretext)
+            for task in tasks for setting in task_settings(task, folds=folds)
+            for pretext, label in PRETEXTS.items() for seed in seeds]
+
+
+def backbone_runs(tasks: Sequence[str], seeds: Sequence[int], *, folds: int = 1) -> list[AblationRun]:
+    """Table 6: CoRe on R3D-18 without (Dom-G) and with PECoP."""
+    return [AblationRun("table6", get_strategy(strategy).label, task, setting, seed, strategy=strategy,
+                        backbone="r3d18")
+            for task in tasks for setting in task_settings(task, folds=folds)
+            for strategy in ("dom_g", "pecop") for seed in seeds]
+
+
+def switch_variants(mode: str) -> dict[str, tuple[tuple[str, Any], ...]]:
+    """The switch settings compared: ``official`` first, then one per switch (``each``) and ``all paper``.
+
+    Raises:
+        ValueError: On an unknown mode.
+    """
+    if mode not in SWITCH_MODES:
+        raise ValueError(f"unknown switch mode {mode!r}; choose one of {SWITCH_MODES}")
+    if mode == "none":
+        return {}
+    official = {key: value for key, value, _ in SWITCHES.values()}
+    variants = {"official": tuple(official.items())}
+    if mode == "each":
+        for name, (key, _, paper) in SWITCHES.items():
+            variants[f"paper {name}"] = tuple({**official, key: paper}.items())
+    variants["all paper"] = tuple({key: paper for key, _, paper in SWITCHES.values()}.items())
+    return variants
+
+
+def switch_runs(task: str, seeds: Sequence[int], *, mode: str = "each", folds: int = 1) -> list[AblationRun]:
+    """Official-vs-paper switches: PECoP + CoRe on one task under each variant of :func:`switch_variants`."""
+    return [AblationRun("switches", label, task, setting, seed, switches=switches)
+            for label, switches in switch_variants(mode).items()
+            for setting in task_settings(task, folds=folds) for seed in seeds]
+
+
+def distribution_runs(seeds: Sequence[int], *, strategies: Sequence[str] = ("dom_g", "pecop"),
+                      task: str = "MTL-AQA") -> list[AblationRun]:
+    """Notebook 08: USDL and MUSDL (the heads that predict score distributions) on one task, per strategy.
+
+    Their study names are the heads (``usdl``, ``musdl``); MUSDL needs per-judge scores (MTL-AQA) or
+    sub-scores (JIGSAWS).
+    """
+    return [AblationRun(head, get_strategy(strategy).label, task, setting, seed, strategy=strategy)
+            for head in ("usdl", "musdl") for setting in task_settings(task, head=head)
+            for strategy in strategies for seed in seeds]
+
+
+def ablation_seeds(cfg: Config) -> list[int]:
+    """Fine-tuning seeds of the ablations: ``cfg.seed, cfg.seed + 1, ...`` (``ablation_seeds`` of them)."""
+    if cfg.ablation_seeds < 1:
+        raise ValueError(f"ablation_seeds must be >= 1, got {cfg.ablation_seeds}")
+    return [cfg.seed + k for k in range(cfg.ablation_seeds)]
+
+
+def ablation_plan(cfg: Config) -> dict[str, list[AblationRun]]:
+    """Every run of notebook 07, by study, from the ``ablation_*`` keys of a config.
+
+    Returns:
+        ``{"fig5": [...], "table5": [...], "table6": [...], "switches": [...]}``.
+    """
+    seeds, folds = ablation_seeds(cfg), cfg.ablation_folds
+    return {
+        "fig5": strategy_runs(parse_tasks(cfg.ablation_fig5_tasks), seeds, folds=folds),
+        "table5": pretext_runs(parse_tasks(cfg.ablation_table5_tasks), seeds, folds=folds),
+        "table6": backbone_runs(parse_tasks(cfg.ablation_table6_tasks), seeds, folds=folds),
+        "switches": switch_runs(parse_tasks(cfg.ablation_switch_task)[0], seeds, mode=cfg.ablation_switches,
+                                folds=folds),
+    }
+
+
+def finetune_options(cfg: Config) -> FinetuneOptions:
+    """The fine-tuning options of ablation runs: ``finetune_*`` with ``ablation_finetune_epochs`` when set."""
+    values = cfg.stage("finetune")
+    if cfg.ablation_finetune_epochs:
+        values["epochs"] = cfg.ablation_finetune_epochs
+    return FinetuneOptions(**values)
+
+
+@dataclass
+class AblationResult:
+    """A finished ablation run, or one whose training diverged.
+
+    Attributes:
+        run: What was run.
+        result: The fine-tuning result (test predictions per epoch, both protocols); ``None`` if
+            training diverged.
+        pretrain: What its pretraining cost (:func:`~pecop_lib.train.artifacts.stage2_costs`) plus
+            ``"folder"`` and, where a pretext was trained, ``"pretext_acc"`` of the last epoch
+            (empty if pretraining diverged).
+        run_dir: The run's folder in the result cache (``None`` if pretraining diverged).
+        cached: ``True`` if the result was loaded rather than trained by this call.
+        error: Why training stopped (a non-finite loss in pretraining or fine-tuning), else ``None``.
+    """
+
+    run: AblationRun
+    result: FinetuneResult | None
+    pretrain: dict[str, Any]
+    run_dir: Path | None
+    cached: bool
+    error: str | None = None
+
+    def rho(self, protocol: str = "official") -> float:
+        """Test Spearman of a protocol (``official``: the recipe's official protocol; ``honest``);
+        ``nan`` for a diverged run."""
+        if self.result is None:
+            return float("nan")
+        name = official_protocol(self.result) if protocol == "official" else protocol
+        rep = self.result.reported.get(name)
+        return float("nan") if rep is None else float(rep.rho)
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def result_folder(artifact: Stage2Artifact, options: FinetuneOptions, *, crop: int, clip_frames: int | None,
+                  data_root: str | os.PathLike[str], seed: int, root: str | os.PathLike[str] | None = None) -> Path:
+    """Where :func:`run_ablation` keeps a run's fine-tuning (see the module docstring)."""
+    base = Path(root) if root is not None else cache_dir() / ABLATION_ROOT
+    key = _key(asdict(options), crop, clip_frames or None, str(Path(data_root).resolve()))
+    return base / artifact.folder.name / f"ft-{key}" / f"seed{seed}"
+
+
+def _pretrain_record(artifact: Stage2Artifact) -> dict[str, Any]:
+    record = {**stage2_costs(artifact), "folder": str(artifact.folder)}
+    epochs = artifact.record["history"]["epochs"]
+    if epochs and "acc" in epochs[-1]:
+        record["pretext_acc"] = epochs[-1]["acc"]
+    return record
+
+
+def _run_one(cfg: Config, run: AblationRun, options: FinetuneOptions, targets: Path, *,
+             data_root: str | os.PathLike[str] | None, root: str | os.PathLike[str] | None,
+             show_progress: bool) -> AblationResult:
+    """One run: its stage-2 artifact, then its fine-tuning (loaded, resumed or trained)."""
+    clip_frames = cfg.data_clip_frames or None
+    try:
+        artifact = pretrained_backbone(run.config(cfg), strategy=run.strategy, pretext=run.pretext,
+                                       dataset=run.setting.dataset, task=run.setting.task, data_root=data_root,
+                                       show_progress=show_progress)
+    except NonFiniteLossError as exc:
+        return AblationResult(run, None, {}, None, False, f"pretraining: {exc}")
+    folder = result_folder(artifact, options, crop=cfg.data_crop_size, clip_frames=clip_frames, data_root=targets,
+                           seed=run.seed, root=root)
+    run_dir = folder / slug(run.strategy) / slug(run.setting.label)
+    cached = (run_dir / RESULT_FILE).is_file()
+    try:
+        result = run_settings(
+            [run.setting], {run.strategy: lambda _s: artifact.build()}, targets, options, out=folder,
+            crop=cfg.data_crop_size, clip_frames=clip_frames, device=cfg.device, precision=cfg.train_precision,
+            compile=cfg.train_compile, num_workers=cfg.data_num_workers, seed=run.seed, resume=True,
+            keep_checkpoints=False, show_progress=show_progress,
+        )[run.strategy][0]
+    except NonFiniteLossError as exc:
+        return AblationResult(run, None, _pretrain_record(artifact), run_dir, False, f"fine-tuning: {exc}")
+    return AblationResult(run, result, _pretrain_record(artifact), run_dir, cached)
+
+
+def run_ablation(
+    cfg: Config,
+    runs: Sequence[AblationRun],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+    log: Log | None = print,
+) -> list[AblationResult]:
+    """Load or train every run (see the module docstring), in order.
+
+    Args:
+        cfg: Resolved config (``model_*``, ``pretrain_*``, ``finetune_*``, ``data_*``, ``train_*``,
+            ``ablation_finetune_epochs``, ``device``).
+        runs: The runs (e.g. ``ablation_plan(cfg)["fig5"]``).
+        data_root: Folder with the datasets in their official layouts; ``None``: the preset's synthetic world.
+        root: Result cache folder instead of ``cache_dir()/ablations``.
+        show_progress: Progress bars of training.
+        log: Called with one line per run (``None``: silent).
+
+    Returns:
+        One :class:`AblationResult` per run, in the order given. A run whose pretraining or
+        fine-tuning stopped on a non-finite loss is returned with ``error`` set and ``rho`` nan (and
+        retried by the next call), so one diverging setting does not hide the others.
+    """
+    targets, _ = data_roots(cfg, data_root=data_root)
+    options = finetune_options(cfg)
+    out: list[AblationResult] = []
+    for run in runs:
+        done = _run_one(cfg, run, options, targets, data_root=data_root, root=root, show_progress=show_progress)
+        out.append(done)
+        if log is not None:
+            status = (f"diverged: {done.error.split(';')[0]}" if done.error else
+                      "cached" if done.cached else f"trained in {done.result.seconds:.0f} s")
+            log(f"{run.study:<9} {run.label:<14} {run.backbone:<5} {run.setting.label:<28} seed {run.seed}: "
+                f"rho {done.rho():+.3f} ({status})")
+    return out
