@@ -31,9 +31,10 @@ def finetune_result(setting: Setting, rho: float, *, label: str = "x", true=(1.0
 
 
 def ablation_result(study: str, label: str, task: str, seed: int, rho: float, *, fold: int = 0, strategy: str = "pecop",
-                    costs: dict | None = None, error: str | None = None, **kwargs) -> AblationResult:
-    """An ablation result of a CoRe run on ``task`` (JIGSAWS: test fold ``fold``)."""
-    settings = task_settings(task, folds=4)
+                    costs: dict | None = None, error: str | None = None, head: str = "core",
+                    **kwargs) -> AblationResult:
+    """An ablation result of a ``head`` run on ``task`` (JIGSAWS: test fold ``fold``)."""
+    settings = task_settings(task, folds=4, head=head)
     setting = settings[fold] if len(settings) > 1 else settings[0]
     run = AblationRun(study, label, task, setting, seed, strategy=strategy)
     result = None if error else finetune_result(setting, rho, label=label, **kwargs)
