@@ -231,6 +231,8 @@ def test_cost_table_and_text():
     assert "HPT 8, PECoP 8 here" in text and "the paper: 16 and 8: a configuration choice" in text
     assert "HPT 4.00 s, PECoP 3.00 s (1.33x)" in text
     assert "missing" in report.cost_text(table[table["strategy"] == "PECoP"])
+    assert report.cost_ratios(table) == {"trainable_params": 12.0, "stored_bytes": 12.0}
+    assert all(math.isnan(v) for v in report.cost_ratios(table[table["strategy"] == "HPT"]).values())
 
 
 def test_switch_table_and_text():

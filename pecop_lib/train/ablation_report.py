@@ -438,6 +438,14 @@ def cost_table(results: Iterable[AblationResult], *, task: str | None = None) ->
     return pd.DataFrame(rows)
 
 
+def cost_ratios(table: pd.DataFrame) -> dict[str, float]:
+    """HPT over PECoP in trainable parameters and stored bytes, from :func:`cost_table` (nan if one is missing)."""
+    rows = table.set_index("strategy") if len(table) else table
+    if not {"HPT", "PECoP"} <= set(rows.index):
+        return {"trainable_params": float("nan"), "stored_bytes": float("nan")}
+    return {key: float(rows.loc["HPT", key] / rows.loc["PECoP", key]) for key in ("trainable_params", "stored_bytes")}
+
+
 def cost_text(table: pd.DataFrame) -> str:
     """Markdown: PECoP's savings over HPT, ours against the paper's, from :func:`cost_table`."""
     rows = table.set_index("strategy")
