@@ -45,11 +45,13 @@ from pecop_lib.train import (
     NonFiniteLossError,
     StepOutput,
     Trainer,
+    ablation_plan,
     continual_pretrain,
     domain_general_pretrain,
     epoch_loader,
     finetune,
     pretrained_backbone,
+    run_ablation,
     run_settings,
     seed_everything,
     stage1_backbone,
@@ -61,6 +63,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FinetuneOptions",
+    "ablation_plan",
+    "run_ablation",
     "finetune",
     "run_settings",
     "TSA",

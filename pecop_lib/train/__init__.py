@@ -10,6 +10,7 @@ evaluation and both protocols), :mod:`pecop_lib.train.finetune_runs` (many runs,
 command line) and :mod:`pecop_lib.train.finetune_report` (fold aggregation, seeds, ours vs the paper).
 """
 
+from pecop_lib.train.ablations import AblationResult, AblationRun, ablation_plan, run_ablation
 from pecop_lib.train.artifacts import (
     BackboneSource,
     Stage1Artifact,
@@ -85,6 +86,8 @@ __all__ = [
     "PRETEXTS",
     "RECIPES",
     "TARGET_DATASETS",
+    "AblationResult",
+    "AblationRun",
     "BackboneSource",
     "DistributedContext",
     "FinetuneOptions",
@@ -103,6 +106,7 @@ __all__ = [
     "TargetVideo",
     "TrainHistory",
     "Trainer",
+    "ablation_plan",
     "action_accuracy",
     "aggregate_folds",
     "autocast",
@@ -136,6 +140,7 @@ __all__ = [
     "pretraining_videos",
     "record_checkpoint",
     "restore_rng_state",
+    "run_ablation",
     "run_settings",
     "save_checkpoint",
     "scratch_source",
