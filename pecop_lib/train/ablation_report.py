@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ import pandas as pd
 from pecop_lib.eval import fisher_z_mean, seed_summary
 from pecop_lib.paper import paper_table
 from pecop_lib.train.ablations import FIG5_TARGETS, SWITCHES, AblationResult, AblationRun
-from pecop_lib.train.finetune import Setting, open_finetune_data
+from pecop_lib.train.finetune import FinetuneResult, Setting, open_finetune_data
+from pecop_lib.train.finetune_report import official_protocol
 from pecop_lib.train.finetune_runs import RESULT_FILE, result_from_json
 
 PAPER_ROWS: dict[str, dict[str, str]] = {
@@ -324,7 +325,7 @@ def run_facts(results: Sequence[AblationResult], *, preset: str, synthetic: bool
         raise ValueError("run_facts needs at least one finished run (all runs diverged or none were given)")
     widths = []
     for r in done:
-        rep = r.result.reported.get(next(p for p in r.result.reported if p.startswith("official")))
+        rep = r.result.reported.get(official_protocol(r.result))
         if rep is not None and rep.ci is not None and np.isfinite(rep.ci.low) and np.isfinite(rep.ci.high):
             widths.append((rep.ci.high - rep.ci.low) / 2)
     jigsaws = {(r.run.task, r.run.setting.fold) for r in results if r.run.setting.dataset == "JIGSAWS"}
@@ -525,6 +526,11 @@ def switch_text(summary: pd.DataFrame) -> str:
 
 
 # --------------------------------------------------------------------------------- predictions (08)
+def _protocol(result: FinetuneResult, protocol: str) -> str:
+    """``official`` -> the result's official protocol (``official`` or ``official_last10``); else as given."""
+    return official_protocol(result) if protocol == "official" else protocol
+
+
 def prediction_frame(results: Iterable[AblationResult], protocol: str = "official") -> pd.DataFrame:
     """Every test prediction of finished runs, one row per video and run.
 
@@ -540,7 +546,7 @@ def prediction_frame(results: Iterable[AblationResult], protocol: str = "officia
     for r in results:
         if r.result is None:
             continue
-        name = next(p for p in r.result.reported if p.startswith("official")) if protocol == "official" else protocol
+        name = _protocol(r.result, protocol)
         pred = r.result.predictions(name)
         for video, true, p in zip(r.result.test_ids, r.result.test_true, pred, strict=True):
             rows.append({"study": r.run.study, "label": r.run.label, "task": r.run.task, "head": r.run.setting.head,
@@ -579,7 +585,7 @@ def distribution_of(result: AblationResult, video: str, protocol: str = "officia
     r = result.result
     if r is None or r.distribution_targets is None:
         return None
-    name = next(p for p in r.reported if p.startswith("official")) if protocol == "official" else protocol
+    name = _protocol(r, protocol)
     kept = r.record(name).get("distributions")
     index = r.test_ids.index(video) if video in r.test_ids else None
     if kept is None or index is None or index >= len(kept):
@@ -611,7 +617,7 @@ def judge_table(result: AblationResult, protocol: str = "official") -> pd.DataFr
     r = result.result
     if result.run.setting.head != "musdl" or r is None or r.distribution_targets is None:
         raise ValueError(f"{result.run.setting.label}: judge_table needs a finished MUSDL run")
-    name = next(p for p in r.reported if p.startswith("official")) if protocol == "official" else protocol
+    name = _protocol(r, protocol)
     dist = np.asarray(r.record(name)["distributions"], dtype=np.float64)
     truth = np.asarray(r.distribution_targets, dtype=np.float64)[: len(dist)]
     predicted = (dist * score_spec(result).bins.values().numpy()).sum(-1)
@@ -643,14 +649,6 @@ def verdict_metrics(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
     return [{"source": v.source, "task": v.task, "better": v.better, "worse": v.worse,
              "paper_margin": v.paper_margin, "ours_margin": v.ours_margin, "spread": v.spread, "status": v.status,
              "clear": v.clear} for v in verdicts]
-
-
-def by_study(results: Iterable[AblationResult]) -> Mapping[str, list[AblationResult]]:
-    """Group results by their study name, keeping order."""
-    out: dict[str, list[AblationResult]] = {}
-    for r in results:
-        out.setdefault(r.run.study, []).append(r)
-    return out
 
 
 # ------------------------------------------------------------------------------------ one study
