@@ -208,8 +208,19 @@ def test_seed_summary_and_comparison_rows():
     with pytest.raises(ValueError, match="one setting"):
         summarize_seeds([runs[0], _fake(Setting("core", "FineDiving"), 0.5, 0.5)])
     rows = comparison_rows({"Dom-G": runs[:1], "PECoP": runs[1:2]})
-    assert [(r["backbone"], r["official"], r["honest"], r["paper"]) for r in rows] == [
-        ("Dom-G", "80.00", "70.00", "95.12"), ("PECoP", "90.00", "80.00", "95.20")]
+    assert [(r["backbone"], r["official"], r["honest"], r["paper"], r["difficulty only"]) for r in rows] == [
+        ("Dom-G", "80.00", "70.00", "95.12", "n/a"), ("PECoP", "90.00", "80.00", "95.20", "n/a")]
+
+
+def test_difficulty_baseline_by_hand():
+    from pecop_lib.data.dataset import AQARecord
+    from pecop_lib.train.finetune import difficulty_baseline
+
+    train = [AQARecord("a", "a", 20.0, "2.0", 2.0), AQARecord("b", "b", 60.0, "3.0", 3.0)]  # completeness 10, 20
+    test = [AQARecord(k, k, s, str(d), d) for k, s, d in (("c", 30.0, 2.0), ("d", 20.0, 3.0), ("e", 50.0, 3.5))]
+    # predictions 15 x difficulty = 30, 45, 52.5 rank 1, 2, 3 against true ranks 2, 1, 3: rho = 0.5
+    assert difficulty_baseline(train, test) == pytest.approx(0.5)
+    assert difficulty_baseline(train, [AQARecord("f", "f", 18.0, "Suturing")] * 2) is None
 
 
 def test_usdl_targets_of_a_batch_are_what_the_head_is_trained_on():

@@ -71,6 +71,7 @@ def test_every_recipe_trains_and_reports_both_protocols(world, tmp_path, setting
         np.testing.assert_allclose(dists.sum(-1), 1.0, atol=1e-5)
     stored = json.loads((tmp_path / "run" / EVALUATION_FILE).read_text())
     assert [r["epoch"] for r in stored["epochs"]] == [1, 2]
+    assert (result.difficulty_baseline is None) == (setting.dataset in ("JIGSAWS", "PD4T"))
 
 
 def test_resume_continues_exactly(world, tmp_path):

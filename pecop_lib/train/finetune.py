@@ -978,6 +978,7 @@ class FinetuneResult:
         test_transitions: TSA: true transitions of the test videos ``(N, 2)``.
         distribution_targets: (M)USDL: the per-path scores of the first test videos, whose
             predicted distributions every epoch record keeps ``(k, paths)``.
+        difficulty_baseline: Diving: the test rho of :func:`difficulty_baseline` (no video seen).
     """
 
     setting: Setting
@@ -992,6 +993,7 @@ class FinetuneResult:
     seconds: float = 0.0
     test_transitions: np.ndarray | None = None
     distribution_targets: np.ndarray | None = None
+    difficulty_baseline: float | None = None
 
     def curve(self, key: str) -> np.ndarray:
         """Per-epoch values of a record key (e.g. ``"test_rho"``), float ``(epochs,)``."""
@@ -1010,7 +1012,7 @@ class FinetuneResult:
         """Flat JSON-ready summary: setting, hyperparameters, each protocol's rho, epoch, CI, L2, R-l2."""
         out: dict[str, Any] = {"setting": self.setting.label, "backbone": self.backbone_label, **self.hyper,
                                "seconds": self.seconds, "test_videos": len(self.test_true),
-                               "val_videos": len(self.val_true)}
+                               "val_videos": len(self.val_true), "difficulty_baseline_rho": self.difficulty_baseline}
         for name, rep in self.reported.items():
             out[f"{name}_rho"] = _finite(rep.rho)
             out[f"{name}_epoch"] = rep.epoch
@@ -1084,6 +1086,24 @@ def select_epochs(epochs: list[dict[str, Any]], test_true: np.ndarray, protocol:
 
 
 # ------------------------------------------------------------------------------------- the run
+def difficulty_baseline(train: Sequence[Any], test: Sequence[Any]) -> float | None:
+    """Test rho of a "model" that never looks at the video: difficulty x mean training completeness.
+
+    On diving (final score = execution x difficulty, difficulty known) this is what a head gets
+    for free; a head has learned something about execution only where it beats this number.
+
+    Args:
+        train, test: Records (:class:`~pecop_lib.data.dataset.AQARecord`).
+
+    Returns:
+        rho, or ``None`` for datasets without difficulty.
+    """
+    if any(r.difficulty is None for r in (*train, *test)):
+        return None
+    completeness = float(np.mean([r.score / r.difficulty for r in train]))
+    return _finite(spearman([r.difficulty * completeness for r in test], [r.score for r in test]))
+
+
 def _transitions(dataset: AQADataset, index: int) -> np.ndarray:
     """Ground-truth transitions of a (FineDiving) record at its sampled frames, without decoding the clip."""
     positions = dataset.sample_positions(index, dataset.source(index), dataset.rng(index))
@@ -1259,5 +1279,7 @@ def finetune(
     targets = None
     if not recipe.pairs:
         targets = np.stack([path_targets(r, setting.head) for r in data.test.records[:DISTRIBUTION_SAMPLES]])
+    baseline = difficulty_baseline([data.train.records[i] for i in train_idx], data.test.records)
     return FinetuneResult(setting, backbone_label, records, test_true, [r.id for r in data.test.records], val_true,
-                          reported, hyper_out, trainer.history, time.perf_counter() - started, test_transitions, targets)
+                          reported, hyper_out, trainer.history, time.perf_counter() - started, test_transitions, targets,
+                          baseline)

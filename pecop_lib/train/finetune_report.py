@@ -116,7 +116,8 @@ def comparison_rows(runs: Mapping[str, Sequence[FinetuneResult]], *, pecop_label
     """Rows of "ours vs paper": one per (head, dataset, task, backbone), JIGSAWS folds aggregated.
 
     Values are rho x 100 as text with the 95 % bootstrap interval (single runs) and ``n/a`` where
-    undefined; the paper column is the same setting's published number.
+    undefined; the paper column is the same setting's published number; ``difficulty only`` (diving)
+    is :func:`~pecop_lib.train.finetune.difficulty_baseline`, the rho a head gets without seeing the video.
 
     Args:
         runs: ``{backbone label: results}``, e.g. ``{"Dom-G": [...], "PECoP": [...]}``.
@@ -124,7 +125,8 @@ def comparison_rows(runs: Mapping[str, Sequence[FinetuneResult]], *, pecop_label
         backbone: Backbone architecture (selects Table 4 or 6 for PD4T).
 
     Returns:
-        Dicts with keys ``head, dataset, task, backbone, official, protocol, honest, paper``.
+        Dicts with keys ``head, dataset, task, backbone, official, protocol, honest, paper`` (and
+        ``difficulty only`` for non-JIGSAWS rows).
     """
     rows: list[dict[str, Any]] = []
     for label, results in runs.items():
@@ -153,6 +155,7 @@ def comparison_rows(runs: Mapping[str, Sequence[FinetuneResult]], *, pecop_label
                     "protocol": proto,
                     "honest": "n/a" if hon is None else _fmt(hon.rho, None if hon.ci is None else (hon.ci.low, hon.ci.high)),
                     "paper": _fmt(paper_reference(head, dataset, r.setting.task, pecop=pecop, backbone=backbone)),
+                    "difficulty only": _fmt(r.difficulty_baseline),
                 })
     return rows
 
