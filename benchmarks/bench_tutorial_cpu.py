@@ -161,11 +161,10 @@ def estimate(preset: str, world_root: Path, units: Units) -> tuple[list[dict[str
                     len(train) * (2 if recipe.pairs else 1) * clip_frames * epochs * len(BACKBONES))
                 queries = len(data.test) + len(val)
                 exemplars = min(len(train), queries * options.exemplars) if recipe.pairs else 0
-                encoded = queries + exemplars + (queries if setting.head == "tsa" else 0)  # TSA: transitions re-encode
+                encoded = queries + exemplars  # each video once per evaluation (TSA's transitions reuse the queries)
                 add(f"{notebook} fine-tune eval {setting.label}",
                     f"({len(data.test)} test + {len(val)} val{f' + <={exemplars} exemplars' if exemplars else ''}"
-                    f"{' + queries again (transitions)' if setting.head == 'tsa' else ''}) x {per_video} windows x "
-                    f"{epochs} epochs x {len(BACKBONES)} backbones",
+                    f") x {per_video} windows x {epochs} epochs x {len(BACKBONES)} backbones",
                     encoded * per_video * epochs * len(BACKBONES), units.inference(windowing.window, crop),
                     encoded * clip_frames * epochs * len(BACKBONES))
     return rows, {"decode_s_per_frame": decode, **{"/".join(map(str, k)): v for k, v in units.cache.items()}}
@@ -204,7 +203,12 @@ def main() -> None:
         print(f"{r['stage']:52s} {r['count']:9.0f} {r['unit_s']:8.3f} {r['hours']:9.2f} {r['decode_hours']:9.2f}  "
               f"{r['what']}")
     total = sum(r["hours"] + r["decode_hours"] for r in rows)
-    print(f"\ntotal: about {total:.0f} h = {total / 24:.1f} days on this machine (estimate)")
+    by_kind: dict[str, float] = {}
+    for r in rows:
+        kind = " ".join(str(r["stage"]).split()[1:3])
+        by_kind[kind] = by_kind.get(kind, 0.0) + r["hours"] + r["decode_hours"]
+    print("\nby kind of work: " + ", ".join(f"{k} {v:.0f} h" for k, v in sorted(by_kind.items(), key=lambda x: -x[1])))
+    print(f"total: about {total:.0f} h = {total / 24:.1f} days on this machine (estimate)")
     print("units:", {k: round(v, 4) for k, v in units.items()})
     if args.out:
         Path(args.out).write_text(json.dumps({"preset": args.preset, "machine": machine, "rows": rows, "units": units,
