@@ -213,6 +213,20 @@ def run_sequence(preset: str, device: str, selectors: Sequence[str] | None, work
     return results, manifest, metrics
 
 
+def _check_json(check: Check) -> dict[str, Any]:
+    """A check as JSON: infinite bounds as ``null``, a non-finite value as its text."""
+    data = asdict(check)
+    for key in ("low", "high"):
+        data[key] = data[key] if math.isfinite(data[key]) else None
+    if isinstance(data["value"], float) and not math.isfinite(data["value"]):
+        data["value"] = str(data["value"])
+    return data
+
+
+def _bound_text(low: float | None, high: float | None) -> str:
+    return f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+
+
 def summary_markdown(record: dict[str, Any]) -> str:
     """The record as Markdown tables (notebooks, then checks)."""
     header = (f"{record['created']} · preset `{record['preset']}` · {record['device_name']} · torch {record['torch']} · "
@@ -227,7 +241,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
     for nb in record["notebooks"]:
         for c in nb["checks"]:
             value = f"{c['value']:.4g}" if isinstance(c["value"], float) else c["value"]
-            lines.append(f"| {c['notebook']} `{c['path']}` | {value} | [{c['low']:g}, {c['high']:g}] | "
+            lines.append(f"| {c['notebook']} `{c['path']}` | {value} | {_bound_text(c['low'], c['high'])} | "
                          f"{'yes' if c['ok'] else '**no**'} | {c['why']} |")
     return "\n".join(lines) + "\n"
 
@@ -247,7 +261,7 @@ def write_record(folder: Path, results: Sequence[NotebookResult], manifest: dict
         "torch": (env.get("packages") or {}).get("torch"), "torch_cuda": env.get("torch_cuda_build"),
         "python": env.get("python"), "commit": commit or (env.get("git") or {}).get("commit"),
         "notebooks": [{**{k: v for k, v in asdict(r).items() if k != "checks"},
-                       "checks": [asdict(c) for c in r.checks]} for r in results],
+                       "checks": [_check_json(c) for c in r.checks]} for r in results],
         "checks_failed": sum(not c.ok for r in results for c in r.checks),
     }
     folder.mkdir(parents=True, exist_ok=True)
