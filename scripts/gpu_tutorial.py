@@ -28,6 +28,13 @@ the wheels it lacks here first (``../shared/tools/device-wheels av`` writes ``.w
     PECOP_RECORD_COMMIT=<sha> python3 scripts/gpu_tutorial.py --budget-s 480 --copy-to $OUT
 
 and commit the files that come back into ``reports/gpu-tutorial/``.
+
+Size: the ``tutorial`` preset trains for real (notebook 07 alone: 8 Fig. 5 tasks x 5 strategies x
+3 seeds plus Tables 5/6 and the switches, ~180 fine-tunings of 10 epochs and ~40 continual
+pretrainings), far more than one 10-minute call; within a budget the record holds the notebooks
+that finished, their times and checks, and says ``partial``. ``--only`` chooses what to spend the
+budget on (e.g. ``--only 00 02 03``), and ``--preset smoke --device cuda`` runs the whole sequence's
+plumbing on the GPU (device-agnostic code, CUDA paths) in minutes; smoke records are not results.
 """
 
 from __future__ import annotations

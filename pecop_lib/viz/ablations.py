@@ -57,7 +57,7 @@ def plot_ablation_panels(
 
     columns = max(1, min(columns, len(tasks)))
     rows = int(np.ceil(len(tasks) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 + 0.55 * len(labels) * columns, 3.1 * rows + 0.5),
+    fig, axes = plt.subplots(rows, columns, figsize=(max(6.5, 2.2 + 0.55 * len(labels) * columns), 3.1 * rows + 0.5),
                              squeeze=False, sharey=True)
     xs = np.arange(len(labels))
     colors = label_colors(labels)
@@ -88,7 +88,8 @@ def plot_ablation_panels(
     for ax in axes.ravel()[len(tasks):]:
         ax.axis("off")
     if drew_paper:
-        fig.legend(loc="upper right", fontsize=8, frameon=False)
+        handles = [h for ax in axes.ravel() for h in ax.get_legend_handles_labels()[0]]
+        axes[0, 0].legend(handles, ["paper"], loc="lower right", fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
