@@ -474,7 +474,6 @@ def world_root(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_a_clear_error(case: Case, world_root: Path, tmp_path: Path, monkeypatch) -> None:
-    torch.set_num_threads(1)
     triggered = case.trigger(Ctx(tmp_path, world_root, monkeypatch))
     with pytest.raises(BaseException) as info:  # the exact type is checked below
         triggered.call()

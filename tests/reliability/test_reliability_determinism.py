@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,17 @@ def world_root(tmp_path_factory) -> Path:
     return reliability_world(tmp_path_factory.getbasetemp()).root
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread (tiny tensors; a shared 2-core machine), restored afterwards for the other tests."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pipeline(seed: int, folder: Path, world_root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Both pretraining stages and a fine-tuning run, tiny; returns what they measured (timings removed)."""
-    torch.set_num_threads(1)
     monkeypatch.setenv("PECOP_CACHE_DIR", str(folder / "cache"))
     cfg = resolve("smoke", seed=seed, device="cpu", pretrain_batch_size=2, pretrain_list_repeat=1,
                   finetune_epochs=2, finetune_bootstrap=50)
