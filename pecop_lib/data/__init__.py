@@ -18,6 +18,7 @@ from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.synthetic import World, WorldSpec, generate_world, synthetic_world, world_spec
 from pecop_lib.data.transforms import ClipTransform, color_jitter, official_transform
 from pecop_lib.data.video import FrameFolder, FrameSource, VideoFile, open_source
+from pecop_lib.data.workers import worker_context
 
 __all__ = [
     "JIGSAWS",
@@ -46,5 +47,6 @@ __all__ = [
     "open_source",
     "safe_load",
     "synthetic_world",
+    "worker_context",
     "world_spec",
 ]

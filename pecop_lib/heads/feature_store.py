@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pecop_lib.atomic import atomic_path
 from pecop_lib.config import cache_dir
+from pecop_lib.data.workers import worker_context
 from pecop_lib.heads.windows import WindowFeatures, Windowing, encode_windows
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.outputs import progress
@@ -194,7 +195,7 @@ class FeatureStore:
         device = next(backbone.parameters()).device
         chosen = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
         loader = DataLoader(_Clips(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                            pin_memory=device.type == "cuda")
+                            multiprocessing_context=worker_context(num_workers), pin_memory=device.type == "cuda")
         parts: list[WindowFeatures] = []
         autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
         with torch.inference_mode(), autocast:

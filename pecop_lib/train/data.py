@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pecop_lib.data.workers import worker_context
+
 
 def _seed_worker(worker_id: int) -> None:
     """Seed NumPy and Python in a loader worker from the seed torch gave that worker."""
@@ -51,7 +53,8 @@ def epoch_loader(
         seed: Base seed of the shuffling and of the worker seeds.
         shuffle: Shuffle with a permutation seeded by ``seed + epoch``.
         drop_last: Drop the last incomplete batch (and, under DDP, the samples that do not divide evenly).
-        num_workers: Loader worker processes.
+        num_workers: Loader worker processes, started from a fork server
+            (:func:`pecop_lib.data.workers.worker_context`).
         rank: This process's rank (DDP).
         world_size: Number of processes (DDP).
         collate_fn: Optional batch collation.
@@ -78,6 +81,7 @@ def epoch_loader(
             sampler=sampler,
             drop_last=drop_last,
             num_workers=num_workers,
+            multiprocessing_context=worker_context(num_workers),
             collate_fn=collate_fn,
             pin_memory=pin_memory,
             generator=generator,

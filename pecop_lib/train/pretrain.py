@@ -35,6 +35,7 @@ from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
 from pecop_lib.data.source_cache import cached_source
 from pecop_lib.data.transforms import ClipTransform, color_jitter
+from pecop_lib.data.workers import worker_context
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.fast_path import FastPath, apply_fast_path
 from pecop_lib.models.strategies import get_strategy, mark_trainable
@@ -492,6 +493,7 @@ def action_accuracy(
     was_training = backbone.training
     backbone.to(target).eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         multiprocessing_context=worker_context(num_workers),
                                          collate_fn=_collate_actions)
     correct = 0
     try:
