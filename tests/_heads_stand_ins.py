@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from pecop_lib.eval import spearman
+from pecop_lib.heads.exemplars import predict_with_exemplars
+from pecop_lib.heads.windows import Windowing
 from pecop_lib.models.backbone import Backbone
 
 
@@ -80,3 +82,22 @@ def train_and_rank(
         opt.step()
         losses.append(float(loss.detach()))
     return losses[0], float(np.mean(losses[-5:])), rho_before, spearman(evaluate(), truth)
+
+
+def predict_against_own_clips(
+    relative_to: Callable[..., torch.Tensor],
+    backbone: Backbone,
+    windowing: Windowing,
+    clips: torch.Tensor,
+    draw: list[list[int]],
+    scores: np.ndarray,
+    *,
+    maps: bool = False,
+) -> np.ndarray:
+    """Exemplar-based predictions of every clip in ``clips`` ``(N, 3, T, H, W)``, its exemplars drawn from the same clips.
+
+    Returns:
+        ``(N,)`` predicted scores.
+    """
+    return predict_with_exemplars(relative_to, backbone, windowing, query_clip=lambda i: clips[i], num_queries=len(clips),
+                                  exemplar_clip=lambda i: clips[i], draw=draw, exemplar_scores=scores, maps=maps).numpy()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.train import init_distributed, shutdown_distributed
 from pecop_lib.train.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
+from tests._network import free_port
 
 SETTING = Setting("usdl", "MTL-AQA")
 PER_PROCESS_BATCH = 2
@@ -59,18 +59,12 @@ def _worker(rank: int, world_size: int, port: int, root: str, out: str) -> None:
         shutdown_distributed()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ddp_finetune_matches_one_process(tmp_path: Path) -> None:
     world = generate_world(tmp_path / "world", WorldSpec(size=32, aqa_videos=16, jigsaws_trials=1, action_videos=2,
                                                          action_frames=16, seed=7), datasets=("MTL-AQA",))
-    mp.spawn(_worker, args=(2, _free_port(), str(world["MTL-AQA"]), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(world["MTL-AQA"]), str(tmp_path)), nprocs=2, join=True)
     rank0 = json.loads((tmp_path / "records_rank0.json").read_text())
     rank1 = json.loads((tmp_path / "records_rank1.json").read_text())
     assert rank0 == rank1  # the sharded evaluation is gathered on every process

@@ -23,7 +23,13 @@ from pecop_lib.heads.core import (
 from pecop_lib.heads.exemplars import draw_exemplars, predict_with_exemplars, training_partners
 from pecop_lib.heads.windows import Windowing, encode_windows
 from pecop_lib.models import build_backbone
-from tests._heads_stand_ins import TinyBackbone, brightness_clips, single_thread, train_and_rank  # noqa: F401 (autouse fixture)
+from tests._heads_stand_ins import (  # noqa: F401 (autouse fixture)
+    TinyBackbone,
+    brightness_clips,
+    predict_against_own_clips,
+    single_thread,
+    train_and_rank,
+)
 
 SIMPLE = group_bounds(np.arange(17.0), high=30.0)  # edges 0, 2, 4, ..., 14, 30
 
@@ -258,16 +264,7 @@ def test_core_overfits_a_tiny_synthetic_set() -> None:
 
     def evaluate() -> np.ndarray:
         backbone.eval(), head.eval()
-        return predict_with_exemplars(
-            head.relative_to,
-            backbone,
-            windowing,
-            query_clip=lambda i: clips[i],
-            num_queries=n,
-            exemplar_clip=lambda i: clips[i],
-            draw=draw,
-            exemplar_scores=scores,
-        ).numpy()
+        return predict_against_own_clips(head.relative_to, backbone, windowing, clips, draw, scores)
 
     params = [*backbone.parameters(), *head.parameters()]
     first, last, rho0, rho1 = train_and_rank(params, step, evaluate, scores, steps=80, lr=3e-3)

@@ -19,7 +19,12 @@ from pecop_lib.heads.tsa import (
     usable_transitions,
 )
 from pecop_lib.heads.windows import WindowFeatures, Windowing, encode_windows
-from tests._heads_stand_ins import TinyBackbone, single_thread, train_and_rank  # noqa: F401 (autouse fixture)
+from tests._heads_stand_ins import (  # noqa: F401 (autouse fixture)
+    TinyBackbone,
+    predict_against_own_clips,
+    single_thread,
+    train_and_rank,
+)
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -222,17 +227,7 @@ def test_tsa_overfits_a_tiny_synthetic_set() -> None:
 
     def evaluate() -> np.ndarray:
         backbone.eval(), tsa.eval()
-        return predict_with_exemplars(
-            tsa.relative_to,
-            backbone,
-            windowing,
-            query_clip=lambda i: clips[i],
-            num_queries=n,
-            exemplar_clip=lambda i: clips[i],
-            draw=draw,
-            exemplar_scores=scores,
-            maps=True,
-        ).numpy()
+        return predict_against_own_clips(tsa.relative_to, backbone, windowing, clips, draw, scores, maps=True)
 
     params = [*backbone.parameters(), *tsa.parameters()]
     first, last, rho0, rho1 = train_and_rank(params, step, evaluate, scores, steps=steps, lr=3e-3)

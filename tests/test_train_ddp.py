@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from pecop_lib.train import (
     init_distributed,
     shutdown_distributed,
 )
+from tests._network import free_port
 
 PER_PROCESS_BATCH = 3
 EPOCHS = 2
@@ -83,16 +83,10 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
         shutdown_distributed()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_gloo_processes_equal_one_process_on_the_doubled_batch(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
 
     single = _trainer(tmp_path / "single")
     history = single.fit(epoch_loader(_dataset(), 2 * PER_PROCESS_BATCH, seed=5), EPOCHS)

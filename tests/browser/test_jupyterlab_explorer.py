@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests._network import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_ROOT / "notebooks" / "08_score_distributions.ipynb"
@@ -65,19 +66,13 @@ def _require_browser() -> None:
     pytest.fail(message, pytrace=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     """JupyterLab on loopback serving ``tmp_path/lab``; yields ``(base url with token, lab folder, log file)``."""
     _require_browser()
     root, state = tmp_path / "lab", tmp_path / "jupyter"
     root.mkdir()
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "PECOP_CACHE_DIR": str(tmp_path / "cache"), "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
            "JUPYTER_CONFIG_DIR": str(state / "config"), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     env.pop("PECOP_HEADLESS", None)
