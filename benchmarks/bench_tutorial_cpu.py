@@ -123,27 +123,28 @@ def estimate(preset: str, world_root: Path, units: Units) -> tuple[list[dict[str
     add("03 stage 1 (domain-general)", f"{clips} clips {s1.clip_len}x{s1.crop}px, whole I3D trains",
         clips, units.step("hpt", s1.clip_len, s1.crop), clips * s1.clip_len)
 
-    def stage2(target: str, task: str | None, strategy: str, notebook: str) -> None:
-        spec = stage2_spec(cfg, strategy=strategy, dataset=target, task=task)
-        videos = pretraining_videos(world_root / target, target, task=task)
+    def stage2(target: str, task: str | None, strategy: str, notebook: str, fold: int | None = None) -> None:
+        spec = stage2_spec(cfg, strategy=strategy, dataset=target, task=task, fold=fold)
+        videos = pretraining_videos(world_root / target, target, task=task, fold=fold)
         per_epoch = len(videos) * spec.list_repeat // spec.batch_size * spec.batch_size
         count = per_epoch * spec.epochs
-        add(f"{notebook} stage 2 {strategy} {target}{'/' + task if task else ''}",
+        add(f"{notebook} stage 2 {strategy} {target}{'/' + task if task else ''}"
+            f"{f'/fold{fold}' if fold is not None else ''}",
             f"{len(videos)} videos x{spec.list_repeat} x {spec.epochs} epochs, {spec.clip_len}x{spec.crop}px",
             count, units.step(strategy, spec.clip_len, spec.crop), count * spec.clip_len)
 
     stage2("MTL-AQA", None, "pecop", "03")
     stage2("MTL-AQA", None, "hpt", "03")
 
-    # notebooks 04-06: fine-tuning, Dom-G and PECoP backbones (the PECoP artifact of each target first)
+    # notebooks 04-06: fine-tuning, Dom-G and PECoP backbones (the PECoP artifact of each target, JIGSAWS: each fold)
     options = FinetuneOptions(**cfg.stage("finetune"))
-    targets_done = {("MTL-AQA", None)}
+    targets_done = {("MTL-AQA", None, None)}
     for notebook, heads in NOTEBOOK_HEADS.items():
         for head in heads:
             for setting in settings_for(head, options.scope):
-                if (setting.dataset, setting.task) not in targets_done:
-                    targets_done.add((setting.dataset, setting.task))
-                    stage2(setting.dataset, setting.task, "pecop", notebook)
+                if (setting.dataset, setting.task, setting.fold) not in targets_done:
+                    targets_done.add((setting.dataset, setting.task, setting.fold))
+                    stage2(setting.dataset, setting.task, "pecop", notebook, setting.fold)
                 data = open_finetune_data(world_root / setting.dataset, setting, crop=cfg.data_crop_size,
                                           clip_frames=cfg.data_clip_frames or None, seed=cfg.seed)
                 train, val = validation_split(data, setting, options.val_fraction, cfg.seed)

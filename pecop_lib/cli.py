@@ -76,23 +76,26 @@ def _pretrain(args: argparse.Namespace) -> int:
     from pecop_lib.train.distributed import init_distributed, shutdown_distributed
     from pecop_lib.train.loop import NonFiniteLossError
     from pecop_lib.train.pipeline import pretrain_run
-    from pecop_lib.train.targets import check_target
+    from pecop_lib.train.targets import check_fold, check_target
 
     try:
         cfg = resolve(args.preset, **_pretrain_overrides(args))
         check_target(args.dataset, args.task)
+        check_fold(args.dataset, args.fold)
         if cfg.model_weights and not Path(cfg.model_weights).expanduser().is_file():
             raise FileNotFoundError(f"--kinetics-weights {cfg.model_weights} does not exist")
+        target = "-".join([args.dataset] + ([args.task] if args.task else []) +
+                          ([f"fold{args.fold}"] if args.fold is not None else []))
         out = Path(args.out or f"runs/{cfg.preset}/pretrain/{cfg.pretrain_strategy}-{cfg.pretrain_pretext}-"
-                               f"{args.dataset}{'-' + args.task if args.task else ''}".replace(" ", "_"))
+                               f"{target}".replace(" ", "_"))
         context = init_distributed(cfg.device)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
     try:
         artifact, stage1 = pretrain_run(
-            cfg, out, dataset=args.dataset, task=args.task, data_root=args.data_root, actions_root=args.actions_root,
-            resume=args.resume, distributed=context, show_progress=not args.no_progress,
+            cfg, out, dataset=args.dataset, task=args.task, fold=args.fold, data_root=args.data_root,
+            actions_root=args.actions_root, resume=args.resume, distributed=context, show_progress=not args.no_progress,
         )
     except NonFiniteLossError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)
@@ -110,7 +113,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         last = record["history"]["epochs"][-1] if record["history"]["epochs"] else {}
         summary = ", ".join(f"{k} {last[k]:.4f}" for k in sorted(last) if k.endswith("acc") or k == "loss")
         print(f"pecop: stage 2 {cfg.pretrain_strategy}/{cfg.pretrain_pretext} on {args.dataset}"
-              f"{' ' + args.task if args.task else ''}: {len(record['history']['epochs'])} epoch(s) "
+              f"{' ' + args.task if args.task else ''}{f' fold {args.fold}' if args.fold is not None else ''}: "
+              f"{len(record['history']['epochs'])} epoch(s) "
               f"in {record['seconds']:.1f} s; last epoch: {summary or 'no training (dom_g)'}")
         print(f"pecop: run folder {out} (weights: {record['weights'] or 'none'}, {record['stored_bytes'] / 1e6:.2f} MB)")
     return 0
@@ -240,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--pretext", choices=tuple(PRETEXT_NAMES), default=None, help="default: the preset's (vspp)")
     pretrain.add_argument("--dataset", choices=TARGET_DATASETS, default="MTL-AQA", help="target dataset (default MTL-AQA)")
     pretrain.add_argument("--task", default=None, help="JIGSAWS or PD4T task, e.g. Suturing, Gait, 'Finger tapping'")
+    pretrain.add_argument("--fold", type=int, default=None,
+                          help="JIGSAWS only, required there: the test fold 0..3 the backbone will be evaluated on "
+                               "(stage 2 reads the other three folds' trials; one run per fold)")
     pretrain.add_argument("--data-root", default=None,
                           help="folder holding <dataset>/ in the official layout (default: the synthetic world)")
     pretrain.add_argument("--actions-root", default=None,

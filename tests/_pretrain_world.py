@@ -19,3 +19,9 @@ def tiny_world(base: Path) -> World:
     """The tiny world under ``base/pretrain-world`` (generated on first use)."""
     root = base / "pretrain-world"
     return load_world(root) or generate_world(root, TINY_SPEC, datasets=DATASETS)
+
+
+def tiny_jigsaws(base: Path) -> World:
+    """JIGSAWS alone at the tiny spec (8 trials per task, 2 per test fold) under ``base/pretrain-jigsaws``."""
+    root = base / "pretrain-jigsaws"
+    return load_world(root) or generate_world(root, TINY_SPEC, datasets=("JIGSAWS",))

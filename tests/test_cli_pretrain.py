@@ -29,6 +29,9 @@ def world(tmp_path_factory):
     [
         (["--dataset", "PD4T"], "PD4T needs a task, one of ('Gait', 'Finger tapping', 'Hand movement', 'Leg agility')"),
         (["--dataset", "MTL-AQA", "--task", "Gait"], "MTL-AQA has a single task"),
+        (["--dataset", "JIGSAWS", "--task", "Suturing"], "JIGSAWS needs the test fold being evaluated, one of (0, 1, 2, 3)"),
+        (["--dataset", "JIGSAWS", "--task", "Suturing", "--fold", "4"], "the other three folds); got fold=4"),
+        (["--fold", "1"], "MTL-AQA has a single train/test split; do not pass fold=1 (only JIGSAWS has folds)"),
         (["--set", "pretrain_lrr=0.1"], "unknown config key 'pretrain_lrr' (did you mean 'pretrain_lr'?)"),
         (["--set", "pretrain_epochs=two"], "config key 'pretrain_epochs' expects int, got str 'two'"),
         (["--kinetics-weights", "/nonexistent/model_rgb.pth"], "--kinetics-weights /nonexistent/model_rgb.pth does not exist"),

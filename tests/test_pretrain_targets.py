@@ -1,19 +1,41 @@
-"""Which videos stage 2 reads: training splits only, MTL-AQA dive spans, the official normal pace."""
+"""Which videos stage 2 reads: training splits only (JIGSAWS: of the fold evaluated), MTL-AQA dive spans, the
+official normal pace."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from _pretrain_world import tiny_world
+from _pretrain_world import tiny_jigsaws, tiny_world
 
-from pecop_lib.data import MTLAQA
+from pecop_lib.data import MTLAQA, safe_load
 from pecop_lib.data.video import open_source
-from pecop_lib.train.targets import check_target, official_normal_pace, open_target, pretraining_videos
+from pecop_lib.train.targets import (
+    JIGSAWS_FOLDS,
+    TARGET_TASKS,
+    check_evaluation_split,
+    check_fold,
+    check_target,
+    official_normal_pace,
+    open_target,
+    pretraining_videos,
+)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return tiny_world(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def jigsaws(tmp_path_factory) -> Path:
+    return tiny_jigsaws(tmp_path_factory.getbasetemp())["JIGSAWS"]
+
+
+def _trial(video_path: Path) -> str:
+    """``.../frames/Suturing_B001_capture1`` -> ``Suturing_B001``."""
+    return video_path.name.removesuffix("_capture1")
 
 
 def test_mtl_aqa_targets_are_the_training_dives(world) -> None:
@@ -45,3 +67,56 @@ def test_target_checks_name_the_fix(world, tmp_path) -> None:
 def test_official_normal_pace() -> None:
     assert official_normal_pace("PD4T", "Gait") == 3
     assert official_normal_pace("PD4T", "Leg agility") == official_normal_pace("MTL-AQA") == 1
+
+
+@pytest.mark.parametrize("task", ["Suturing", "Knot_Tying"])
+def test_jigsaws_targets_are_the_training_trials_of_the_fold_evaluated(jigsaws, task) -> None:
+    splits = safe_load(jigsaws / "info" / "splits.pkl")[task]  # the split file itself, not the loader
+    seen_as_test = set()
+    for fold in JIGSAWS_FOLDS:
+        videos = pretraining_videos(jigsaws, "JIGSAWS", task=task, fold=fold)
+        trials = [_trial(v.path) for v in videos]
+        assert sorted(trials) == sorted(t for k, f in enumerate(splits) if k != fold for t in f)  # the other 3 folds
+        assert splits[fold] and not set(trials) & set(splits[fold])  # never one of the fold's test trials
+        assert all(v.first == 0 and v.num_frames == len(open_source(v.path)) for v in videos)  # whole trials
+        seen_as_test |= set(splits[fold])
+    assert len(seen_as_test) == sum(len(f) for f in splits)  # every trial is some fold's test trial
+
+
+def test_jigsaws_folds_from_the_real_split_file(real_annotations, tmp_path) -> None:
+    """The published MUSDL folds (103 trials) give the same split to stage 2; trials listed without videos."""
+    source = real_annotations / "jigsaws-musdl"
+    (tmp_path / "info").mkdir()
+    for name in ("label.pkl", "splits.pkl"):
+        (tmp_path / "info" / name).symlink_to(source / name)
+    splits = safe_load(source / "splits.pkl")
+    assert set(splits) == set(TARGET_TASKS["JIGSAWS"])
+    for task in TARGET_TASKS["JIGSAWS"]:
+        for fold in JIGSAWS_FOLDS:
+            trials = open_target(tmp_path, "JIGSAWS", task=task, fold=fold).trials
+            test = set(splits[task][fold])
+            assert test and not set(trials) & test
+            assert sorted(trials) == sorted(t for k, f in enumerate(splits[task]) if k != fold for t in f)
+
+
+def test_fold_checks_name_the_choices(world, jigsaws) -> None:
+    check_fold("JIGSAWS", 3)
+    check_fold("PD4T", None)
+    for bad in (None, 4, -1, True, "1"):
+        with pytest.raises(ValueError, match=r"JIGSAWS needs the test fold being evaluated, one of \(0, 1, 2, 3\)"):
+            pretraining_videos(jigsaws, "JIGSAWS", task="Suturing", fold=bad)
+    with pytest.raises(ValueError, match=r"MTL-AQA has a single train/test split; do not pass fold=0 \(only JIGSAWS"):
+        pretraining_videos(world["MTL-AQA"], "MTL-AQA", fold=0)
+    with pytest.raises(ValueError, match="FineDiving has a single train/test split"):
+        open_target(world["MTL-AQA"], "FineDiving", fold=2)
+
+
+def test_evaluation_on_another_fold_of_the_pretraining_task_is_refused() -> None:
+    check_evaluation_split(("JIGSAWS", "Suturing", 1), "JIGSAWS", "Suturing", 1)
+    check_evaluation_split(("JIGSAWS", "Suturing", 1), "JIGSAWS", "Knot_Tying", 0)  # other task: other videos
+    check_evaluation_split(("MTL-AQA", None, None), "JIGSAWS", "Suturing", 2)
+    check_evaluation_split(("JIGSAWS", "Suturing", 1), "MTL-AQA", None, None)
+    with pytest.raises(ValueError, match=r"pretrained for JIGSAWS Suturing fold 1: its training videos include the "
+                                         r"test videos of fold 3; use the fold-3 stage-2 backbone \(pecop pretrain "
+                                         r"--fold 3\) or evaluate fold 1 only \(--fold 1\)"):
+        check_evaluation_split(("JIGSAWS", "Suturing", 1), "JIGSAWS", "Suturing", 3)

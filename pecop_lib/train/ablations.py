@@ -18,7 +18,8 @@ use) and the fine-tuning result from the result cache ``cache_dir()/ablations/``
     ablations/<stage-2 artifact folder>/ft-<key>/seed<S>/<strategy>/<setting>/result.json
 
 ``<key>`` hashes the fine-tuning options, the clip size and the data folder; the stage-2 folder name
-carries the pretraining key. A finished run is loaded, an unfinished one resumes from its checkpoints,
+carries the pretraining key (a JIGSAWS run pretrains on its own fold's training trials, so each fold
+has its own stage-2 artifact). A finished run is loaded, an unfinished one resumes from its checkpoints,
 a missing one trains; notebooks 07 and 08 (and every rerun) therefore share runs.
 
 Seeds: the *fine-tuning* seed varies over ``cfg.seed, cfg.seed + 1, ...`` (head initialisation, pair
@@ -299,8 +300,8 @@ def _run_one(cfg: Config, run: AblationRun, options: FinetuneOptions, targets: P
     clip_frames = cfg.data_clip_frames or None
     try:
         artifact = pretrained_backbone(run.config(cfg), strategy=run.strategy, pretext=run.pretext,
-                                       dataset=run.setting.dataset, task=run.setting.task, data_root=data_root,
-                                       show_progress=show_progress)
+                                       dataset=run.setting.dataset, task=run.setting.task, fold=run.setting.fold,
+                                       data_root=data_root, show_progress=show_progress)
     except NonFiniteLossError as exc:
         return AblationResult(run, None, {}, None, False, f"pretraining: {exc}")
     folder = result_folder(artifact, options, crop=cfg.data_crop_size, clip_frames=clip_frames, data_root=targets,

@@ -11,7 +11,8 @@ decides its weights, reused when it exists and trained (or resumed) when it does
 * **Stage 2** (:func:`stage2_backbone`): continual pretraining with a pretext task under one
   strategy, starting from a :class:`BackboneSource` (a stage-1 artifact, real Kinetics weights, or
   random init for ``dom_s``). Folder ``stage2-<strategy>-<pretext>-<target>-<label>-seed<S>-<key>/``
-  with ``adapters/`` (``pecop``: the adapter-only checkpoint of
+  (``<target>``: dataset, task and, for JIGSAWS, ``fold<K>``: one artifact per test fold) with
+  ``adapters/`` (``pecop``: the adapter-only checkpoint of
   :func:`~pecop_lib.models.save_adapter_checkpoint`, with the re-estimated BatchNorm statistics and
   the pretext heads), or ``model.safetensors`` (``hpt``, ``hpt_bn``, ``dom_s``: the whole
   backbone), or nothing (``dom_g``), and ``stage2.json``.
@@ -66,7 +67,7 @@ from pecop_lib.train.pretrain import (
     continual_pretrain,
     domain_general_pretrain,
 )
-from pecop_lib.train.targets import check_target, official_normal_pace, pretraining_videos
+from pecop_lib.train.targets import check_fold, check_target, official_normal_pace, pretraining_videos
 
 ARTIFACT_ROOT = "pretrain"
 """Sub-folder of ``cache_dir()`` holding the artifacts."""
@@ -401,6 +402,8 @@ class Stage2Spec:
         strategy: ``pecop``, ``hpt``, ``hpt_bn``, ``dom_s`` or ``dom_g``.
         pretext: ``vspp``, ``pace`` (VideoPace) or ``rspnet``.
         dataset, task: The target (:data:`~pecop_lib.train.targets.TARGET_DATASETS`).
+        fold: JIGSAWS test fold being evaluated (stage 2 reads the other three folds' trials);
+            ``None`` for the other datasets (:func:`~pecop_lib.train.targets.check_fold`).
         clip_len, crop: Clip frames and crop side (PECoP's transform, ``core_mtl``, scaled to ``crop``).
         epochs, batch_size, lr, momentum, weight_decay, cosine_t_max, eta_min, dropout, list_repeat,
             channel_order, color_jitter, bn_mode: The recipe (:func:`~pecop_lib.train.pretrain.continual_pretrain`).
@@ -414,6 +417,7 @@ class Stage2Spec:
     pretext: str = "vspp"
     dataset: str = "MTL-AQA"
     task: str | None = None
+    fold: int | None = None
     clip_len: int = 32
     crop: int = 112
     epochs: int = 4
@@ -442,6 +446,7 @@ class Stage2Spec:
         if self.pretext not in PRETEXTS:
             raise ValueError(f"unknown pretext {self.pretext!r}; choose one of {PRETEXTS}")
         check_target(self.dataset, self.task)
+        check_fold(self.dataset, self.fold)
 
     def sampler(self) -> Sampler:
         """The pretext sampler."""
@@ -503,8 +508,13 @@ class Stage2Artifact:
 
 
 def stage2_key(spec: Stage2Spec, source: BackboneSource, target_root: str | os.PathLike[str]) -> str:
-    """Cache key of a stage-2 run: its settings, the starting weights and the target data folder."""
-    return _key("stage2", asdict(spec), source.kind, source.backbone, dict(source.options), source.identity,
+    """Cache key of a stage-2 run: its settings, the starting weights and the target data folder.
+
+    ``fold`` enters the key only when set (JIGSAWS), so the keys of single-split targets stay those
+    of the artifacts cached before stage 2 had a fold.
+    """
+    settings = {k: v for k, v in asdict(spec).items() if k != "fold" or v is not None}
+    return _key("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
                 str(Path(target_root).resolve()))
 
 
@@ -517,9 +527,13 @@ def _effective_source(spec: Stage2Spec, source: BackboneSource) -> BackboneSourc
 
 def stage2_folder(spec: Stage2Spec, source: BackboneSource, target_root: str | os.PathLike[str], *, label: str = "",
                   root: str | os.PathLike[str] | None = None) -> Path:
-    """Where :func:`stage2_backbone` keeps the artifact: ``<root>/stage2-<strategy>-<pretext>-<target>-<label>-seed<S>-<key>``."""
+    """Where :func:`stage2_backbone` keeps the artifact: ``<root>/stage2-<strategy>-<pretext>-<target>-<label>-seed<S>-<key>``.
+
+    ``<target>`` is the dataset, its task and, for JIGSAWS, ``fold<K>`` (e.g. ``JIGSAWS-Suturing-fold1``).
+    """
     source = _effective_source(spec, source)
-    target = spec.dataset + (f"-{spec.task}" if spec.task else "")
+    target = "-".join([spec.dataset] + ([spec.task] if spec.task else []) +
+                      ([f"fold{spec.fold}"] if spec.fold is not None else []))
     parts = ("stage2", spec.strategy, spec.pretext, _slug(target), _slug(label), f"seed{spec.seed}",
              stage2_key(spec, source, target_root))
     return artifact_root(root) / "-".join(p for p in parts if p)
@@ -535,7 +549,12 @@ def load_stage2(folder: str | os.PathLike[str]) -> Stage2Artifact:
     record_path = folder / STAGE2_RECORD
     if not record_path.is_file():
         raise FileNotFoundError(f"{folder} is not a finished stage-2 artifact (no {STAGE2_RECORD})")
-    return Stage2Artifact(folder, json.loads(record_path.read_text()), trained=False)
+    record = json.loads(record_path.read_text())
+    spec = record.get("spec")
+    if isinstance(spec, dict) and "fold" not in spec:
+        # written before stage 2 had a fold: JIGSAWS stage 2 then always read fold 0's training split
+        spec["fold"] = 0 if spec.get("dataset") == "JIGSAWS" else None
+    return Stage2Artifact(folder, record, trained=False)
 
 
 def pretext_head_state(model: nn.Module, backbone: nn.Module) -> dict[str, torch.Tensor]:
@@ -558,7 +577,7 @@ def _write_stage2_weights(folder: Path, spec: Stage2Spec, backbone: Backbone, re
         save_adapter_checkpoint(backbone, folder / ADAPTERS_DIR, strategy=spec.strategy,
                                 heads=pretext_head_state(result.model, backbone) or None,
                                 metadata={"stage2_key": key, "pretext": spec.pretext, "dataset": spec.dataset,
-                                          "task": spec.task, "epochs": spec.epochs})
+                                          "task": spec.task, "fold": spec.fold, "epochs": spec.epochs})
         return ADAPTERS_DIR
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
@@ -602,7 +621,7 @@ def train_stage2(
     folder = Path(folder)
     source = _effective_source(spec, source)
     context = distributed or DistributedContext(device=_device(device))
-    videos = pretraining_videos(target_root, spec.dataset, task=spec.task)
+    videos = pretraining_videos(target_root, spec.dataset, task=spec.task, fold=spec.fold)
     backbone = source.build(spec.adapter_config() or False, seed=spec.seed)
     key = stage2_key(spec, source, target_root)
     _reset_peak_memory(context)
@@ -721,13 +740,18 @@ def stage1_spec(cfg: Config) -> Stage1Spec:
 
 
 def stage2_spec(cfg: Config, *, strategy: str | None = None, pretext: str | None = None, dataset: str = "MTL-AQA",
-                task: str | None = None) -> Stage2Spec:
+                task: str | None = None, fold: int | None = None) -> Stage2Spec:
     """Stage-2 settings of a resolved config.
 
     Args:
         cfg: The config.
         strategy, pretext: Override ``pretrain_strategy`` / ``pretrain_pretext``.
         dataset, task: The target.
+        fold: JIGSAWS test fold being evaluated (required for JIGSAWS, ``None`` otherwise).
+
+    Raises:
+        ValueError: On an unknown target, strategy or pretext, or a bad fold
+            (:func:`~pecop_lib.train.targets.check_fold`).
 
     ``pecop`` trains ``pretrain_epochs`` epochs, the full-model strategies ``pretrain_full_epochs``;
     ``pretrain_normal_pace = 0`` means the official value for the target (3 for PD4T gait, else 1).
@@ -736,7 +760,7 @@ def stage2_spec(cfg: Config, *, strategy: str | None = None, pretext: str | None
     epochs = cfg.pretrain_epochs if get_strategy(strategy).uses_adapters else cfg.pretrain_full_epochs
     check_target(dataset, task)
     return Stage2Spec(
-        strategy=strategy, pretext=pretext or cfg.pretrain_pretext, dataset=dataset, task=task,
+        strategy=strategy, pretext=pretext or cfg.pretrain_pretext, dataset=dataset, task=task, fold=fold,
         clip_len=cfg.pretrain_clip_len, crop=cfg.pretrain_crop_size, epochs=epochs, batch_size=cfg.pretrain_batch_size,
         lr=cfg.pretrain_lr, momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_weight_decay,
         cosine_t_max=cfg.pretrain_cosine_t_max, eta_min=cfg.pretrain_eta_min, dropout=cfg.pretrain_dropout,

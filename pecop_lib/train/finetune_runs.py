@@ -38,6 +38,7 @@ from pecop_lib.train.finetune import (
     open_finetune_data,
 )
 from pecop_lib.train.loop import CHECKPOINT_DIR, TrainHistory
+from pecop_lib.train.targets import check_evaluation_split
 
 RESULT_FILE = "result.json"
 RESULT_FORMAT = "pecop_lib.finetune_result/1"
@@ -199,6 +200,32 @@ def run_settings(
     return results
 
 
+def check_backbone_split(checkpoint: str | os.PathLike[str], settings: Sequence[Setting]) -> None:
+    """Refuse settings whose test videos a continually pretrained checkpoint has read (JIGSAWS folds).
+
+    A stage-2 artifact or ``pecop pretrain`` run folder (``stage2.json``) records its target, and so
+    does the metadata of its ``adapters/`` folder; other checkpoints (Kinetics, stage 1, HPT files,
+    ``none``) carry no target and pass.
+
+    Raises:
+        ValueError: See :func:`~pecop_lib.train.targets.check_evaluation_split`.
+    """
+    from pecop_lib.models.adapter_checkpoint import CONFIG_FILE, read_adapter_config
+    from pecop_lib.train.artifacts import STAGE2_RECORD, load_stage2
+
+    source = Path(checkpoint)
+    if (source / STAGE2_RECORD).is_file():
+        spec = load_stage2(source).spec
+        target = (spec.dataset, spec.task, spec.fold)
+    elif (source / CONFIG_FILE).is_file() and "stage2_key" in (meta := read_adapter_config(source)["metadata"]):
+        # adapters written before stage 2 had a fold: JIGSAWS then always read fold 0's training split
+        target = (meta["dataset"], meta["task"], meta.get("fold", 0 if meta["dataset"] == "JIGSAWS" else None))
+    else:
+        return
+    for setting in settings:
+        check_evaluation_split(target, setting.dataset, setting.task, setting.fold)
+
+
 def finetune_command(
     cfg: Config,
     *,
@@ -220,6 +247,8 @@ def finetune_command(
     Reads the ``finetune_*``, ``model_*``, ``data_*`` and ``train_*`` keys of ``cfg``. The backbone
     is loaded (and checked) before anything trains; see
     :func:`~pecop_lib.train.finetune.load_finetune_backbone` for what ``backbone_checkpoint`` may be.
+    A backbone continually pretrained for one JIGSAWS fold is refused for the task's other folds
+    (:func:`check_backbone_split`): their test trials were its pretraining videos.
 
     Returns:
         The metrics written to ``out/metrics.json``: the backbone, one summary per run and, for
@@ -235,6 +264,8 @@ def finetune_command(
 
     folds: Sequence[int | None] = [fold] if fold is not None or dataset != "JIGSAWS" else range(NUM_FOLDS)
     settings = [Setting(head, dataset, task, f) for f in folds]
+    if str(backbone_checkpoint).lower() != "none":
+        check_backbone_split(backbone_checkpoint, settings)
     options = FinetuneOptions(**cfg.stage("finetune"))
     weights = base_weights or cfg.model_weights or None
 
@@ -280,7 +311,8 @@ def comparison_backbones(
     ``Dom-G``: the domain-general backbone as it is (stage 1, or real Kinetics weights when
     ``cfg.model_weights`` is set; no continual pretraining). ``PECoP``: the same backbone with
     3D-Adapters trained by the configured pretext (VSPP) on the unlabeled training videos of each
-    setting's dataset and task. Both come from the pretraining artifact cache
+    setting's dataset and task (JIGSAWS: of the setting's fold, i.e. the other three folds' trials, so
+    each fold has its own PECoP artifact). Both come from the pretraining artifact cache
     (:func:`pecop_lib.train.pipeline.pretrained_backbone`): trained on first use, loaded afterwards.
 
     Returns:
@@ -289,10 +321,10 @@ def comparison_backbones(
     from pecop_lib.train.pipeline import pretrained_backbone
 
     artifacts = {
-        (strategy, s.dataset, s.task): pretrained_backbone(cfg, strategy=strategy, dataset=s.dataset, task=s.task,
-                                                           data_root=data_root, distributed=distributed,
-                                                           show_progress=show_progress)
+        (strategy, s.dataset, s.task, s.fold): pretrained_backbone(
+            cfg, strategy=strategy, dataset=s.dataset, task=s.task, fold=s.fold, data_root=data_root,
+            distributed=distributed, show_progress=show_progress)
         for s in settings for strategy in ("dom_g", "pecop")
     }
-    return {label: (lambda s, strategy=strategy: artifacts[(strategy, s.dataset, s.task)].build())
+    return {label: (lambda s, strategy=strategy: artifacts[(strategy, s.dataset, s.task, s.fold)].build())
             for label, strategy in (("Dom-G", "dom_g"), ("PECoP", "pecop"))}

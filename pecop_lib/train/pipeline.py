@@ -4,7 +4,8 @@
   ``model_weights`` names a file (stage 1 skipped), else the cached stage-1 backbone trained on the
   synthetic action set (trained on first use).
 * :func:`pretrained_backbone`: the cached stage-2 artifact of a (strategy, pretext, target):
-  ``pretrained_backbone(cfg, strategy="pecop").build()`` is all a later notebook needs.
+  ``pretrained_backbone(cfg, strategy="pecop").build()`` is all a later notebook needs. A JIGSAWS
+  target names the test fold being evaluated (``fold=k``): its stage 2 reads the other folds only.
 * :func:`pretrain_run`: stage 2 into an explicit run folder with checkpoints, metrics and
   ``--resume`` (the command line), under ``torchrun`` too.
 
@@ -104,6 +105,7 @@ def pretrained_backbone(
     pretext: str | None = None,
     dataset: str = "MTL-AQA",
     task: str | None = None,
+    fold: int | None = None,
     data_root: str | os.PathLike[str] | None = None,
     actions_root: str | os.PathLike[str] | None = None,
     distributed: DistributedContext | None = None,
@@ -115,13 +117,18 @@ def pretrained_backbone(
         cfg: Resolved config (``pretrain_*``, ``model_*``, ``train_precision``, ``seed``, ``device``).
         strategy, pretext: Override ``pretrain_strategy`` / ``pretrain_pretext``.
         dataset, task: The target.
+        fold: JIGSAWS test fold being evaluated (required for JIGSAWS, ``None`` otherwise): stage 2
+            reads the trials of the other three folds.
         data_root, actions_root: See the module docstring.
         distributed, show_progress: Training settings.
 
     Returns:
         The :class:`~pecop_lib.train.artifacts.Stage2Artifact`; ``.build()`` gives the backbone.
+
+    Raises:
+        ValueError: On an unknown target, strategy or pretext, or a bad fold.
     """
-    spec = stage2_spec(cfg, strategy=strategy, pretext=pretext, dataset=dataset, task=task)
+    spec = stage2_spec(cfg, strategy=strategy, pretext=pretext, dataset=dataset, task=task, fold=fold)
     targets, actions = data_roots(cfg, data_root=data_root, actions_root=actions_root, distributed=distributed)
     if get_strategy(spec.strategy).init == "scratch":
         source = scratch_source(cfg.model_backbone, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps)
@@ -140,6 +147,7 @@ def pretrain_run(
     *,
     dataset: str = "MTL-AQA",
     task: str | None = None,
+    fold: int | None = None,
     data_root: str | os.PathLike[str] | None = None,
     actions_root: str | os.PathLike[str] | None = None,
     resume: bool = False,
@@ -157,6 +165,7 @@ def pretrain_run(
         cfg: Resolved config.
         out: Run folder.
         dataset, task: The target.
+        fold: JIGSAWS test fold being evaluated (required for JIGSAWS, ``None`` otherwise).
         data_root, actions_root: See the module docstring.
         resume: Continue from the newest checkpoint in ``out``.
         distributed: From :func:`~pecop_lib.train.distributed.init_distributed` under ``torchrun``.
@@ -169,11 +178,11 @@ def pretrain_run(
         FileExistsError: If ``out`` already holds checkpoints and ``resume`` is not set.
         FileNotFoundError: If ``resume`` is set but ``out`` holds no checkpoint, or a data folder or
             the weights file is missing.
-        ValueError: On an unknown target, strategy or pretext.
+        ValueError: On an unknown target, strategy or pretext, or a bad fold.
     """
     out = Path(out)
     check_target(dataset, task)
-    spec = stage2_spec(cfg, dataset=dataset, task=task)
+    spec = stage2_spec(cfg, dataset=dataset, task=task, fold=fold)
     has_checkpoint = (out / CHECKPOINT_DIR / LATEST_FILE).is_file()
     if resume and not has_checkpoint:
         raise FileNotFoundError(f"--resume: {out / CHECKPOINT_DIR} holds no checkpoint; start without --resume")
@@ -189,7 +198,7 @@ def pretrain_run(
     else:
         source, stage1 = starting_point(cfg, actions, distributed=distributed, show_progress=show_progress)
     if context.is_main:
-        atomic_write_json(out / RUN_CONFIG, {"config": cfg.to_dict(), "dataset": dataset, "task": task,
+        atomic_write_json(out / RUN_CONFIG, {"config": cfg.to_dict(), "dataset": dataset, "task": task, "fold": fold,
                                              "data_root": str(targets.resolve())})
     artifact = train_stage2(
         spec, source, targets / dataset, out, device=context.device, precision=cfg.train_precision,

@@ -9,9 +9,14 @@ dataset        videos
 ============== ===================================================================================
 ``MTL-AQA``    each dive: the annotated ``start_frame..end_frame`` span of its event recording
 ``FineDiving`` each dive clip folder
-``JIGSAWS``    each trial of the task (training split of fold 0)
+``JIGSAWS``    each trial of the task in the training split of the test ``fold`` being evaluated
+               (the other three folds): one stage 2 per fold, as fold ``k``'s test trials are the
+               training trials of every other fold
 ``PD4T``       each video of the task; ``Gait`` reads at a normal pace of 3 frames (official ``fr``)
 ============== ===================================================================================
+
+:func:`check_fold` says which targets take a fold (JIGSAWS only, and there always);
+:func:`check_evaluation_split` refuses to score a JIGSAWS fold on a backbone pretrained for another.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.formats.finediving import FineDiving
 from pecop_lib.data.formats.jigsaws import JIGSAWS
+from pecop_lib.data.formats.jigsaws import NUM_FOLDS as JIGSAWS_NUM_FOLDS
 from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS
 from pecop_lib.data.formats.mtl_aqa import MTLAQA
 from pecop_lib.data.formats.pd4t import PACE as PD4T_PACE
@@ -34,6 +40,9 @@ TARGET_DATASETS: tuple[str, ...] = ("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T")
 
 TARGET_TASKS: dict[str, tuple[str, ...]] = {"MTL-AQA": (), "FineDiving": (), "JIGSAWS": JIGSAWS_TASKS, "PD4T": PD4T_TASKS}
 """Tasks of each dataset (empty: the dataset has a single task)."""
+
+JIGSAWS_FOLDS: tuple[int, ...] = tuple(range(JIGSAWS_NUM_FOLDS))
+"""JIGSAWS test folds; stage 2 for fold ``k`` reads the trials of the other three."""
 
 
 def check_target(dataset: str, task: str | None) -> None:
@@ -52,50 +61,93 @@ def check_target(dataset: str, task: str | None) -> None:
         raise ValueError(f"{dataset} has a single task; do not pass task={task!r}")
 
 
-def open_target(root: str | os.PathLike[str], dataset: str, *, task: str | None = None, crop: int = 112,
-                seed: int = 0) -> AQADataset:
+def check_fold(dataset: str, fold: int | None) -> None:
+    """Validate the test fold of a stage-2 target: JIGSAWS needs one, the other datasets take none.
+
+    Raises:
+        ValueError: On a missing or out-of-range fold for JIGSAWS, or a fold given to a dataset with a
+            single train/test split; the message lists the valid choices.
+    """
+    if dataset == "JIGSAWS":
+        if isinstance(fold, bool) or fold not in JIGSAWS_FOLDS:
+            raise ValueError(f"JIGSAWS needs the test fold being evaluated, one of {JIGSAWS_FOLDS} (stage 2 reads "
+                             f"the trials of the other three folds); got fold={fold!r}")
+    elif fold is not None:
+        raise ValueError(f"{dataset} has a single train/test split; do not pass fold={fold!r} (only JIGSAWS has folds)")
+
+
+def check_evaluation_split(pretrained: tuple[str, str | None, int | None], dataset: str, task: str | None,
+                           fold: int | None) -> None:
+    """Refuse to score a setting on a backbone whose stage 2 read that setting's test videos.
+
+    Stage 2 for JIGSAWS fold ``k`` reads the trials of the other three folds, which are the test
+    trials of those folds' runs; any other (dataset, task) pairing shares no video.
+
+    Args:
+        pretrained: The stage-2 target ``(dataset, task, fold)``.
+        dataset, task, fold: The setting to be fine-tuned and tested.
+
+    Raises:
+        ValueError: If the backbone was pretrained on another fold of the same JIGSAWS task, naming the fix.
+    """
+    source_dataset, source_task, source_fold = pretrained
+    if dataset == source_dataset == "JIGSAWS" and task == source_task and fold != source_fold:
+        raise ValueError(
+            f"the backbone was continually pretrained for JIGSAWS {task} fold {source_fold}: its training videos "
+            f"include the test videos of fold {fold}; use the fold-{fold} stage-2 backbone (pecop pretrain --fold "
+            f"{fold}) or evaluate fold {source_fold} only (--fold {source_fold})"
+        )
+
+
+def open_target(root: str | os.PathLike[str], dataset: str, *, task: str | None = None, fold: int | None = None,
+                crop: int = 112, seed: int = 0) -> AQADataset:
     """The training split of a target dataset (its scores are not used by stage 2).
 
     Args:
         root: The dataset's own folder (e.g. ``<data root>/MTL-AQA``).
         dataset: One of :data:`TARGET_DATASETS`.
         task: JIGSAWS or PD4T task.
+        fold: JIGSAWS test fold (:data:`JIGSAWS_FOLDS`): its training split is the other three folds.
         crop: Crop side of the dataset's own transform (unused by stage 2, which has its own).
         seed: Dataset seed.
 
     Raises:
-        ValueError: See :func:`check_target`.
+        ValueError: See :func:`check_target` and :func:`check_fold`.
     """
     check_target(dataset, task)
+    check_fold(dataset, fold)
     common = {"crop": crop, "seed": seed, "train": False}
     if dataset == "MTL-AQA":
         return MTLAQA(root, "train", **common)
     if dataset == "FineDiving":
         return FineDiving(root, "train", **common)
     if dataset == "JIGSAWS":
-        return JIGSAWS(root, task, 0, "train", **common)
+        return JIGSAWS(root, task, fold, "train", **common)
     return PD4T(root, task, "train", **common)
 
 
-def pretraining_videos(root: str | os.PathLike[str], dataset: str, *, task: str | None = None) -> list[TargetVideo]:
+def pretraining_videos(root: str | os.PathLike[str], dataset: str, *, task: str | None = None,
+                       fold: int | None = None) -> list[TargetVideo]:
     """The unlabeled videos stage 2 pretrains on (see the module docstring).
 
     Args:
         root: The dataset's own folder (e.g. ``<data root>/PD4T``).
         dataset: One of :data:`TARGET_DATASETS`.
         task: JIGSAWS or PD4T task.
+        fold: JIGSAWS test fold being evaluated (required for JIGSAWS, ``None`` otherwise).
 
     Returns:
         One :class:`TargetVideo` per distinct video (span) of the training split.
 
     Raises:
-        ValueError: See :func:`check_target`.
+        ValueError: See :func:`check_target` and :func:`check_fold`.
         FileNotFoundError: If ``root`` does not exist.
     """
     check_target(dataset, task)
+    check_fold(dataset, fold)
     if not Path(root).is_dir():
         raise FileNotFoundError(f"{dataset} folder {root} does not exist; check the data root")
-    return target_videos(open_target(root, dataset, task=task), annotated_span=dataset == "MTL-AQA")
+    return target_videos(open_target(root, dataset, task=task, fold=fold), annotated_span=dataset == "MTL-AQA")
 
 
 def official_normal_pace(dataset: str, task: str | None = None) -> int:

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import pytest
 import torch
 from _reliability_support import REPO_ROOT, read_json, reliability_world, tiny_data, tiny_trainer
 
+from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import ConfigError, resolve, resolve_device
 from pecop_lib.data import (
     MTLAQA,
@@ -47,8 +48,10 @@ from pecop_lib.models.weights import WeightsMismatchError
 from pecop_lib.notebooks import NotebookParameterError, run_notebooks
 from pecop_lib.outputs import prepare_out_dir
 from pecop_lib.train import NonFiniteLossError
+from pecop_lib.train.artifacts import STAGE2_RECORD, Stage2Spec, scratch_source
 from pecop_lib.train.checkpoint import LATEST_FILE, load_checkpoint
 from pecop_lib.train.finetune import Setting
+from pecop_lib.train.finetune_runs import check_backbone_split
 from pecop_lib.train.pipeline import pretrain_run
 from pecop_lib.train.targets import pretraining_videos
 
@@ -292,6 +295,25 @@ def _unknown_dataset(ctx: Ctx) -> Triggered:
       "needs a task, one of")
 def _unknown_task(ctx: Ctx) -> Triggered:
     return Triggered(lambda: Setting("usdl", "PD4T", "gait"), ["'gait'", "'Gait'"])
+
+
+@case("jigsaws-pretraining-without-fold", "JIGSAWS continual pretraining without the test fold it is for",
+      ValueError, "the dataset, the value and the valid folds", "one of (0, 1, 2, 3)")
+def _jigsaws_no_fold(ctx: Ctx) -> Triggered:
+    return Triggered(lambda: pretraining_videos(ctx.world_root / "JIGSAWS", "JIGSAWS", task="Suturing"),
+                     ["JIGSAWS", "fold=None"])
+
+
+@case("backbone-pretrained-for-another-fold", "fine-tuning a JIGSAWS fold on a backbone continually pretrained for "
+      "another fold (its pretraining videos include this fold's test trials)", ValueError,
+      "the task, both folds and the command for the right backbone", "pecop pretrain --fold 0")
+def _other_fold(ctx: Ctx) -> Triggered:
+    folder = ctx.tmp / "stage2-fold2"
+    folder.mkdir()
+    spec = asdict(Stage2Spec(dataset="JIGSAWS", task="Suturing", fold=2))
+    atomic_write_json(folder / STAGE2_RECORD, {"spec": spec, "source": scratch_source().to_dict(), "weights": None})
+    setting = Setting("musdl", "JIGSAWS", "Suturing", 0)
+    return Triggered(lambda: check_backbone_split(folder, [setting]), ["Suturing", "fold 2", "fold 0"])
 
 
 # -------------------------------------------------------------------------------- weights
