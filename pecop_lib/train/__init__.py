@@ -78,10 +78,18 @@ from pecop_lib.train.pretrain import (
     target_videos,
 )
 from pecop_lib.train.rng import capture_rng_state, restore_rng_state, seed_everything
-from pecop_lib.train.targets import TARGET_DATASETS, official_normal_pace, pretraining_videos
+from pecop_lib.train.targets import (
+    JIGSAWS_FOLDS,
+    TARGET_DATASETS,
+    check_evaluation_split,
+    check_fold,
+    official_normal_pace,
+    pretraining_videos,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "JIGSAWS_FOLDS",
     "PRECISIONS",
     "PRETEXTS",
     "RECIPES",
@@ -112,6 +120,8 @@ __all__ = [
     "autocast",
     "autocast_dtype",
     "capture_rng_state",
+    "check_evaluation_split",
+    "check_fold",
     "comparison_backbones",
     "comparison_table",
     "continual_pretrain",
