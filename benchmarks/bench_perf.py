@@ -175,7 +175,8 @@ def measure(row: Row, device_spec: str, size: tuple[int, int, int], warmup: int,
         return step(model, batch_)
 
     trainer = Trainer(model, timed, optimizer, scheduler, device=device, precision=row.precision,
-                      compile=row.compile, show_progress=False)
+                      compile=row.compile, show_progress=False,
+                      loader_workers=workers if row.input in ("workers", "device") else 0)
     started = time.perf_counter()
     trainer.fit(data, 1)
     if device.type == "cuda":

@@ -1205,7 +1205,8 @@ def finetune(
     run = Path(run_dir) if run_dir is not None else None
     trainer = Trainer(model, _aqa_step, optimizer, run_dir=run, device=context.device, precision=precision,
                       compile=compile, grad_accum_steps=recipe.grad_accum_steps, keep_last=keep_last,
-                      distributed=distributed, desc=setting.label, show_progress=show_progress)
+                      distributed=distributed, desc=setting.label, show_progress=show_progress,
+                      loader_workers=num_workers)
 
     test_true = data.test.scores()
     val_true = data.train.scores()[val_idx]

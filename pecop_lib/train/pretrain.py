@@ -381,7 +381,7 @@ def continual_pretrain(
         device=context.device, precision=precision, compile=compile,
         grad_accum_steps=grad_accum_steps, checkpoint_every_steps=checkpoint_every_steps, keep_last=keep_last,
         distributed=distributed, desc=f"{spec.label} {type(sampler).__name__.removesuffix('Sampler')}",
-        show_progress=show_progress, seed=seed,
+        show_progress=show_progress, seed=seed, loader_workers=num_workers,
     )
     started = time.perf_counter()
     history = trainer.fit(data, epochs, resume=resume)
@@ -459,7 +459,7 @@ def domain_general_pretrain(
                         pin_memory=context.device.type == "cuda")
     trainer = Trainer(model, _classification_step, optimizer, scheduler, run_dir=run_dir,
                       device=context.device, precision=precision, distributed=distributed,
-                      desc="domain-general", show_progress=show_progress, seed=seed)
+                      desc="domain-general", show_progress=show_progress, seed=seed, loader_workers=num_workers)
     started = time.perf_counter()
     history = trainer.fit(data, epochs, resume=resume)
     return PretrainResult(model, history, [n for n, _ in backbone.named_parameters()], time.perf_counter() - started)
