@@ -15,6 +15,10 @@ count afterwards, also when training raises. It never *raises* the count above t
 count is a deliberate choice (``OMP_NUM_THREADS``, ``torch.set_num_threads``, ``torchrun``'s one
 thread per process) that training must keep. Without loader workers the count is left as it is.
 GPU training is not touched: the model's work runs on the device.
+
+The intra-op thread count can change the order of floating-point reductions, so on a CPU the same
+seed gives bit-identical results for the same worker count and cores (a resume included); runs with
+different worker counts may differ in the last bits.
 """
 
 from __future__ import annotations
