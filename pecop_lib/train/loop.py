@@ -18,7 +18,10 @@ and loss), an optimiser, an optional scheduler and ``data(epoch) -> iterable of 
 * DistributedDataParallel when started by ``torchrun`` (see :mod:`pecop_lib.train.distributed`):
   gradients are averaged across processes, metrics reduced, files written by rank 0;
 * on a CPU, one core per loader worker: ``fit`` runs with ``min(current, max(1, cores - workers))``
-  intra-op threads and restores the previous count afterwards (:mod:`pecop_lib.train.threads`).
+  intra-op threads and restores the previous count afterwards (:mod:`pecop_lib.train.threads`);
+* on a GPU, cuDNN autotuning (``torch.backends.cudnn.benchmark``) during ``fit`` unless PyTorch was
+  asked for deterministic algorithms, the previous value restored afterwards
+  (:mod:`pecop_lib.train.autotune`).
 
 Exactness of ``resume`` needs ``data(epoch)`` to return the same batches for the same epoch
 whatever happened before (e.g. :func:`pecop_lib.train.data.epoch_loader`). A resume from an
@@ -50,6 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pecop_lib.atomic import atomic_write_json, atomic_write_text
 from pecop_lib.config import resolve_device
 from pecop_lib.outputs import progress
+from pecop_lib.train.autotune import cudnn_autotuning
 from pecop_lib.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -178,6 +182,12 @@ class Trainer:
             On a CPU device, :meth:`fit` leaves them a core each: it trains with
             :func:`~pecop_lib.train.threads.cpu_training_threads` (``min(current, max(1, cores -
             loader_workers))`` intra-op threads, the previous count restored afterwards, also on an error).
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during :meth:`fit` on a CUDA device:
+            ``None`` turns it on unless ``torch.use_deterministic_algorithms(True)`` or
+            ``torch.backends.cudnn.deterministic`` asks for repeatable kernels
+            (:func:`~pecop_lib.train.autotune.use_cudnn_benchmark`); ``True`` / ``False`` decide. Worth it
+            when input shapes repeat (every recipe of the package: fixed clip sizes). The previous value is
+            restored after :meth:`fit`; other devices leave the flag alone.
     """
 
     def __init__(
@@ -202,6 +212,7 @@ class Trainer:
         show_progress: bool = True,
         seed: int | None = None,
         loader_workers: int = 0,
+        cudnn_benchmark: bool | None = None,
     ) -> None:
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -229,6 +240,7 @@ class Trainer:
         self.keep_last = keep_last
         self.desc = desc
         self.loader_workers = loader_workers
+        self.cudnn_benchmark = cudnn_benchmark
         self.show_progress = show_progress and self.dist.is_main
         wrapped: nn.Module = model
         if self.dist.is_distributed:
@@ -280,7 +292,8 @@ class Trainer:
         if resume:
             self._resume(resume)
         self.optimizer.zero_grad(set_to_none=True)
-        with cpu_training_threads(self.device, self.loader_workers):
+        with (cpu_training_threads(self.device, self.loader_workers),
+              cudnn_autotuning(self.device, self.cudnn_benchmark)):
             for epoch in range(self._position["epoch"], epochs):
                 self._run_epoch(data, epoch, epochs)
         self.dist.barrier()
