@@ -291,7 +291,7 @@ def test_generation_is_deterministic_and_worker_independent(world, tmp_path):
 
 def test_synthetic_world_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PECOP_CACHE_DIR", str(tmp_path))
-    spec = WorldSpec(size=16, aqa_videos=8, jigsaws_trials=1, action_videos=2, action_frames=8)
+    spec = WorldSpec(size=20, aqa_videos=8, jigsaws_trials=1, action_videos=2, action_frames=8)  # 16: decord misreads
     first = synthetic_world(spec=spec)
     assert first.root == tmp_path / "synthetic" / spec.key() and load_world(first.root) is not None
     stamp = (first.root / "world.json").stat().st_mtime_ns

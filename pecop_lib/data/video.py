@@ -3,9 +3,10 @@
 Two sources share one interface (:class:`FrameSource`): ``len(source)`` is the number of frames
 that really decode, and ``source.read(positions)`` returns ``(T, H, W, 3)`` uint8 RGB, positions
 clamped to the decodable range. :class:`VideoFile` decodes with decord and guards against its
-known failure modes (over-reported frame counts, corrupt or empty files); :class:`FrameFolder`
-reads the pre-extracted JPEG folders most AQA datasets ship. Writers for both formats are here
-too (:func:`write_mp4` with PyAV/libx264, :func:`write_frame_folder` with PIL).
+known failure modes (over-reported frame counts, corrupt or empty files, the narrow widths whose
+frames it misreads: :func:`decord_misreads_width`); :class:`FrameFolder` reads the pre-extracted
+JPEG folders most AQA datasets ship. Writers for both formats are here too (:func:`write_mp4` with
+PyAV/libx264, which refuses the widths decord misreads, :func:`write_frame_folder` with PIL).
 """
 
 from __future__ import annotations
@@ -21,6 +22,40 @@ from pecop_lib.data.errors import VideoDecodeError
 from pecop_lib.data.sampling import clamp
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+FFMPEG_ROW_ALIGN = 32
+"""Bytes to which FFmpeg's filters pad each row of the RGB frames they hand to decord."""
+DECODABLE_WIDTH_FIX = (
+    "re-encode it to a width that is a multiple of 32 or at least 96 px (e.g. ffmpeg -i <file> -vf scale=64:-2 "
+    "-c:v libx264 <new>.mp4), or extract its frames into a JPEG folder"
+)
+
+
+def decord_misreads_width(width: int) -> bool:
+    """True for the frame widths whose RGB frames decord (0.6) returns with a wrong layout.
+
+    FFmpeg pads each RGB24 row (``3 * width`` bytes) to a multiple of :data:`FFMPEG_ROW_ALIGN` bytes by
+    widening it to the next multiple of 2, 4, 8, ... pixels until the row length is such a multiple
+    (``libavutil``'s frame buffers). decord takes a frame whose row length is a multiple of the width
+    for a compact array and reads ``row / width`` channels per pixel: a padded row of exactly 4 or 6
+    times the width gives frames of shape ``(H, W, 4)`` or ``(H, W, 6)`` (garbage from ``vr[i]``, an
+    error from ``get_batch``). Among even widths that is 2, 4, 6, 8, 12, 16, 24, 48 and 72 px, at any
+    height (checked against decord 0.6.0 for every even width up to 128 px); widths that are multiples
+    of 32, or of at least 96 px, are never affected.
+
+    Args:
+        width: Frame width in pixels.
+
+    Returns:
+        Whether decord misreads frames of that width.
+    """
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    step = 1
+    row = 3 * width
+    while row % FFMPEG_ROW_ALIGN and step < FFMPEG_ROW_ALIGN:
+        step *= 2
+        row = 3 * (-(-width // step) * step)
+    return row != 3 * width and row % width == 0
 
 
 @runtime_checkable
@@ -144,6 +179,8 @@ class VideoFile:
                 "or is not a video: copy it again or re-encode it (e.g. ffmpeg -i <file> -c:v libx264 <new>.mp4)"
             ) from exc
         self._length = self._verified_length(len(self._reader))
+        if self._length == 0:
+            self._check_frame_layout()
         self.fps = float(self._reader.get_avg_fps())
         _check_length(self.path, self._length, min_frames)
 
@@ -169,6 +206,25 @@ class VideoFile:
                 high = mid
         return low
 
+    def _check_frame_layout(self) -> None:
+        """Raise if decord lays this video's frames out with a wrong channel count (see :func:`decord_misreads_width`).
+
+        Called when not even frame 0 decodes: ``get_batch`` then fails on every frame, while a single
+        frame (``reader[0]``, no copy) still shows the layout decord took. A frame 0 that does not
+        decode at all is a corrupt file, reported by the caller as 0 decodable frames.
+        """
+        try:
+            shape = tuple(self._reader[0].shape)
+        except Exception:  # noqa: BLE001 (no frame at all: corrupt, reported by the frame count check)
+            return
+        if len(shape) == 3 and shape[2] != 3:
+            height, width, channels = shape
+            raise VideoDecodeError(
+                f"{self.path}: decord cannot decode this {width}x{height} px video: for a frame width of {width} px "
+                f"it lays the RGB rows out as {channels} channels per pixel instead of 3 (a decord bug at widths "
+                f"16, 24, 48, 72 px and some below 16); {DECODABLE_WIDTH_FIX}"
+            )
+
     def __len__(self) -> int:
         return self._length
 
@@ -179,6 +235,21 @@ class VideoFile:
             return self._reader.get_batch(pos.tolist()).asnumpy()
         except Exception as exc:
             raise VideoDecodeError(f"{self.path}: decoding frames failed ({exc}); the file may be corrupt") from exc
+
+
+def check_mp4_width(width: int, what: str) -> None:
+    """Raise ``ValueError`` if decord would misread mp4 frames ``width`` px wide (:func:`decord_misreads_width`).
+
+    Args:
+        width: Frame width in pixels.
+        what: What is being written, for the message (e.g. ``"write_mp4 <path>"``).
+    """
+    if decord_misreads_width(width):
+        raise ValueError(
+            f"{what}: frames {width} px wide cannot be read back from an mp4 by decord (the package's video "
+            "decoder misreads widths 16, 24, 48, 72 px and some below 16); use another even width (a multiple of 32, or "
+            "at least 96 px, is always safe) or write a JPEG frame folder"
+        )
 
 
 def open_source(path: str | os.PathLike[str], *, min_frames: int = 1, pattern: str | None = None) -> FrameSource:
@@ -218,10 +289,11 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike[str], *, fps: int = 30
     """Encode ``(T, H, W, 3)`` uint8 RGB frames as H.264 mp4 (PyAV, yuv420p, one thread).
 
     One encoder thread makes the bytes deterministic for identical frames. Height and width
-    must be even (yuv420p). The file is written atomically.
+    must be even (yuv420p), and the width one that decord reads back (:func:`decord_misreads_width`).
+    The file is written atomically.
 
     Raises:
-        ValueError: On odd frame sizes or an empty frame array.
+        ValueError: On odd frame sizes, a width decord misreads or an empty frame array.
     """
     import av
 
@@ -233,6 +305,7 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike[str], *, fps: int = 30
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"write_mp4 needs even height and width for yuv420p, got {height}x{width}")
+    check_mp4_width(width, f"write_mp4 {path}")
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)

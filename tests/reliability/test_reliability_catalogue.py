@@ -43,6 +43,7 @@ from pecop_lib.data import (
 )
 from pecop_lib.data.safe_pickle import dump_pickle, safe_load
 from pecop_lib.data.sampling import clamp
+from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights, save_adapter_checkpoint
 from pecop_lib.models.weights import WeightsMismatchError
 from pecop_lib.notebooks import NotebookParameterError, run_notebooks
@@ -128,6 +129,19 @@ def write_empty_mp4(path: Path) -> None:
         container.start_encoding()
 
 
+def write_mp4_of_width(path: Path, width: int) -> None:
+    """A valid 8-frame H.264 mp4, ``width`` x 32 px, written with PyAV (``write_mp4`` refuses widths decord misreads)."""
+    import av
+
+    frames = np.random.default_rng(width).integers(0, 256, (8, 32, width, 3), dtype=np.uint8)
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, 32, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
 def read_only(ctx: Ctx, folder: Path) -> None:
     """Make ``folder`` read-only; as root (who writes anyway) simulate it: creating files or folders there fails."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,6 +205,28 @@ def _empty_video(ctx: Ctx) -> Triggered:
     ds = _pd4t(ctx)
     ds.video_path(0).write_bytes(b"")
     return Triggered(lambda: ds[0], [str(ds.video_path(0)), "0 bytes"])
+
+
+@case("mp4-width-decord-misreads", "an mp4 video is 48 px wide (decord misreads the frames of widths 16, 24, 48 "
+      "and 72 px)", VideoDecodeError, "the video file and its size", "re-encode it to a width that is a multiple of 32")
+def _narrow_mp4(ctx: Ctx) -> Triggered:
+    ds = _pd4t(ctx)
+    write_mp4_of_width(ds.video_path(0), 48)
+    return Triggered(lambda: ds[0], [str(ds.video_path(0)), "48x32 px"])
+
+
+@case("synthetic-size-decord-misreads", "a synthetic world size whose mp4 videos decord would misread "
+      "(data_synthetic_size=48)", ValueError, "the size and the config key",
+      "use another even width (a multiple of 32, or at least 96 px, is always safe)")
+def _narrow_world(ctx: Ctx) -> Triggered:
+    spec = WorldSpec(size=48, aqa_videos=8, jigsaws_trials=1, action_videos=2, action_frames=8)
+    root = ctx.tmp / "world"
+
+    def nothing_written() -> None:
+        assert not root.exists(), f"{root} was created before the size was refused"
+
+    return Triggered(lambda: generate_world(root, spec), ["synthetic world size 48", "data_synthetic_size"],
+                     after=nothing_written)
 
 
 @case("video-shorter-than-clip", "a video has fewer frames than one clip needs", VideoDecodeError,

@@ -33,11 +33,13 @@ import numpy as np
 from pecop_lib.atomic import atomic_write_json, atomic_write_text
 from pecop_lib.data.safe_pickle import dump_pickle
 from pecop_lib.data.synthetic import actions, diving, motor, render, surgery
-from pecop_lib.data.video import write_frame_folder, write_mp4
+from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
 
 GENERATOR_VERSION = 1
 """Bump when generated content changes: cached worlds of other versions are not reused."""
 DATASETS = ("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T", "Kinetics-synth")
+MP4_DATASETS = ("PD4T", "Kinetics-synth")
+"""The datasets whose videos are mp4 files (the others are JPEG frame folders)."""
 LATENTS_FILE = "synthetic_latents.json"
 MANIFEST = "world.json"
 MTL_EVENTS = (1, 2, 3, 4, 5, 6, 7, 9, 10, 13, 14, 17, 18, 22, 26)
@@ -361,12 +363,21 @@ def generate_world(
 
     Returns:
         The :class:`World`; its manifest records per-dataset seconds and bytes.
+
+    Raises:
+        ValueError: On an unknown dataset, or a frame size decord cannot read back from the mp4
+            datasets (:data:`MP4_DATASETS`; :func:`~pecop_lib.data.video.decord_misreads_width`),
+            before anything is written.
     """
     root = Path(root)
     datasets = tuple(datasets)
     unknown = [d for d in datasets if d not in GENERATORS]
     if unknown:
         raise ValueError(f"unknown synthetic dataset(s) {unknown}; choose from {DATASETS}")
+    mp4 = [d for d in datasets if d in MP4_DATASETS]
+    if mp4:
+        check_mp4_width(spec.size, f"synthetic world size {spec.size} (WorldSpec.size, config data_synthetic_size) "
+                                   f"for the mp4 videos of {', '.join(mp4)}")
     root.mkdir(parents=True, exist_ok=True)
     (root / MANIFEST).unlink(missing_ok=True)
     report = {}
