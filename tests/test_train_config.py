@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -42,3 +44,20 @@ def test_every_preset_builds_the_pretext_and_loop_settings(preset: str) -> None:
     assert cfg.train_precision in PRECISIONS
     autocast_dtype(cfg.train_precision, torch.device("cpu"))
     assert cfg.train_grad_accum_steps >= 1 and cfg.train_checkpoint_every_steps >= 0 and cfg.train_keep_checkpoints >= 0
+
+
+def test_synthetic_world_follows_config_overrides(tmp_path, monkeypatch) -> None:
+    """``--set data_synthetic_size=...`` must reach the world: a preset name alone would ignore it."""
+    from pecop_lib.data.synthetic import world_spec
+    from pecop_lib.data.synthetic.world import MANIFEST
+    from pecop_lib.train.pipeline import synthetic_root
+
+    cfg = resolve("tutorial", seed=3, data_synthetic_size=32, data_synthetic_aqa_videos=8, data_synthetic_jigsaws_trials=1,
+                  data_synthetic_action_videos=2, data_synthetic_action_frames=16)
+    spec = world_spec(cfg, cfg.seed)
+    assert (spec.size, spec.aqa_videos, spec.action_videos, spec.seed) == (32, 8, 2, 3)
+    assert world_spec("tutorial").size == resolve("tutorial").data_synthetic_size != 32
+    monkeypatch.setenv("PECOP_CACHE_DIR", str(tmp_path))
+    root = synthetic_root(cfg)
+    assert root == tmp_path / "synthetic" / spec.key()
+    assert json.loads((root / MANIFEST).read_text())["spec"]["size"] == 32

@@ -257,10 +257,10 @@ def finetune_command(
     Raises:
         ValueError, FileNotFoundError, WeightsMismatchError: On bad arguments, before training.
     """
-    from pecop_lib.data.synthetic import synthetic_world
     from pecop_lib.outputs import write_metrics
     from pecop_lib.train.finetune import NUM_FOLDS, load_finetune_backbone
     from pecop_lib.train.finetune_report import aggregate_folds, official_protocol
+    from pecop_lib.train.pipeline import synthetic_root
 
     folds: Sequence[int | None] = [fold] if fold is not None or dataset != "JIGSAWS" else range(NUM_FOLDS)
     settings = [Setting(head, dataset, task, f) for f in folds]
@@ -277,10 +277,7 @@ def finetune_command(
                                             bn_eps=cfg.model_bn_eps, seed=cfg.seed)  # fail before training
     context = distributed or DistributedContext()
     if data_root is None:
-        if context.is_main:
-            synthetic_world(cfg.preset, seed=cfg.seed)
-        context.barrier()
-        data_root = synthetic_world(cfg.preset, seed=cfg.seed).root
+        data_root = synthetic_root(cfg, context)
     name = label or ("random-init" if str(backbone_checkpoint).lower() == "none" else Path(backbone_checkpoint).name)
     results = run_settings(
         settings, {name: factory}, data_root, options, out=out, crop=cfg.data_crop_size,

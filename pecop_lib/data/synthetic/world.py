@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from pecop_lib.atomic import atomic_write_json, atomic_write_text
 from pecop_lib.data.safe_pickle import dump_pickle
 from pecop_lib.data.synthetic import actions, diving, motor, render, surgery
 from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
+
+if TYPE_CHECKING:
+    from pecop_lib.config import Config
 
 GENERATOR_VERSION = 1
 """Bump when generated content changes: cached worlds of other versions are not reused."""
@@ -404,24 +407,29 @@ def load_world(root: str | os.PathLike[str]) -> World | None:
     return World(Path(root), manifest)
 
 
-def world_spec(preset: str = "smoke", seed: int = 0) -> WorldSpec:
-    """The :class:`WorldSpec` of a config preset (its ``data_synthetic_*`` values)."""
+def world_spec(preset: str | Config = "smoke", seed: int = 0) -> WorldSpec:
+    """The :class:`WorldSpec` of a config preset or of a resolved config (its ``data_synthetic_*`` values).
+
+    Pass the resolved :class:`~pecop_lib.config.Config` when it may carry overrides
+    (``resolve("tutorial", data_synthetic_size=32)``): a preset name reads the preset's own values.
+    """
     from pecop_lib.config import resolve
 
-    cfg = resolve(preset)
+    cfg = resolve(preset) if isinstance(preset, str) else preset
     return WorldSpec(size=cfg.data_synthetic_size, aqa_videos=cfg.data_synthetic_aqa_videos,
                      jigsaws_trials=cfg.data_synthetic_jigsaws_trials, action_videos=cfg.data_synthetic_action_videos,
                      action_frames=cfg.data_synthetic_action_frames, seed=seed)
 
 
 def synthetic_world(
-    preset: str = "smoke", seed: int = 0, *, spec: WorldSpec | None = None, root: str | os.PathLike[str] | None = None,
+    preset: str | Config = "smoke", seed: int = 0, *, spec: WorldSpec | None = None, root: str | os.PathLike[str] | None = None,
     workers: int = 0,
 ) -> World:
     """The synthetic world of a preset, generated once and cached.
 
     Args:
-        preset: Config preset whose ``data_synthetic_*`` sizes to use (ignored when ``spec`` is given).
+        preset: Config preset, or resolved config, whose ``data_synthetic_*`` sizes to use (ignored
+            when ``spec`` is given); see :func:`world_spec`.
         seed: World seed.
         spec: Explicit sizes instead of the preset's.
         root: Folder to use instead of ``cache_dir()/synthetic/<spec key>``.
