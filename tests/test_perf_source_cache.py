@@ -17,7 +17,7 @@ from pecop_lib.data.video import write_mp4
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)  # decord needs widths in multiples of 32
+    frames = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)  # 32 px: decord misreads a few narrow widths
     return write_mp4(frames, tmp_path_factory.mktemp("cache") / "clip.mp4")
 
 
