@@ -3,7 +3,6 @@ notebook-08 explorer's cards (VideoBrowser): what is drawn, from which numbers."
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,12 +21,6 @@ from pecop_lib.viz.distributions import (
     view_range,
 )
 from tests._ablation_stand_ins import ablation_result
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def _bars(ax):

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from pecop_lib.heads import group_bounds, usdl_spec
 from pecop_lib.viz.finetune import plot_epoch_curves, plot_pred_vs_true, plot_score_distributions
 from pecop_lib.viz.heads import draw_core_tree, draw_tsa_segmentation, draw_usdl_targets, soft_label_targets
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def test_usdl_targets_drawing():

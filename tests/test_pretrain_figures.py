@@ -18,12 +18,6 @@ from pecop_lib.viz.vspp import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def test_timeline_marks_the_segment_and_the_wrap() -> None:
     sampler = VSPPSampler(clip_len=8, num_segments=4)
     normal = VSPPDraw(speed=3, segment=2, start=1)

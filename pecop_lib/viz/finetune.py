@@ -21,6 +21,15 @@ def _grid(count: int, columns: int) -> tuple[int, int]:
     return int(np.ceil(count / columns)), columns
 
 
+def _finish(fig: Any, axes: Any, used: int, title: str) -> Any:
+    """Blank the grid's panels past the first ``used``, add the title, lay out; returns ``fig``."""
+    for ax in axes.ravel()[used:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_epoch_curves(curves: Mapping[str, Mapping[str, Any]], title: str) -> Any:
     """Test and validation Spearman per epoch, one panel per run, with each protocol's epoch marked.
 
@@ -55,11 +64,7 @@ def plot_epoch_curves(curves: Mapping[str, Mapping[str, Any]], title: str) -> An
         ax.set_xlabel("epoch")
         ax.set_ylabel("Spearman rho")
         ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(curves):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, len(curves), title)
 
 
 def plot_pred_vs_true(runs: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str) -> Any:
@@ -82,11 +87,7 @@ def plot_pred_vs_true(runs: Mapping[str, tuple[Sequence[float], Sequence[float]]
         ax.set_title(f"{label}\nrho = {rho:.3f}", fontsize=9)
         ax.set_xlabel("true score")
         ax.set_ylabel("predicted score")
-    for ax in axes.ravel()[len(runs):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, len(runs), title)
 
 
 def plot_score_distributions(
@@ -152,8 +153,4 @@ def plot_score_histograms(runs: Mapping[str, tuple[Sequence[float], Sequence[flo
         ax.set_title(f"{label}\nstd: predicted {p.std():.3g}, true {t.std():.3g}", fontsize=9)
         ax.set_xlabel("score")
         ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(runs):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, len(runs), title)
