@@ -8,6 +8,7 @@ notebook runner beside the whole line. The public API is re-exported here.
 from pecop_lib.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from pecop_lib.config import (
     PRESET_NAMES,
+    COURSE_NOTICE,
     SMOKE_NOTICE,
     Config,
     ConfigError,
@@ -83,6 +84,7 @@ __all__ = [
     "official_transform",
     "synthetic_world",
     "PRESET_NAMES",
+    "COURSE_NOTICE",
     "SMOKE_NOTICE",
     "AdapterConfig",
     "Config",

@@ -5,10 +5,14 @@ A run is described by one flat, typed :class:`Config`. Every field has a stage p
 stays flat (one namespace, easy to override from a notebook's ``parameters`` cell or the
 command line) while each stage can still take only its own values with :meth:`Config.stage`.
 
-Three presets exist:
+Four presets exist:
 
 * ``smoke``: CPU, minutes for the whole notebook sequence. It checks the plumbing, not a
   result; every figure and ``metrics.json`` made with it says so (:data:`SMOKE_NOTICE`).
+* ``course``: the synthetic world on a 2-core CPU, sized so that the whole sequence shows real
+  held-out results in under 45 minutes (a narrower I3D, small frames, heads trained on stored
+  frozen features); its figures and metrics say so (:data:`COURSE_NOTICE`). ``--preset auto``
+  picks it when no CUDA GPU is usable.
 * ``tutorial``: the synthetic world on one GPU, large enough for meaningful results.
 * ``paper``: real data and the paper's hyperparameters.
 
@@ -31,9 +35,12 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
-PRESET_NAMES: tuple[str, ...] = ("smoke", "tutorial", "paper")
+PRESET_NAMES: tuple[str, ...] = ("smoke", "course", "tutorial", "paper")
 
 SMOKE_NOTICE = "smoke run: checks the plumbing, not a result"
+COURSE_NOTICE = "course run (synthetic world, CPU scale)"
+PRESET_NOTICES: dict[str, str] = {"smoke": SMOKE_NOTICE, "course": COURSE_NOTICE}
+"""Presets whose figure titles and ``metrics.json`` must say what their numbers are."""
 
 
 class ConfigError(ValueError):
@@ -68,6 +75,7 @@ class Config:
 
     # --- model: backbone and 3D-Adapters (paper Sec. 3.1, Eq. 1) ---
     model_backbone: str = "i3d"  # i3d | r3d18 (pecop_lib.models.build_backbone)
+    model_width: float = 1.0  # I3D channel multiplier: 1 = Kinetics I3D; course 0.25 (a CPU-sized I3D, same blocks)
     model_adapter_lambda: int = 4  # bottleneck C/lambda of the 3D-Adapter
     model_adapter_groups: str = "width"  # width (official: groups = C/lambda) | depthwise (groups = C)
     model_adapter_init: str = "official"  # official (PyTorch default, alpha = 1) | zero_up (identity at start)
@@ -157,6 +165,14 @@ class Config:
         """True for the ``smoke`` preset, whose outputs must be labelled as plumbing checks."""
         return self.preset == "smoke"
 
+    @property
+    def notice(self) -> str | None:
+        """What every figure title and ``metrics.json`` of this preset must say, or ``None``.
+
+        ``smoke``: :data:`SMOKE_NOTICE`; ``course``: :data:`COURSE_NOTICE`; otherwise ``None``.
+        """
+        return PRESET_NOTICES.get(self.preset)
+
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (JSON-serialisable)."""
         return dataclasses.asdict(self)
@@ -195,6 +211,40 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ablation_switches": "combined",
         "ablation_seeds": 1,
         "ablation_finetune_epochs": 1,
+    },
+    "course": {
+        # sized for a 2-core CPU; every value is measured and explained in docs/course.md
+        "runner_cell_timeout_s": 1800,
+        "data_synthetic_size": 64,
+        "data_synthetic_aqa_videos": 120,
+        "data_synthetic_jigsaws_trials": 1,
+        "data_synthetic_action_videos": 40,
+        "data_synthetic_action_frames": 48,
+        "data_crop_size": 48,
+        "data_clip_frames": 16,
+        "data_num_workers": 1,
+        "model_width": 0.25,
+        "pretrain_clip_len": 16,
+        "pretrain_crop_size": 48,
+        "pretrain_batch_size": 8,
+        "pretrain_epochs": 6,
+        "pretrain_full_epochs": 6,
+        "pretrain_lr": 0.01,
+        "pretrain_list_repeat": 4,
+        "pretrain_general_epochs": 10,
+        "pretrain_general_batch_size": 8,
+        "finetune_epochs": 20,
+        "finetune_train_backbone": "frozen",
+        "finetune_decode": "expectation",
+        "finetune_bootstrap": 1000,
+        "finetune_scope": "minimal",
+        "ablation_fig5_tasks": "MTL-AQA,Gait",
+        "ablation_table5_tasks": "MTL-AQA",
+        "ablation_table6_tasks": "Gait",
+        "ablation_switch_task": "MTL-AQA",
+        "ablation_switches": "combined",
+        "ablation_seeds": 3,
+        "ablation_finetune_epochs": 0,
     },
     "tutorial": {},
     "paper": {
@@ -325,7 +375,7 @@ def cache_dir() -> "Path":  # noqa: F821 (pathlib imported lazily)
 
 
 def auto_preset() -> str:
-    """``"tutorial"`` when a CUDA GPU is usable, else ``"smoke"`` (the runner's ``--preset auto``)."""
+    """``"tutorial"`` when a CUDA GPU is usable, else ``"course"`` (the runner's ``--preset auto``)."""
     import torch
 
-    return "tutorial" if torch.cuda.is_available() else "smoke"
+    return "tutorial" if torch.cuda.is_available() else "course"

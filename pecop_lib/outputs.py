@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pecop_lib.atomic import atomic_path, atomic_write_json
-from pecop_lib.config import SMOKE_NOTICE
+from pecop_lib.config import PRESET_NOTICES
 
 T = TypeVar("T")
 
@@ -39,8 +39,9 @@ def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
 
 
 def titled(title: str, preset: str) -> str:
-    """Return a figure title, with the smoke notice appended for the ``smoke`` preset."""
-    return f"{title}\n({SMOKE_NOTICE})" if preset == "smoke" else title
+    """Return a figure title with the preset's notice appended (``smoke``, ``course``; see ``PRESET_NOTICES``)."""
+    notice = PRESET_NOTICES.get(preset)
+    return f"{title}\n({notice})" if notice else title
 
 
 def save_figure(fig: Any, out_dir: str | os.PathLike[str], name: str, *, formats: Iterable[str] = ("png",)) -> list[Path]:
@@ -81,8 +82,9 @@ def _json_safe(value: Any) -> Any:
 def write_metrics(out_dir: str | os.PathLike[str], metrics: dict[str, Any], *, preset: str) -> Path:
     """Write ``out_dir/metrics.json`` atomically.
 
-    The file always records the preset; for ``smoke`` it also carries ``"notice"`` with
-    :data:`~pecop_lib.config.SMOKE_NOTICE`. Non-finite floats are stored as ``null``.
+    The file always records the preset; for ``smoke`` and ``course`` it also carries ``"notice"``
+    (:data:`~pecop_lib.config.SMOKE_NOTICE`, :data:`~pecop_lib.config.COURSE_NOTICE`). Non-finite
+    floats are stored as ``null``.
 
     Args:
         out_dir: The notebook's output folder.
@@ -93,8 +95,8 @@ def write_metrics(out_dir: str | os.PathLike[str], metrics: dict[str, Any], *, p
         The path of the written file.
     """
     record = {"preset": preset, **_json_safe(metrics)}
-    if preset == "smoke":
-        record["notice"] = SMOKE_NOTICE
+    if preset in PRESET_NOTICES:
+        record["notice"] = PRESET_NOTICES[preset]
     return atomic_write_json(prepare_out_dir(out_dir) / METRICS_FILE, record)
 
 

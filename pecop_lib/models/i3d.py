@@ -156,6 +156,23 @@ class Mixed(nn.Module):
         return torch.cat([self.branch_0(x), self.branch_1(x), self.branch_2(x), self.branch_3(x)], dim=1)
 
 
+def _channel_scaler(width: float):
+    """``channels -> channels * width`` as an int; raises if ``width`` does not give whole channel counts."""
+    if not 0 < width <= 1:
+        raise ValueError(f"I3D width must be in (0, 1], got {width}")
+
+    def scaled(channels: int) -> int:
+        value = channels * width
+        if abs(value - round(value)) > 1e-9 or round(value) < 1:
+            raise ValueError(
+                f"I3D width {width} gives {value:g} channels for a {channels}-channel layer; use a width such as "
+                "1, 0.5 or 0.25 that divides every channel count (16 is the smallest)"
+            )
+        return int(round(value))
+
+    return scaled
+
+
 class I3D(Backbone):
     """Kinetics I3D up to Mixed_5c, in the hassony2/CoRe/PECoP layout.
 
@@ -169,6 +186,10 @@ class I3D(Backbone):
         bn_momentum: BatchNorm momentum (CoRe/PECoP ``0.1``; piergiaj ``0.01``).
         pool: See :func:`pecop_lib.models.backbone.pool_features`.
         bn_mode: ``"train"`` or ``"frozen"``.
+        width: Channel multiplier of every layer (1.0: Kinetics I3D, the only width real
+            checkpoints have). The ``course`` preset uses a narrower I3D (same blocks, same
+            adapter sites, every channel count times ``width``) so that a 2-core CPU can train it;
+            the product of each channel count and ``width`` must be a whole number.
     """
 
     name = "i3d"
@@ -184,28 +205,28 @@ class I3D(Backbone):
         bn_momentum: float = 0.1,
         pool: str = "adaptive",
         bn_mode: str = "train",
+        width: float = 1.0,
     ) -> None:
         super().__init__(pool=pool, bn_mode=bn_mode)
         bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-        self.bn_eps = bn_eps
-        self.conv3d_1a_7x7 = Unit3D(3, 64, (7, 7, 7), (2, 2, 2), **bn)
+        self.bn_eps, self.width = bn_eps, float(width)
+        c = _channel_scaler(self.width)
+        self.feature_dim = c(1024)
+        self.conv3d_1a_7x7 = Unit3D(3, c(64), (7, 7, 7), (2, 2, 2), **bn)
         self.maxPool3d_2a_3x3 = TFMaxPool3d((1, 3, 3), (1, 2, 2))
-        self.conv3d_2b_1x1 = Unit3D(64, 64, **bn)
-        self.conv3d_2c_3x3 = Unit3D(64, 192, (3, 3, 3), **bn)
+        self.conv3d_2b_1x1 = Unit3D(c(64), c(64), **bn)
+        self.conv3d_2c_3x3 = Unit3D(c(64), c(192), (3, 3, 3), **bn)
         self.maxPool3d_3a_3x3 = TFMaxPool3d((1, 3, 3), (1, 2, 2))
-        self.mixed_3b = Mixed(*MIXED_SPECS["mixed_3b"], **bn)
-        self.mixed_3c = Mixed(*MIXED_SPECS["mixed_3c"], **bn)
-        self.maxPool3d_4a_3x3 = TFMaxPool3d((3, 3, 3), (2, 2, 2))
-        self.mixed_4b = Mixed(*MIXED_SPECS["mixed_4b"], **bn)
-        self.mixed_4c = Mixed(*MIXED_SPECS["mixed_4c"], **bn)
-        self.mixed_4d = Mixed(*MIXED_SPECS["mixed_4d"], **bn)
-        self.mixed_4e = Mixed(*MIXED_SPECS["mixed_4e"], **bn)
-        self.mixed_4f = Mixed(*MIXED_SPECS["mixed_4f"], **bn)
-        self.maxPool3d_5a_2x2 = TFMaxPool3d((2, 2, 2), (2, 2, 2))
-        self.mixed_5b = Mixed(*MIXED_SPECS["mixed_5b"], **bn)
-        self.mixed_5c = Mixed(*MIXED_SPECS["mixed_5c"], **bn)
+        for name in ("mixed_3b", "mixed_3c", "maxPool3d_4a_3x3", "mixed_4b", "mixed_4c", "mixed_4d", "mixed_4e",
+                     "mixed_4f", "maxPool3d_5a_2x2", "mixed_5b", "mixed_5c"):
+            if name.startswith("maxPool"):
+                kernel = (3, 3, 3) if name == "maxPool3d_4a_3x3" else (2, 2, 2)
+                setattr(self, name, TFMaxPool3d(kernel, (2, 2, 2)))
+            else:
+                channels, widths = MIXED_SPECS[name]
+                setattr(self, name, Mixed(c(channels), tuple(c(w) for w in widths), **bn))  # type: ignore[arg-type]
         if num_classes is not None:
-            self.conv3d_0c_1x1 = Unit3D(1024, num_classes, relu=False, bias=True, batch_norm=False)
+            self.conv3d_0c_1x1 = Unit3D(self.feature_dim, num_classes, relu=False, bias=True, batch_norm=False)
         self._stages = (
             "conv3d_1a_7x7", "maxPool3d_2a_3x3", "conv3d_2b_1x1", "conv3d_2c_3x3", "maxPool3d_3a_3x3",
             "mixed_3b", "mixed_3c", "maxPool3d_4a_3x3", "mixed_4b", "mixed_4c", "mixed_4d", "mixed_4e",

@@ -78,9 +78,20 @@ STAGE2_RECORD = "stage2.json"
 SOURCE_KINDS: tuple[str, ...] = ("stage1", "weights", "scratch")
 
 
-def backbone_options(backbone: str, *, pool: str = "adaptive", bn_eps: float = 1e-5) -> dict[str, Any]:
-    """Constructor options of :func:`~pecop_lib.models.build_backbone` (``bn_eps`` exists for I3D only)."""
-    return {"pool": pool, **({"bn_eps": bn_eps} if backbone == "i3d" else {})}
+def backbone_options(backbone: str, *, pool: str = "adaptive", bn_eps: float = 1e-5, width: float = 1.0) -> dict[str, Any]:
+    """Constructor options of :func:`~pecop_lib.models.build_backbone` (``bn_eps`` and ``width`` exist for I3D only).
+
+    Raises:
+        ValueError: If ``width`` is not 1 for a backbone without a width option.
+    """
+    if backbone != "i3d" and width != 1.0:
+        raise ValueError(f"model_width={width} applies to I3D only; {backbone!r} has one width (set model_width=1)")
+    options: dict[str, Any] = {"pool": pool}
+    if backbone == "i3d":
+        options["bn_eps"] = bn_eps
+        if width != 1.0:  # the full width is the default: older artifact records stay valid
+            options["width"] = width
+    return options
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -167,9 +178,10 @@ def kinetics_source(path: str | os.PathLike[str], backbone: str = "i3d", *, pool
     return source
 
 
-def scratch_source(backbone: str = "i3d", *, pool: str = "adaptive", bn_eps: float = 1e-5) -> BackboneSource:
+def scratch_source(backbone: str = "i3d", *, pool: str = "adaptive", bn_eps: float = 1e-5,
+                   width: float = 1.0) -> BackboneSource:
     """A randomly initialised starting point (``dom_s``)."""
-    return BackboneSource("scratch", backbone, backbone_options(backbone, pool=pool, bn_eps=bn_eps))
+    return BackboneSource("scratch", backbone, backbone_options(backbone, pool=pool, bn_eps=bn_eps, width=width))
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +196,7 @@ class Stage1Spec:
         backbone: ``"i3d"`` or ``"r3d18"``.
         clip_len, crop: Clip frames and crop side.
         epochs, batch_size, lr, momentum, weight_decay: SGD with cosine annealing to 0.
-        pool, bn_eps: Backbone options.
+        pool, bn_eps, width: Backbone options (``width``: I3D channel multiplier).
         seed: Initialisation, data order and augmentation draws.
     """
 
@@ -198,11 +210,12 @@ class Stage1Spec:
     weight_decay: float = 1e-4
     pool: str = "adaptive"
     bn_eps: float = 1e-5
+    width: float = 1.0
     seed: int = 0
 
     def options(self) -> dict[str, Any]:
         """Backbone constructor options."""
-        return backbone_options(self.backbone, pool=self.pool, bn_eps=self.bn_eps)
+        return backbone_options(self.backbone, pool=self.pool, bn_eps=self.bn_eps, width=self.width)
 
 
 @dataclass(frozen=True)
@@ -735,7 +748,7 @@ def stage1_spec(cfg: Config) -> Stage1Spec:
         backbone=cfg.model_backbone, clip_len=cfg.pretrain_clip_len, crop=cfg.pretrain_crop_size,
         epochs=cfg.pretrain_general_epochs, batch_size=cfg.pretrain_general_batch_size, lr=cfg.pretrain_general_lr,
         momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_weight_decay, pool=cfg.model_pool,
-        bn_eps=cfg.model_bn_eps, seed=cfg.seed,
+        bn_eps=cfg.model_bn_eps, width=cfg.model_width, seed=cfg.seed,
     )
 
 

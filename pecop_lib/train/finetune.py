@@ -380,6 +380,7 @@ def load_finetune_backbone(
     *,
     base_weights: str | os.PathLike[str] | None = None,
     bn_eps: float = 1e-5,
+    width: float = 1.0,
     seed: int = 0,
 ) -> tuple[Backbone, str]:
     """Build the backbone to fine-tune and load its weights, strictly.
@@ -395,6 +396,7 @@ def load_finetune_backbone(
         base_weights: The weights the adapters were trained on (their SHA-256 is checked); for an
             adapter folder without it, the folder's ``metadata["base_weights"]`` is used if present.
         bn_eps: I3D BatchNorm eps.
+        width: I3D channel multiplier (1: Kinetics I3D; a pretraining artifact records its own).
         seed: Seed of the random initialisation.
 
     Returns:
@@ -409,7 +411,9 @@ def load_finetune_backbone(
     from pecop_lib.models.adapter_checkpoint import read_adapter_config
     from pecop_lib.train.artifacts import STAGE1_RECORD, STAGE2_RECORD, load_stage1, load_stage2
 
-    options: dict[str, Any] = {"pool": BACKBONE_POOL, **({"bn_eps": bn_eps} if name == "i3d" else {})}
+    from pecop_lib.train.artifacts import backbone_options
+
+    options = backbone_options(name, pool=BACKBONE_POOL, bn_eps=bn_eps, width=width)
     backbone = build_backbone(name, seed=seed, **options)
     source = None if checkpoint is None or str(checkpoint).lower() == "none" else Path(checkpoint)
     if source is not None and not source.exists():

@@ -271,10 +271,10 @@ def finetune_command(
 
     def factory(_: Setting) -> Backbone:
         return load_finetune_backbone(cfg.model_backbone, backbone_checkpoint, base_weights=weights,
-                                      bn_eps=cfg.model_bn_eps, seed=cfg.seed)[0]
+                                      bn_eps=cfg.model_bn_eps, width=cfg.model_width, seed=cfg.seed)[0]
 
     _, description = load_finetune_backbone(cfg.model_backbone, backbone_checkpoint, base_weights=weights,
-                                            bn_eps=cfg.model_bn_eps, seed=cfg.seed)  # fail before training
+                                            bn_eps=cfg.model_bn_eps, width=cfg.model_width, seed=cfg.seed)  # fail before training
     context = distributed or DistributedContext()
     if data_root is None:
         data_root = synthetic_root(cfg, context)

@@ -136,7 +136,8 @@ def pretrained_backbone(
     spec = stage2_spec(cfg, strategy=strategy, pretext=pretext, dataset=dataset, task=task, fold=fold)
     targets, actions = data_roots(cfg, data_root=data_root, actions_root=actions_root, distributed=distributed)
     if get_strategy(spec.strategy).init == "scratch":
-        source = scratch_source(cfg.model_backbone, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps)
+        source = scratch_source(cfg.model_backbone, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps,
+                                width=cfg.model_width)
     else:
         source, _ = starting_point(cfg, actions, distributed=distributed, show_progress=show_progress)
     context = _context(cfg, distributed)
@@ -199,7 +200,8 @@ def pretrain_run(
         raise FileNotFoundError(f"no {dataset} folder under {targets}; check --data-root")
     stage1 = None
     if get_strategy(spec.strategy).init == "scratch":
-        source = scratch_source(cfg.model_backbone, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps)
+        source = scratch_source(cfg.model_backbone, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps,
+                                width=cfg.model_width)
     else:
         source, stage1 = starting_point(cfg, actions, distributed=distributed, show_progress=show_progress)
     if context.is_main:
