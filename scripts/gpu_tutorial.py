@@ -17,7 +17,8 @@ when every selected notebook ran and every check passed.
 The record (``--record``, default ``reports/gpu-tutorial``; format in ``reports/README.md``):
 ``record.json`` (device, versions, per-notebook status and wall time, every check), ``summary.md``
 (the same as tables), ``manifest.json`` (the runner's), ``metrics.json`` (every notebook's metrics,
-by notebook) and ``fig5_strategies.png`` (notebook 07's Fig. 5, when it ran).
+by notebook) and ``fig5_strategies.png`` (notebook 07's Fig. 5, when it ran). Bounds, checks and the
+record writers are shared with ``scripts/course_run.py`` (:mod:`pecop_lib.run_record`).
 
 On a lent GPU machine (Python 3.12 with torch; no network), in one call of at most 10 minutes: fetch
 the wheels it lacks here first (``../shared/tools/device-wheels av`` writes ``.whl/``), then run, with
@@ -47,7 +48,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,35 +57,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing pecop
     sys.path.insert(0, str(REPO_ROOT))
 
-from pecop_lib.atomic import atomic_write_json, atomic_write_text
 from pecop_lib.notebooks import MANIFEST_FILE, NotebookRunError, discover_notebooks, run_notebooks
-from pecop_lib.outputs import FIGURES_DIR, METRICS_FILE
+from pecop_lib.outputs import METRICS_FILE
+from pecop_lib.run_record import (
+    FIG5_FILE,
+    RECORD_FILE,
+    SUMMARY_FILE,
+    Bound,
+    NotebookResult,
+    check_json,
+    check_metrics,
+    checks_table,
+    find_fig5,
+    write_record_files,
+)
 
-FIG5_FILE = "fig5_strategies.png"
-RECORD_FILES = ("record.json", "summary.md", MANIFEST_FILE, METRICS_FILE, FIG5_FILE)
+RECORD_FILES = (RECORD_FILE, SUMMARY_FILE, MANIFEST_FILE, METRICS_FILE, FIG5_FILE)
 MIN_NOTEBOOK_BUDGET_S = 20
 """A notebook is not started with less budget left than this (it is ``skipped``)."""
-
-
-@dataclass(frozen=True)
-class Bound:
-    """A stated bound on one metric of one notebook.
-
-    Attributes:
-        notebook: Notebook number (``"07"``).
-        path: Dotted path into its ``metrics.json``; ``*`` matches every key of a mapping (each
-            match is checked; a path that matches nothing fails).
-        low, high: Inclusive bounds (booleans count as 0/1).
-        why: What the bound says.
-        presets: Presets it applies to.
-    """
-
-    notebook: str
-    path: str
-    low: float
-    high: float
-    why: str
-    presets: tuple[str, ...] = ("tutorial",)
 
 
 _ANY = ("tutorial", "smoke")
@@ -110,73 +100,6 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("08", "spread.*.rho", -1, 1, "every strategy's test predictions give a finite rho"),
 )
 """Every stated bound, in one place (the tutorial preset's unless ``presets`` says otherwise)."""
-
-
-def lookup(metrics: Any, path: str) -> list[tuple[str, Any]]:
-    """The values at a dotted path (``*`` expands over a mapping's keys or a list's items).
-
-    Returns:
-        ``[(concrete path, value), ...]``; empty when the path does not exist.
-    """
-    found: list[tuple[str, Any]] = [("", metrics)]
-    for part in path.split("."):
-        step: list[tuple[str, Any]] = []
-        for where, value in found:
-            if part == "*" and isinstance(value, dict):
-                step.extend((f"{where}.{k}".lstrip("."), v) for k, v in value.items())
-            elif part == "*" and isinstance(value, list):
-                step.extend((f"{where}.{i}".lstrip("."), v) for i, v in enumerate(value))
-            elif isinstance(value, dict) and part in value:
-                step.append((f"{where}.{part}".lstrip("."), value[part]))
-        found = step
-    return found
-
-
-@dataclass
-class Check:
-    """One bound checked on one value."""
-
-    notebook: str
-    path: str
-    value: Any
-    low: float
-    high: float
-    why: str
-    ok: bool
-
-
-def check_metrics(notebook: str, metrics: dict[str, Any], preset: str,
-                  bounds: Sequence[Bound] | None = None) -> list[Check]:
-    """Check a notebook's metrics against the bounds of its number and preset (default: :data:`BOUNDS`).
-
-    A value that is missing, not a number or not finite fails its bound.
-    """
-    out = []
-    for bound in (b for b in (BOUNDS if bounds is None else bounds) if b.notebook == notebook and preset in b.presets):
-        matches = lookup(metrics, bound.path)
-        if not matches:
-            out.append(Check(notebook, bound.path, "missing", bound.low, bound.high, bound.why, False))
-        for where, value in matches:
-            number = float(value) if isinstance(value, (int, float)) else math.nan
-            ok = math.isfinite(number) and bound.low <= number <= bound.high
-            out.append(Check(notebook, where, value, bound.low, bound.high, bound.why, ok))
-    return out
-
-
-@dataclass
-class NotebookResult:
-    """How one notebook went in the GPU run."""
-
-    name: str
-    status: str  # ok | failed | timeout | skipped
-    wall_s: float | None = None
-    error: str | None = None
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        """Ran and every check held."""
-        return self.status == "ok" and all(c.ok for c in self.checks)
 
 
 def run_sequence(preset: str, device: str, selectors: Sequence[str] | None, work: Path, budget_s: float, *,
@@ -214,24 +137,10 @@ def run_sequence(preset: str, device: str, selectors: Sequence[str] | None, work
         metrics_file = work / path.stem / METRICS_FILE
         if status == "ok" and metrics_file.is_file():
             metrics[path.stem] = json.loads(metrics_file.read_text())
-            result.checks = check_metrics(path.stem[:2], metrics[path.stem], preset)
+            result.checks = check_metrics(path.stem[:2], metrics[path.stem], preset, BOUNDS)
         results.append(result)
     manifest["wall_s"] = round(time.monotonic() - started, 1)
     return results, manifest, metrics
-
-
-def _check_json(check: Check) -> dict[str, Any]:
-    """A check as JSON: infinite bounds as ``null``, a non-finite value as its text."""
-    data = asdict(check)
-    for key in ("low", "high"):
-        data[key] = data[key] if math.isfinite(data[key]) else None
-    if isinstance(data["value"], float) and not math.isfinite(data["value"]):
-        data["value"] = str(data["value"])
-    return data
-
-
-def _bound_text(low: float | None, high: float | None) -> str:
-    return f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
 
 
 def summary_markdown(record: dict[str, Any]) -> str:
@@ -244,12 +153,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
         checks = f"{len(nb['checks']) - failed}/{len(nb['checks'])} ok" if nb["checks"] else ""
         lines.append(f"| {nb['name']} | {nb['status']}{': ' + nb['error'] if nb['error'] else ''} | "
                      f"{'' if nb['wall_s'] is None else nb['wall_s']} | {checks} |")
-    lines += ["", "| check | value | bounds | held | why |", "|---|---|---|---|---|"]
-    for nb in record["notebooks"]:
-        for c in nb["checks"]:
-            value = f"{c['value']:.4g}" if isinstance(c["value"], float) else c["value"]
-            lines.append(f"| {c['notebook']} `{c['path']}` | {value} | {_bound_text(c['low'], c['high'])} | "
-                         f"{'yes' if c['ok'] else '**no**'} | {c['why']} |")
+    lines += ["", *checks_table([c for nb in record["notebooks"] for c in nb["checks"]])]
     return "\n".join(lines) + "\n"
 
 
@@ -268,17 +172,11 @@ def write_record(folder: Path, results: Sequence[NotebookResult], manifest: dict
         "torch": (env.get("packages") or {}).get("torch"), "torch_cuda": env.get("torch_cuda_build"),
         "python": env.get("python"), "commit": commit or (env.get("git") or {}).get("commit"),
         "notebooks": [{**{k: v for k, v in asdict(r).items() if k != "checks"},
-                       "checks": [_check_json(c) for c in r.checks]} for r in results],
+                       "checks": [check_json(c) for c in r.checks]} for r in results],
         "checks_failed": sum(not c.ok for r in results for c in r.checks),
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "record.json", record)
-    atomic_write_json(folder / MANIFEST_FILE, manifest)
-    atomic_write_json(folder / METRICS_FILE, metrics)
-    atomic_write_text(folder / "summary.md", summary_markdown(record))
-    fig5 = work / "07_ablations" / FIGURES_DIR / FIG5_FILE
-    if fig5.is_file():
-        shutil.copyfile(fig5, folder / FIG5_FILE)
+    write_record_files(folder, record, summary_markdown(record), {MANIFEST_FILE: manifest, METRICS_FILE: metrics},
+                       find_fig5(work))
     return record
 
 

@@ -12,6 +12,8 @@ import pytest
 from conftest import REPO_ROOT
 from test_notebooks import write_notebook
 
+from pecop_lib import run_record
+
 spec = importlib.util.spec_from_file_location("gpu_tutorial", REPO_ROOT / "scripts" / "gpu_tutorial.py")
 gpu_tutorial = importlib.util.module_from_spec(spec)
 sys.modules["gpu_tutorial"] = gpu_tutorial
@@ -20,18 +22,18 @@ spec.loader.exec_module(gpu_tutorial)
 
 def test_lookup_expands_wildcards_over_mappings_and_lists():
     metrics = {"runs": {"a b/c": {"rho": 0.5}, "d": {"rho": None}}, "spread": [{"rho": 0.1}, {"rho": 0.2}], "x": 3}
-    assert gpu_tutorial.lookup(metrics, "runs.*.rho") == [("runs.a b/c.rho", 0.5), ("runs.d.rho", None)]
-    assert gpu_tutorial.lookup(metrics, "spread.*.rho") == [("spread.0.rho", 0.1), ("spread.1.rho", 0.2)]
-    assert gpu_tutorial.lookup(metrics, "x") == [("x", 3)]
-    assert gpu_tutorial.lookup(metrics, "runs.zz.rho") == []
+    assert run_record.lookup(metrics, "runs.*.rho") == [("runs.a b/c.rho", 0.5), ("runs.d.rho", None)]
+    assert run_record.lookup(metrics, "spread.*.rho") == [("spread.0.rho", 0.1), ("spread.1.rho", 0.2)]
+    assert run_record.lookup(metrics, "x") == [("x", 3)]
+    assert run_record.lookup(metrics, "runs.zz.rho") == []
 
 
 def test_bounds_fail_on_missing_non_finite_and_out_of_range():
-    bounds = (gpu_tutorial.Bound("07", "r.*", 0, 1, "in [0, 1]", ("smoke",)),
-              gpu_tutorial.Bound("07", "gone", 0, 1, "missing", ("smoke",)),
-              gpu_tutorial.Bound("07", "flag", 1, 1, "true", ("smoke",)),
-              gpu_tutorial.Bound("07", "r.*", 5, 6, "tutorial only"))
-    checks = gpu_tutorial.check_metrics("07", {"r": {"a": 0.5, "b": None, "c": 2.0}, "flag": True}, "smoke", bounds)
+    bounds = (run_record.Bound("07", "r.*", 0, 1, "in [0, 1]", ("smoke",)),
+              run_record.Bound("07", "gone", 0, 1, "missing", ("smoke",)),
+              run_record.Bound("07", "flag", 1, 1, "true", ("smoke",)),
+              run_record.Bound("07", "r.*", 5, 6, "tutorial only"))
+    checks = run_record.check_metrics("07", {"r": {"a": 0.5, "b": None, "c": 2.0}, "flag": True}, "smoke", bounds)
     assert [(c.path, c.ok) for c in checks] == [("r.a", True), ("r.b", False), ("r.c", False), ("gone", False),
                                                 ("flag", True)]
     assert checks[3].value == "missing"
