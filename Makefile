@@ -29,7 +29,7 @@ browser:
 	       "tests/browser will fail; install them or set PECOP_SKIP_BROWSER_TEST=1 to skip that test"; \
 	fi
 
-## tutorial: run the whole notebook sequence headlessly (preset auto: tutorial on a GPU, else smoke)
+## tutorial: run the whole notebook sequence headlessly (preset auto: tutorial on a GPU, else course)
 tutorial: $(STAMP)
 	$(BIN)/pecop notebooks run --preset $(PRESET)
 

@@ -20,13 +20,19 @@ from pecop_lib.config import PRESET_NAMES, ConfigError
 
 
 def _notebooks_run(args: argparse.Namespace) -> int:
-    from pecop_lib.notebooks import NotebookParameterError, NotebookRunError, parse_parameter, run_notebooks
+    from pecop_lib.notebooks import (
+        NotebookParameterError,
+        NotebookRunError,
+        parse_parameter,
+        run_notebooks,
+        run_summary,
+    )
 
     try:
         parameters = dict(parse_parameter(p) for p in args.parameter)
         report = run_notebooks(
             args.preset, only=args.only, device=args.device, out=args.out, parameters=parameters,
-            notebooks_dir=args.notebooks_dir, cell_timeout=args.cell_timeout, progress=not args.no_progress,
+            notebooks_dir=args.notebooks_dir, cell_timeout=args.cell_timeout, progress=args.progress,
             log_output=args.log_output,
         )
     except NotebookRunError as exc:
@@ -35,10 +41,7 @@ def _notebooks_run(args: argparse.Namespace) -> int:
     except (NotebookParameterError, ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
-    for record in report.notebooks:
-        print(f"  {record.name:<32} {record.status:<8} {record.wall_s:8.1f} s")
-    print(f"pecop: {len(report.notebooks)} notebook(s) ran with preset {report.preset!r} in {report.wall_s:.1f} s; "
-          f"manifest: {report.manifest_path}")
+    print("\n".join(run_summary(report)))
     return 0
 
 
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "metrics.json per notebook and manifest.json under the output folder.",
     )
     run.add_argument("--preset", default="auto", choices=(*PRESET_NAMES, "auto"),
-                     help="settings preset; auto = tutorial with a GPU, else smoke (default: auto)")
+                     help="settings preset; auto = tutorial with a GPU, else course (default: auto)")
     run.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (numbers or file stems)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     run.add_argument("--out", default=None, help="output folder (default: runs/<preset>)")
@@ -208,7 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=int, default=None, metavar="S",
                      help="per-cell time limit in seconds (default: from the preset)")
     run.add_argument("--notebooks-dir", default=None, help="folder of the notebooks (default: the repo's notebooks/)")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bars = run.add_mutually_exclusive_group()
+    bars.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show papermill's per-cell progress bar even when stdout is not a terminal "
+                           "(default: only on a terminal; one line per notebook start and end either way)")
+    bars.add_argument("--no-progress", dest="progress", action="store_false", help="hide the per-cell progress bar")
     run.add_argument("--log-output", action="store_true", help="stream cell output to the log")
     run.set_defaults(func=_notebooks_run)
 

@@ -5,12 +5,18 @@
 1. pick the notebooks (``notebooks/NN_topic.ipynb``, numeric order, optionally ``only``);
 2. check, before running anything, that every parameter to be injected is declared in each
    notebook's ``parameters`` cell (papermill itself only warns about unknown names);
-3. run each notebook with kernel ``python3``, a per-cell timeout and progress bars, writing
-   ``<out>/<stem>.ipynb`` (the executed notebook) and letting the notebook write its figures and
-   ``metrics.json`` into ``<out>/<stem>/``;
-4. keep ``<out>/manifest.json`` up to date after every notebook (environment, preset, per-notebook
+3. run each notebook with kernel ``python3`` and a per-cell timeout, writing ``<out>/<stem>.ipynb``
+   (the executed notebook) and letting the notebook write its figures and ``metrics.json`` into
+   ``<out>/<stem>/``;
+4. print one line when a notebook starts and one when it ends, with an estimate of the time left
+   (:class:`SequenceProgress`); papermill's per-cell bar only on a terminal or on request;
+5. keep ``<out>/manifest.json`` up to date after every notebook (environment, preset, per-notebook
    wall time and status, git commit);
-5. stop at the first failure with :class:`NotebookRunError`, naming the notebook and the cell.
+6. stop at the first failure with :class:`NotebookRunError`, naming the notebook and the cell.
+
+Kernels are started with CurveZMQ transport encryption where their kernelspec supports it
+(:func:`kernel_config`), which is what ipykernel's start-up warning "Kernel is running over TCP
+without encryption" asks for; the warning is then not emitted at all, instead of once per notebook.
 """
 
 from __future__ import annotations
@@ -21,17 +27,21 @@ import difflib
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import auto_preset, resolve, resolve_device
 from pecop_lib.environment import environment_report
 from pecop_lib.outputs import HEADLESS_ENV, METRICS_FILE
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[A-Za-z0-9_]+\.ipynb$")
 """Names the runner picks up: two digits, an underscore, a topic."""
@@ -40,6 +50,19 @@ RUNNER_PARAMETERS: tuple[str, ...] = ("PRESET", "DEVICE", "OUT_DIR", "INTERACTIV
 """Parameters the runner injects into every notebook; each notebook must declare them."""
 
 MANIFEST_FILE = "manifest.json"
+
+EXPECTED_SECONDS: dict[str, dict[str, float]] = {
+    "smoke": {"00": 20, "01": 40, "02": 30, "03": 60, "04": 60, "05": 60, "06": 60, "07": 120, "08": 60},
+    "course": {"00": 20, "01": 60, "02": 30, "03": 400, "04": 200, "05": 200, "06": 200, "07": 1200, "08": 120},
+}
+"""Expected wall seconds per preset and two-digit notebook number on a 2-core CPU (rough guesses until
+measured): the time-left estimate for notebooks that did not finish in the output folder's previous
+run of the same preset (see :func:`expected_seconds`)."""
+
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)(?:\s+#+)?\s*$", re.MULTILINE)
+_HEADING_NUMBER = re.compile(r"^\d{1,2}\s*[·.:)\-–—]\s*")
+STAGE_CHARS = 60
+"""Longest stage description in the progress lines."""
 
 
 class NotebookParameterError(ValueError):
@@ -227,6 +250,214 @@ def _timed_out_cell(output_path: Path, message: str) -> int | None:
     return None
 
 
+def notebook_stage(path: str | os.PathLike[str]) -> str:
+    """A short description of a notebook for the progress lines: its first markdown heading, trimmed.
+
+    ``# 03 · VSPP and continual pretraining`` gives ``VSPP and continual pretraining``: the leading
+    notebook number goes, so does a subtitle after ``": "``, and the rest is cut to
+    :data:`STAGE_CHARS` characters.
+
+    Args:
+        path: The notebook file.
+
+    Returns:
+        The description, or ``""`` when no markdown cell has a heading.
+    """
+    cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
+    for cell in cells:
+        if cell.get("cell_type") != "markdown":
+            continue
+        match = _HEADING.search("".join(cell.get("source", "")))
+        if match:
+            title = _HEADING_NUMBER.sub("", match.group(1).replace("*", "").replace("`", ""))
+            title = title.split(": ", 1)[0].strip()
+            return title if len(title) <= STAGE_CHARS else title[:STAGE_CHARS - 1].rstrip() + "…"
+    return ""
+
+
+def previous_wall_times(out: str | os.PathLike[str], preset: str) -> dict[str, float]:
+    """Wall seconds of the notebooks that finished in the output folder's previous run of ``preset``.
+
+    Args:
+        out: The output folder; its ``manifest.json`` (written by the previous run) is read.
+        preset: Only a manifest of this preset counts.
+
+    Returns:
+        Notebook stem -> wall seconds for the notebooks with status ``ok``; empty when there is no
+        readable manifest of that preset.
+    """
+    try:
+        manifest = json.loads((Path(out) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if manifest.get("preset") != preset:
+        return {}
+    return {rec["name"]: float(rec["wall_s"]) for rec in manifest.get("notebooks", [])
+            if rec.get("status") == "ok" and rec.get("wall_s")}
+
+
+def expected_seconds(paths: Sequence[Path], preset: str, previous: dict[str, float]) -> list[float | None]:
+    """The expected wall seconds of each notebook: the previous run's, else :data:`EXPECTED_SECONDS`.
+
+    Args:
+        paths: The notebooks of this run, in run order.
+        preset: The resolved preset.
+        previous: Output of :func:`previous_wall_times`.
+
+    Returns:
+        One value per notebook; ``None`` where neither source knows the notebook.
+    """
+    table = EXPECTED_SECONDS.get(preset, {})
+    return [previous.get(p.stem, table.get(p.name[:2])) for p in paths]
+
+
+def estimate_left(expected: Sequence[float | None], finished: Sequence[float], start: int) -> float | None:
+    """Seconds left for notebooks ``start`` onwards, scaled by how the finished ones did.
+
+    The scale is the summed wall time of the finished notebooks (``finished[i]`` is notebook ``i``)
+    over their summed expectation; 1 before any has finished.
+
+    Args:
+        expected: Expected seconds per notebook, in run order (``None``: unknown).
+        finished: Wall seconds of the notebooks already finished, in run order.
+        start: Index of the first notebook still to count.
+
+    Returns:
+        The estimate, or ``None`` when a notebook still to count has no expectation.
+    """
+    rest = [e for e in expected[start:] if e is not None]
+    if len(rest) < len(expected) - start:
+        return None
+    pairs = [(wall, exp) for wall, exp in zip(finished, expected) if exp]
+    scale = sum(w for w, _ in pairs) / sum(e for _, e in pairs) if pairs else 1.0
+    return scale * sum(rest)
+
+
+def format_duration(seconds: float) -> str:
+    """``"12 s"``, ``"4 min 12 s"`` or ``"1 h 5 min"``."""
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min {total % 60} s"
+    return f"{total // 3600} h {total % 3600 // 60} min"
+
+
+def format_estimate(seconds: float) -> str:
+    """``"under a minute"``, ``"about 6 min"`` or ``"about 1 h 5 min"`` (rounded to minutes)."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60} min"
+
+
+@dataclass
+class SequenceProgress:
+    """The progress lines of one run, one when a notebook starts and one when it ends.
+
+    Attributes:
+        stems: The notebooks of the run, in order.
+        expected: Expected seconds per notebook (:func:`expected_seconds`).
+        finished: Wall seconds of the notebooks ended so far.
+    """
+
+    stems: list[str]
+    expected: list[float | None]
+    finished: list[float] = field(default_factory=list)
+
+    def _prefix(self) -> str:
+        index = len(self.finished)
+        return f"[{index + 1}/{len(self.stems)}] {self.stems[index]}"
+
+    def started(self, stage: str, elapsed: float) -> str:
+        """The line for the next notebook starting.
+
+        Args:
+            stage: Its description (:func:`notebook_stage`); may be empty.
+            elapsed: Seconds since the sequence started.
+        """
+        left = estimate_left(self.expected, self.finished, len(self.finished))
+        when = f"{format_estimate(left)} left in the sequence" if left is not None else \
+            f"{format_duration(elapsed)} into the sequence"
+        return f"{self._prefix()}{': ' + stage if stage else ''} ... started, {when}"
+
+    def ended(self, wall: float, elapsed: float, failure: str | None = None) -> str:
+        """The line for the running notebook ending; records its wall time.
+
+        Args:
+            wall: Its wall seconds.
+            elapsed: Seconds since the sequence started, this notebook included.
+            failure: ``None`` when it succeeded, else what happened (``"failed in cell 3"``).
+        """
+        prefix = self._prefix()
+        self.finished.append(wall)
+        if failure is not None:
+            return f"{prefix} {failure} after {format_duration(wall)}"
+        done = f"{prefix} done in {format_duration(wall)}"
+        if len(self.finished) == len(self.stems):
+            return f"{done}; sequence done in {format_duration(elapsed)}"
+        left = estimate_left(self.expected, self.finished, len(self.finished))
+        return f"{done}; {format_estimate(left)} left" if left is not None else \
+            f"{done}; {format_duration(elapsed)} elapsed"
+
+
+def _failure_text(record: NotebookRecord) -> str | None:
+    """``None`` for a notebook that ran ok, else ``"failed in cell 3"`` or ``"timed out in cell 3"``
+    (without the cell when it is unknown)."""
+    if record.status == "ok":
+        return None
+    what = "timed out" if record.status == "timeout" else "failed"
+    return f"{what} in cell {record.failed_cell}" if record.failed_cell is not None else what
+
+
+def run_summary(report: RunReport) -> list[str]:
+    """Where a finished run put things: output folder, manifest, executed notebooks, figures.
+
+    Paths under the working directory are shown relative to it.
+
+    Args:
+        report: The report returned by :func:`run_notebooks`.
+
+    Returns:
+        The lines to print.
+    """
+    out = Path(report.out_dir)
+    shown = out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out
+    figures = sum(len(list((out / rec.name / "figures").glob("*.png"))) for rec in report.notebooks)
+    return [
+        f"pecop: {len(report.notebooks)} notebook(s) ran with preset {report.preset!r} in "
+        f"{format_duration(report.wall_s or 0.0)}",
+        f"  output folder:      {shown}/",
+        f"  manifest:           {shown / MANIFEST_FILE}",
+        f"  executed notebooks: {shown}/NN_*.ipynb",
+        f"  figures:            {shown}/*/figures/ ({figures} PNG file{'' if figures == 1 else 's'})",
+    ]
+
+
+def kernel_config() -> Config:
+    """Configuration of the runner's kernel managers: CurveZMQ transport encryption where possible.
+
+    ipykernel 7 warns at every kernel start that "Kernel is running over TCP without encryption"
+    unless the kernel manager provisions CurveZMQ keys. With ``transport_encryption = "auto"``,
+    jupyter_client (8.9 and later, which ipykernel 7 requires) provisions them for kernels whose
+    kernelspec declares ``supported_encryption: curve``, as ipykernel 7's does; the warning then has
+    no cause. An older jupyter_client (its ipykernel does not warn) would report the setting as
+    unknown, and pyzmq built without CurveZMQ would refuse it: both get an empty configuration.
+
+    Returns:
+        The configuration for papermill's notebook client (passed on to its kernel manager).
+    """
+    import zmq
+    from jupyter_client import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    return Config()
+
+
 def _run_one(path: Path, output_path: Path, parameters: dict[str, Any], *, kernel: str, cell_timeout: int,
              progress: bool, log_output: bool) -> None:
     """Execute one notebook; translate papermill/nbclient failures into :class:`NotebookRunError`."""
@@ -237,6 +468,7 @@ def _run_one(path: Path, output_path: Path, parameters: dict[str, Any], *, kerne
         papermill.execute_notebook(
             str(path), str(output_path), parameters=parameters, kernel_name=kernel, cwd=str(path.parent),
             progress_bar=progress, log_output=log_output, execution_timeout=cell_timeout,
+            config=kernel_config(),
         )
     except papermill.PapermillExecutionError as exc:
         first = next((ln for ln in exc.source.splitlines() if ln.strip()), "")
@@ -264,13 +496,17 @@ def run_notebooks(
     notebooks_dir: str | os.PathLike[str] | None = None,
     cell_timeout: int | None = None,
     kernel: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     log_output: bool = False,
 ) -> RunReport:
     """Run the numbered notebooks headlessly; the Python face of ``pecop notebooks run``.
 
+    Prints one line to stdout when each notebook starts and one when it ends (also when it fails),
+    with an estimate of the time left (see :class:`SequenceProgress`).
+
     Args:
-        preset: ``smoke``, ``tutorial``, ``paper`` or ``auto`` (``tutorial`` with a GPU, else ``smoke``).
+        preset: A preset name or ``auto`` (:func:`pecop_lib.config.auto_preset`: ``tutorial`` with a
+            GPU, else ``course``).
         only: Notebook selectors (see :func:`discover_notebooks`); ``None`` runs all.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; checked before anything runs.
         out: Output folder; defaults to ``runs/<preset>``.
@@ -278,7 +514,7 @@ def run_notebooks(
         notebooks_dir: Where the notebooks live; defaults to the repository's ``notebooks/``.
         cell_timeout: Per-cell limit in seconds; defaults to the preset's ``runner_cell_timeout_s``.
         kernel: Jupyter kernel name; defaults to the preset's ``runner_kernel`` (``python3``).
-        progress: Show progress bars (notebooks, and cells within each).
+        progress: Show papermill's per-cell progress bar; ``None``: only when stdout is a terminal.
         log_output: Stream cell output to the log (useful in CI logs).
 
     Returns:
@@ -289,8 +525,6 @@ def run_notebooks(
         NotebookParameterError: A parameter is not declared by a notebook (nothing has run yet).
         NotebookRunError: A notebook failed or timed out (the manifest records it).
     """
-    from pecop_lib.outputs import progress as progress_bar
-
     preset = auto_preset() if preset == "auto" else preset
     cfg = resolve(preset, device=device)
     resolve_device(device)
@@ -308,6 +542,9 @@ def run_notebooks(
     for path in paths:
         validate_parameters(path, {**dict.fromkeys(RUNNER_PARAMETERS), **extra})
 
+    cell_bars = sys.stdout.isatty() if progress is None else progress
+    expected = expected_seconds(paths, preset, previous_wall_times(out_root, preset))
+    lines = SequenceProgress([p.stem for p in paths], expected)
     out_root.mkdir(parents=True, exist_ok=True)
     report = RunReport(
         preset=preset, out_dir=str(out_root), parameters={"device": device, "cell_timeout_s": cell_timeout,
@@ -318,14 +555,15 @@ def run_notebooks(
     report.save()
     t_run = time.perf_counter()
     with _headless():
-        for path, record in zip(progress_bar(paths, desc=f"notebooks ({preset})"), report.notebooks):
+        for path, record in zip(paths, report.notebooks):
             nb_out = out_root / path.stem
             executed = out_root / path.name
             record.out_dir, record.executed_notebook = str(nb_out), str(executed)
             params = {"PRESET": preset, "DEVICE": device, "OUT_DIR": str(nb_out), "INTERACTIVE": False, **extra}
+            print(lines.started(notebook_stage(path), time.perf_counter() - t_run), flush=True)
             t0 = time.perf_counter()
             try:
-                _run_one(path, executed, params, kernel=kernel, cell_timeout=cell_timeout, progress=progress,
+                _run_one(path, executed, params, kernel=kernel, cell_timeout=cell_timeout, progress=cell_bars,
                          log_output=log_output)
                 metrics = nb_out / METRICS_FILE
                 if not metrics.exists():
@@ -347,6 +585,8 @@ def run_notebooks(
                 report.wall_s = round(time.perf_counter() - t_run, 2)
                 report.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 report.save()
+                if record.status != "pending":  # pending: interrupted, not ended
+                    print(lines.ended(record.wall_s, report.wall_s, _failure_text(record)), flush=True)
     report.status = "ok"
     report.save()
     return report
