@@ -108,6 +108,8 @@ class Config:
     pretrain_general_epochs: int = 8  # stage 1: supervised epochs on the synthetic action set
     pretrain_general_lr: float = 0.01  # stage 1: SGD learning rate (cosine to 0)
     pretrain_general_batch_size: int = 8  # stage 1: clips per step
+    pretrain_general_optimizer: str = "sgd"  # stage 1: sgd (momentum pretrain_momentum) | adam
+    pretrain_general_weight_decay: float = 1e-4  # stage 1 weight decay
 
     # --- finetune: AQA heads on the pretrained backbone (pecop_lib.train.finetune); 0 = the recipe's official value ---
     finetune_epochs: int = 30  # official: USDL/MUSDL 100 (JIGSAWS 80), CoRe/TSA 200
@@ -138,6 +140,8 @@ class Config:
     ablation_switch_task: str = "MTL-AQA"  # task of the official-vs-paper switch ablation
     ablation_switches: str = "each"  # each (one switch at a time, then all) | combined (all at once) | none
     ablation_seeds: int = 3  # fine-tuning seeds per cell (seed, seed + 1, ...): Fig. 5 error bars
+    ablation_protocol: str = "official"  # protocol of the ablation cells: official (best test epoch) | honest
+    ablation_metric: str = "final"  # final score rho | execution (diving: the score before the difficulty factor)
     ablation_folds: int = 1  # JIGSAWS test folds per task (4: the full cross-validation)
     ablation_finetune_epochs: int = 10  # fine-tuning epochs of every ablation run; 0: finetune_epochs
 
@@ -218,11 +222,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_synthetic_size": 64,
         "data_synthetic_aqa_videos": 120,
         "data_synthetic_jigsaws_trials": 1,
-        "data_synthetic_action_videos": 40,
-        "data_synthetic_action_frames": 48,
+        "data_synthetic_action_videos": 120,
+        "data_synthetic_action_frames": 16,
         "data_crop_size": 48,
-        "data_clip_frames": 16,
-        "data_num_workers": 1,
+        "data_clip_frames": 0,
+        "data_num_workers": 0,
         "model_width": 0.25,
         "pretrain_clip_len": 16,
         "pretrain_crop_size": 48,
@@ -231,8 +235,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_full_epochs": 6,
         "pretrain_lr": 0.01,
         "pretrain_list_repeat": 4,
-        "pretrain_general_epochs": 10,
-        "pretrain_general_batch_size": 8,
+        "pretrain_general_epochs": 30,
+        "pretrain_general_batch_size": 16,
+        "pretrain_general_lr": 0.001,
+        "pretrain_general_optimizer": "adam",
         "finetune_epochs": 20,
         "finetune_train_backbone": "frozen",
         "finetune_decode": "expectation",
@@ -244,6 +250,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ablation_switch_task": "MTL-AQA",
         "ablation_switches": "combined",
         "ablation_seeds": 3,
+        "ablation_protocol": "honest",
+        "ablation_metric": "execution",
         "ablation_finetune_epochs": 0,
     },
     "tutorial": {},

@@ -15,6 +15,7 @@ resizing is always bilinear with antialiasing (deterministic evaluation).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +51,10 @@ class ClipTransform:
     def is_random(self) -> bool:
         """True when the transform draws from its rng (random crop or flip)."""
         return self.random_crop or self.flip
+
+    def evaluation(self) -> ClipTransform:
+        """The same geometry for evaluation: centre crop, no flip."""
+        return dataclasses.replace(self, random_crop=False, flip=False)
 
     def draw(self, frame_size: tuple[int, int], rng: np.random.Generator | None = None) -> tuple[int, int, bool]:
         """The crop offset and flip of one clip: the only random draws of :meth:`__call__`, in its order.

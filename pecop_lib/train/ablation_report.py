@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from pecop_lib.eval import fisher_z_mean, seed_summary
 from pecop_lib.paper import paper_table
@@ -79,15 +80,18 @@ FIG5_STATEMENTS: tuple[Statement, ...] = (
 
 
 # ----------------------------------------------------------------------------- values and summaries
-def seed_values(results: Iterable[AblationResult], protocol: str = "official") -> pd.DataFrame:
+def seed_values(results: Iterable[AblationResult], protocol: str = "official", metric: str = "final") -> pd.DataFrame:
     """One row per (study, label, task, seed): the test rho, averaged over the JIGSAWS folds run.
+
+    ``metric``: ``final`` or ``execution`` (diving tasks, :meth:`AblationResult.rho`).
 
     Returns:
         Columns ``study, label, task, seed, rho, folds, diverged`` (``rho`` nan when every fold of
         that seed diverged or predicted a constant).
     """
     rows = [{"study": r.run.study, "label": r.run.label, "task": r.run.task, "seed": r.run.seed,
-             "fold": r.run.setting.fold, "rho": r.rho(protocol), "diverged": r.error is not None} for r in results]
+             "fold": r.run.setting.fold, "rho": r.rho(protocol, metric), "diverged": r.error is not None}
+            for r in results]
     if not rows:
         return pd.DataFrame(columns=["study", "label", "task", "seed", "rho", "folds", "diverged"])
     frame = pd.DataFrame(rows)
@@ -103,15 +107,73 @@ def summarize(values: pd.DataFrame) -> pd.DataFrame:
     in ``missing``.
 
     Returns:
-        Columns ``study, label, task, mean, std, n, missing, values``.
+        Columns ``study, label, task, mean, std, n, ci_low, ci_high, missing, values`` (``ci_*``: the
+        95 % t-interval of the mean over seeds, nan with fewer than two seeds).
     """
+    columns = ["study", "label", "task", "mean", "std", "n", "ci_low", "ci_high", "missing", "values"]
     rows = []
+    nan = float("nan")
     for (study, label, task), group in values.groupby(["study", "label", "task"], sort=False):
         finite = group["rho"][np.isfinite(group["rho"])].tolist()
-        stats = seed_summary(finite) if finite else {"mean": float("nan"), "std": float("nan"), "n": 0}
+        stats = seed_summary(finite) if finite else {"mean": nan, "std": nan, "n": 0, "ci_low": nan, "ci_high": nan}
         rows.append({"study": study, "label": label, "task": task, "mean": stats["mean"], "std": stats["std"],
-                     "n": int(stats["n"]), "missing": len(group) - len(finite), "values": group["rho"].tolist()})
-    return pd.DataFrame(rows, columns=["study", "label", "task", "mean", "std", "n", "missing", "values"])
+                     "n": int(stats["n"]), "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
+                     "missing": len(group) - len(finite), "values": group["rho"].tolist()})
+    return pd.DataFrame(rows, columns=columns)
+
+
+FIG5_COMPARISONS: tuple[str, ...] = ("Dom-G", "HPT+BN", "HPT")
+"""What PECoP is compared with in the Fig. 5 verdicts (the issue's three questions)."""
+
+
+def fig5_cells(summary: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
+    """Fig. 5 cells for ``metrics.json``: ``{task: {strategy: {"mean", "ci_low", "ci_high", "n", "values"}}}``."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for _, cell in summary[summary["study"] == "fig5"].iterrows():
+        out.setdefault(cell["task"], {})[cell["label"]] = {
+            "mean": cell["mean"], "ci_low": cell["ci_low"], "ci_high": cell["ci_high"], "n": int(cell["n"]),
+            "values": list(cell["values"])}
+    return out
+
+
+def compare_cells(a: Sequence[float], b: Sequence[float], *, names: tuple[str, str] = ("PECoP", "other"),
+                  confidence: float = 0.95) -> str:
+    """A verdict in words on two cells' seed values, computed from the numbers (Welch's t-interval).
+
+    Returns:
+        ``"<a> above <b>: +d (95 % CI [lo, hi], n = .. and ..)"`` when the interval of the
+        difference of means lies above 0, ``"below"`` when below, ``"no clear difference"`` when it
+        contains 0, and ``"not measured"`` with fewer than two finite seeds on either side.
+    """
+    x = np.asarray([v for v in a if np.isfinite(v)], dtype=np.float64)
+    y = np.asarray([v for v in b if np.isfinite(v)], dtype=np.float64)
+    if x.size < 2 or y.size < 2:
+        return f"not measured ({names[0]} {x.size} finite seed(s), {names[1]} {y.size})"
+    diff = float(x.mean() - y.mean())
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = float(np.sqrt(vx + vy))
+    if se == 0:
+        low = high = diff
+    else:
+        dof = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+        half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * se
+        low, high = diff - half, diff + half
+    word = (f"{names[0]} above {names[1]}" if low > 0 else f"{names[0]} below {names[1]}" if high < 0 else
+            f"no clear difference between {names[0]} and {names[1]}")
+    return (f"{word}: {diff:+.3f} rho ({100 * confidence:.0f} % CI [{low:+.3f}, {high:+.3f}], "
+            f"n = {x.size} and {y.size} seeds)")
+
+
+def fig5_verdicts(summary: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Per Fig. 5 task, PECoP against each of :data:`FIG5_COMPARISONS`, in words (:func:`compare_cells`)."""
+    part = summary[summary["study"] == "fig5"]
+    out: dict[str, dict[str, str]] = {}
+    for task in dict.fromkeys(part["task"]):
+        cells = {row["label"]: row["values"] for _, row in part[part["task"] == task].iterrows()}
+        out[task] = {f"PECoP vs {other}": compare_cells(cells.get("PECoP", []), cells.get(other, []),
+                                                        names=("PECoP", other))
+                     for other in FIG5_COMPARISONS}
+    return out
 
 
 def paper_value(study: str, label: str, task: str, *, backbone: str = "i3d") -> float | None:
@@ -674,10 +736,15 @@ class StudyReport:
 
 
 def study_report(results: Sequence[AblationResult], study: str, *, preset: str, synthetic: bool,
-                 protocol: str = "official", order: Sequence[str] | None = None, title: str = "") -> StudyReport:
-    """Summarise one study's runs and compare them with the paper (see the module docstring)."""
+                 protocol: str = "official", order: Sequence[str] | None = None, title: str = "",
+                 metric: str = "final") -> StudyReport:
+    """Summarise one study's runs and compare them with the paper (see the module docstring).
+
+    ``metric="execution"`` measures diving tasks on the execution score (the paper's numbers are
+    final-score rho: the comparison with them is then only about orderings).
+    """
     mine = [r for r in results if r.run.study == study]
-    values = seed_values(mine, protocol)
+    values = seed_values(mine, protocol, metric)
     summary = summarize(values)
     if study == "switches":
         return StudyReport(study, values, summary, switch_table(summary), [], switch_text(summary))

@@ -77,6 +77,8 @@ SWITCHES: dict[str, tuple[str, Any, Any]] = {
 """Switch -> (config key, the released code's value, the paper text's value)."""
 
 SWITCH_MODES: tuple[str, ...] = ("each", "combined", "none")
+METRICS: tuple[str, ...] = ("final", "execution")
+"""What an ablation cell measures: the final score's rho, or for diving the execution score's."""
 STUDIES: tuple[str, ...] = ("fig5", "table5", "table6", "switches")
 
 Log = Callable[[str], None]
@@ -263,14 +265,27 @@ class AblationResult:
     cached: bool
     error: str | None = None
 
-    def rho(self, protocol: str = "official") -> float:
+    def rho(self, protocol: str = "official", metric: str = "final") -> float:
         """Test Spearman of a protocol (``official``: the recipe's official protocol; ``honest``);
-        ``nan`` for a diverged run."""
+        ``nan`` for a diverged run.
+
+        Args:
+            protocol: ``official`` or ``honest``.
+            metric: ``final`` (the final score) or ``execution`` (diving: the score before the
+                difficulty factor, :meth:`~pecop_lib.train.finetune.FinetuneResult.execution_rho`;
+                the final score where a dataset has no difficulty).
+        """
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
         if self.result is None:
             return float("nan")
         name = official_protocol(self.result) if protocol == "official" else protocol
         rep = self.result.reported.get(name)
-        return float("nan") if rep is None else float(rep.rho)
+        if rep is None:
+            return float("nan")
+        if metric == "execution" and self.result.test_difficulty is not None:
+            return self.result.execution_rho(name)
+        return float(rep.rho)
 
 
 def _key(*parts: Any) -> str:

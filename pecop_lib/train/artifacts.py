@@ -41,12 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pecop_lib.atomic import atomic_path, atomic_write_json
 from pecop_lib.config import Config, cache_dir
 from pecop_lib.data.formats.kinetics import KineticsActions
+from pecop_lib.data.synthetic.world import actions_identity
 from pecop_lib.data.transforms import official_transform
 from pecop_lib.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
 from pecop_lib.models.adapters import AdapterConfig
@@ -67,7 +68,13 @@ from pecop_lib.train.pretrain import (
     continual_pretrain,
     domain_general_pretrain,
 )
-from pecop_lib.train.targets import check_fold, check_target, official_normal_pace, pretraining_videos
+from pecop_lib.train.targets import (
+    check_fold,
+    check_target,
+    heldout_videos,
+    official_normal_pace,
+    pretraining_videos,
+)
 
 ARTIFACT_ROOT = "pretrain"
 """Sub-folder of ``cache_dir()`` holding the artifacts."""
@@ -76,6 +83,9 @@ ADAPTERS_DIR = "adapters"
 STAGE1_RECORD = "stage1.json"
 STAGE2_RECORD = "stage2.json"
 SOURCE_KINDS: tuple[str, ...] = ("stage1", "weights", "scratch")
+SHIPPED_STAGE1 = Path(__file__).resolve().parent.parent / "assets" / "stage1"
+"""Stage-1 artifacts that ship with the package (the ``course`` preset's domain-general backbone,
+trained by ``scripts/train_course_stage1.py``): used instead of training when their key matches."""
 
 
 def backbone_options(backbone: str, *, pool: str = "adaptive", bn_eps: float = 1e-5, width: float = 1.0) -> dict[str, Any]:
@@ -195,7 +205,8 @@ class Stage1Spec:
     Attributes:
         backbone: ``"i3d"`` or ``"r3d18"``.
         clip_len, crop: Clip frames and crop side.
-        epochs, batch_size, lr, momentum, weight_decay: SGD with cosine annealing to 0.
+        epochs, batch_size, lr, momentum, weight_decay: The optimisation, cosine annealing to 0.
+        optimizer: ``"sgd"`` (momentum) or ``"adam"``.
         pool, bn_eps, width: Backbone options (``width``: I3D channel multiplier).
         seed: Initialisation, data order and augmentation draws.
     """
@@ -208,6 +219,7 @@ class Stage1Spec:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    optimizer: str = "sgd"
     pool: str = "adaptive"
     bn_eps: float = 1e-5
     width: float = 1.0
@@ -247,10 +259,37 @@ class Stage1Artifact:
         """The trained backbone (without its action classifier), optionally with fresh adapters."""
         return self.source.build(adapters, seed=seed)
 
+    def classifier(self) -> Backbone:
+        """The trained backbone *with* its action classifier (strict loading), for evaluation."""
+        spec = self.spec
+        model = build_backbone(spec.backbone, num_classes=len(self.record["data"]["classes"]), **spec.options())
+        model.load_state_dict(load_file(str(self.folder / WEIGHTS_FILE)), strict=True)
+        return model
+
+    def validation_accuracy(self, actions_root: str | os.PathLike[str], *, device: str | torch.device = "auto",
+                            batch_size: int = 16) -> float:
+        """Top-1 accuracy on the ``val`` split of an action set, measured now (held out from training).
+
+        Raises:
+            ValueError: If the action set's classes differ from the ones the backbone was trained on.
+        """
+        spec = self.spec
+        val_set = KineticsActions(actions_root, "val", clip_len=spec.clip_len, crop=spec.crop, seed=spec.seed)
+        if val_set.classes != self.record["data"]["classes"]:
+            raise ValueError(f"{actions_root} has classes {val_set.classes}, the backbone was trained on "
+                             f"{self.record['data']['classes']}")
+        return action_accuracy(self.classifier(), val_set, batch_size=batch_size, device=device)
+
 
 def stage1_key(spec: Stage1Spec, actions_root: str | os.PathLike[str]) -> str:
-    """Cache key of a stage-1 run: its settings and the action set folder."""
-    return _key("stage1", asdict(spec), str(Path(actions_root).resolve()))
+    """Cache key of a stage-1 run: its settings and the action set.
+
+    A generated synthetic action set is identified by its content (generator version, seed and
+    sizes: :func:`~pecop_lib.data.synthetic.world.actions_identity`), so the key is the same on
+    every machine and a shipped checkpoint (:data:`SHIPPED_STAGE1`) can match it; any other action
+    set by its resolved path.
+    """
+    return _key("stage1", asdict(spec), actions_identity(actions_root) or str(Path(actions_root).resolve()))
 
 
 def artifact_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -339,7 +378,8 @@ def train_stage1(
     _reset_peak_memory(context)
     result = domain_general_pretrain(
         backbone, train_set, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
-        weight_decay=spec.weight_decay, run_dir=folder, device=context.device, precision=precision,
+        weight_decay=spec.weight_decay, optimizer=spec.optimizer, run_dir=folder, device=context.device,
+        precision=precision,
         num_workers=num_workers, seed=spec.seed, distributed=distributed, resume=resume, show_progress=show_progress,
     )
     record = {
@@ -361,6 +401,23 @@ def train_stage1(
         atomic_write_json(folder / STAGE1_RECORD, record)
     _finish(folder, context, keep_checkpoints)
     return Stage1Artifact(folder, context.all_gather_object(record)[0], trained=True)
+
+
+def shipped_stage1(key: str, *, shipped: str | os.PathLike[str] = SHIPPED_STAGE1) -> Path | None:
+    """The shipped stage-1 artifact folder whose key is ``key``, or ``None``."""
+    folder = Path(shipped)
+    matches = sorted(p for p in folder.glob(f"stage1-*-{key}") if (p / STAGE1_RECORD).is_file()) if folder.is_dir() else []
+    return matches[0] if matches else None
+
+
+def _install_shipped(source: Path, folder: Path) -> None:
+    """Copy a shipped artifact into the cache folder (atomically: a temporary sibling, then a rename)."""
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    if folder.exists():  # an unfinished training run of the same key: the shipped result replaces it
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
 
 
 def _decide(context: DistributedContext, finished: bool) -> bool:
@@ -392,11 +449,19 @@ def stage1_backbone(
         device, precision, num_workers, distributed, show_progress: Training settings.
 
     Returns:
-        The artifact; ``artifact.trained`` says whether this call trained it.
+        The artifact; ``artifact.trained`` says whether this call trained it. A shipped artifact
+        with the same key (:data:`SHIPPED_STAGE1`, e.g. the ``course`` preset's) is copied into the
+        cache instead of training; its record says so (``"shipped"``).
     """
     folder = stage1_folder(spec, actions_root, label=label, root=root)
     context = distributed or DistributedContext(device=_device(device))
     if not force and _decide(context, (folder / STAGE1_RECORD).is_file()):
+        return load_stage1(folder)
+    shipped = None if force else shipped_stage1(stage1_key(spec, actions_root))
+    if shipped is not None:
+        if context.is_main:
+            _install_shipped(shipped, folder)
+        context.barrier()
         return load_stage1(folder)
     resume = not force and _decide(context, _has_checkpoint(folder))
     return train_stage1(spec, actions_root, folder, device=context.device, precision=precision, num_workers=num_workers,
@@ -635,6 +700,7 @@ def train_stage2(
     source = _effective_source(spec, source)
     context = distributed or DistributedContext(device=_device(device))
     videos = pretraining_videos(target_root, spec.dataset, task=spec.task, fold=spec.fold)
+    heldout = heldout_videos(target_root, spec.dataset, task=spec.task, fold=spec.fold)
     backbone = source.build(spec.adapter_config() or False, seed=spec.seed)
     key = stage2_key(spec, source, target_root)
     _reset_peak_memory(context)
@@ -646,7 +712,7 @@ def train_stage2(
         bn_mode=spec.bn_mode, run_dir=folder if spec.strategy != "dom_g" else None, device=context.device,
         precision=precision, compile=compile, grad_accum_steps=grad_accum_steps,
         checkpoint_every_steps=checkpoint_every_steps, keep_last=keep_last, num_workers=num_workers, seed=spec.seed,
-        distributed=distributed, resume=resume, show_progress=show_progress,
+        distributed=distributed, resume=resume, show_progress=show_progress, heldout=heldout,
     )
     sizes = {n: p.numel() for n, p in backbone.named_parameters()}
     head = pretext_head_state(result.model, backbone) if result.model is not None else {}
@@ -658,6 +724,7 @@ def train_stage2(
         "data": {"target_root": str(Path(target_root).resolve()), "videos": len(videos),
                  "clips_per_epoch": len(videos) * spec.list_repeat},
         "history": {"epochs": result.history.epochs, "steps": result.history.steps},
+        "heldout": {"videos": len(heldout), "split": "test", "epochs": result.heldout},
         "seconds": result.seconds,
         "trainable_backbone_params": sum(sizes[n] for n in result.trainable),
         "head_params": sum(t.numel() for t in head.values()),
@@ -747,8 +814,9 @@ def stage1_spec(cfg: Config) -> Stage1Spec:
     return Stage1Spec(
         backbone=cfg.model_backbone, clip_len=cfg.pretrain_clip_len, crop=cfg.pretrain_crop_size,
         epochs=cfg.pretrain_general_epochs, batch_size=cfg.pretrain_general_batch_size, lr=cfg.pretrain_general_lr,
-        momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_weight_decay, pool=cfg.model_pool,
-        bn_eps=cfg.model_bn_eps, width=cfg.model_width, seed=cfg.seed,
+        momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_general_weight_decay,
+        optimizer=cfg.pretrain_general_optimizer, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps, width=cfg.model_width,
+        seed=cfg.seed,
     )
 
 

@@ -125,6 +125,10 @@ TASKS: dict[str, tuple[str, ...]] = {"MTL-AQA": (), "JIGSAWS": JIGSAWS_TASKS, "F
 NUM_FOLDS = 4
 """JIGSAWS folds (train on three, test on one)."""
 TRAIN_BACKBONE: tuple[str, ...] = ("all", "adapters", "frozen")
+FEATURE_MODES: tuple[str, ...] = ("clips", "stored")
+"""How the head sees the training videos: ``clips`` (decoded and augmented every step, the official
+way) or ``stored`` (a frozen backbone's features of the un-augmented clips, computed once: the
+``course`` preset's protocol, a documented deviation)."""
 EXEMPLAR_MISSING: tuple[str, ...] = ("error", "any")
 BACKBONE_POOL = "window2"
 EVALUATION_FILE = "evaluation.json"
@@ -247,6 +251,11 @@ class FinetuneOptions:
         lr_backbone: Backbone learning rate (0: official).
         lr_head: Head learning rate (0: official).
         train_backbone: ``all`` (official: backbone and adapters), ``adapters`` or ``frozen``.
+        features: ``clips`` (official) or ``stored``: with ``train_backbone="frozen"``, the head
+            trains on the backbone's features of the training videos read with the test transform
+            (no crop/flip/temporal jitter), computed once (:class:`~pecop_lib.heads.FeatureStore`),
+            BatchNorm fixed. Each backbone is then judged by a head trained on the same stored
+            features: cheap enough for a CPU, but without augmentation.
         decode: (M)USDL decoding: ``argmax`` (official) or ``expectation``.
         exemplars: Test exemplars per query for CoRe/TSA (official 10).
         shared_exemplars: One fixed exemplar bank per group instead of per-query draws.
@@ -262,6 +271,7 @@ class FinetuneOptions:
     lr_backbone: float = 0.0
     lr_head: float = 0.0
     train_backbone: str = "all"
+    features: str = "clips"
     decode: str = "argmax"
     exemplars: int = 10
     shared_exemplars: bool = False
@@ -277,6 +287,9 @@ class FinetuneOptions:
             (self.batch_size >= 0, "batch_size must be >= 0"),
             (self.lr_backbone >= 0 and self.lr_head >= 0, "learning rates must be >= 0"),
             (self.train_backbone in TRAIN_BACKBONE, f"train_backbone must be one of {TRAIN_BACKBONE}"),
+            (self.features in FEATURE_MODES, f"features must be one of {FEATURE_MODES}"),
+            (self.features == "clips" or self.train_backbone == "frozen",
+             "features='stored' needs train_backbone='frozen' (a trained backbone changes its features)"),
             (self.decode in DECODE_MODES, f"decode must be one of {DECODE_MODES}"),
             (self.exemplars >= 1, "exemplars must be >= 1"),
             (self.exemplar_missing in EXEMPLAR_MISSING, f"exemplar_missing must be one of {EXEMPLAR_MISSING}"),
@@ -586,15 +599,25 @@ def _single_target(sample: dict[str, Any], head: str) -> torch.Tensor:
     return sample["subscores"]
 
 
+def _stored_item(features: WindowFeatures, index: int, suffix: str = "") -> dict[str, torch.Tensor]:
+    """``{"feats<suffix>": (windows, C)}`` (and ``"maps<suffix>"``) of one video's stored features."""
+    item = {f"feats{suffix}": features.pooled[index]}
+    if features.maps is not None:
+        item[f"maps{suffix}"] = features.maps[index]
+    return item
+
+
 class ScoreSamples(Dataset):
     """Training items of USDL/MUSDL: ``{"clip", "target", "difficulty"}`` of selected videos.
 
     ``target`` is the final score (USDL) or the judge / sub-scores (MUSDL); ``difficulty`` is 1
-    where the dataset has none.
+    where the dataset has none. With ``features`` (stored features of every video of ``base``,
+    ``features="stored"``), items carry ``"feats"`` ``(windows, C)`` instead of a decoded ``"clip"``.
     """
 
-    def __init__(self, base: AQADataset, indices: Sequence[int], head: str) -> None:
-        self.base, self.indices, self.head = base, list(indices), head
+    def __init__(self, base: AQADataset, indices: Sequence[int], head: str,
+                 features: WindowFeatures | None = None) -> None:
+        self.base, self.indices, self.head, self.features = base, list(indices), head, features
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -604,7 +627,14 @@ class ScoreSamples(Dataset):
         self.base.set_epoch(epoch)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        sample = self.base[self.indices[i]]
+        index = self.indices[i]
+        if self.features is not None:
+            record = self.base.records[index]
+            return {**_stored_item(self.features, index),
+                    "target": torch.as_tensor(path_targets(record, self.head)[0] if self.head == "usdl"
+                                              else path_targets(record, self.head), dtype=torch.float32),
+                    "difficulty": torch.tensor(1.0 if record.difficulty is None else record.difficulty)}
+        sample = self.base[index]
         return {"clip": sample["clip"], "target": _single_target(sample, self.head),
                 "difficulty": sample.get("difficulty", torch.tensor(1.0))}
 
@@ -624,11 +654,14 @@ class PairSamples(Dataset):
         head: ``core`` or ``tsa``.
         epochs: Total epochs (decides teacher forcing).
         seed: Seed of the partner draws.
+        features: Stored features of every video of ``base`` (``features="stored"``): items carry
+            ``"feats_a"``/``"feats_b"`` (and ``"maps_*"``) instead of decoded clips.
     """
 
     def __init__(self, base: AQADataset, indices: Sequence[int], values: np.ndarray, head: str, *, epochs: int,
-                 seed: int) -> None:
-        self.base, self.indices, self.head = base, list(indices), head
+                 seed: int, features: WindowFeatures | None = None) -> None:
+        self.base, self.indices, self.head, self.features = base, list(indices), head, features
+        self._transitions: dict[int, torch.Tensor] = {}
         self.values = torch.as_tensor(values, dtype=torch.float32)
         self.groups = [base.records[i].group for i in self.indices]
         self.epochs, self.seed = epochs, seed
@@ -643,14 +676,25 @@ class PairSamples(Dataset):
         self.base.set_epoch(epoch)
         self.partners = training_partners(self.groups, np.random.default_rng([self.seed, epoch]))
 
+    def _stored_transitions(self, index: int) -> torch.Tensor:
+        if index not in self._transitions:
+            self._transitions[index] = torch.as_tensor(_transitions(self.base, index))
+        return self._transitions[index]
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         a, b = self.indices[i], self.indices[int(self.partners[i])]
-        sample_a, sample_b = self.base[a], self.base[b]
-        item = {"clip_a": sample_a["clip"], "clip_b": sample_b["clip"], "value_a": self.values[a],
-                "value_b": self.values[b]}
+        item: dict[str, torch.Tensor] = {"value_a": self.values[a], "value_b": self.values[b]}
+        if self.features is not None:
+            item.update(_stored_item(self.features, a, "_a"), **_stored_item(self.features, b, "_b"))
+            if self.head == "tsa":
+                item.update(transitions_a=self._stored_transitions(a), transitions_b=self._stored_transitions(b))
+        else:
+            sample_a, sample_b = self.base[a], self.base[b]
+            item.update(clip_a=sample_a["clip"], clip_b=sample_b["clip"])
+            if self.head == "tsa":
+                item.update(transitions_a=sample_a["transitions"], transitions_b=sample_b["transitions"])
         if self.head == "tsa":
-            item.update(transitions_a=sample_a["transitions"], transitions_b=sample_b["transitions"],
-                        teacher=torch.tensor(teacher_forcing(self.epoch, self.epochs)))
+            item["teacher"] = torch.tensor(teacher_forcing(self.epoch, self.epochs))
         return item
 
 
@@ -706,14 +750,24 @@ class AQAModel(nn.Module):
         self.backbone, self.head, self.head_name, self.windowing = backbone, head, head_name, windowing
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training loss of a batch (see :class:`ScoreSamples` / :class:`PairSamples` for its keys)."""
+        """Training loss of a batch (see :class:`ScoreSamples` / :class:`PairSamples` for its keys).
+
+        Batches with ``"feats"`` (``"feats_a"``/``"feats_b"``) carry stored features: the backbone is not run.
+        """
         if self.head_name in ("usdl", "musdl"):
-            feats = encode_windows(self.backbone, batch["clip"], self.windowing).video()
+            if "feats" in batch:
+                feats = WindowFeatures(batch["feats"]).video()
+            else:
+                feats = encode_windows(self.backbone, batch["clip"], self.windowing).video()
             return self.head.loss(self.head(feats), batch["target"]), {}
-        n = batch["clip_a"].shape[0]
-        feats = encode_windows(self.backbone, torch.cat([batch["clip_a"], batch["clip_b"]]), self.windowing,
-                               maps=self.head_name == "tsa")  # query and partner in one batch, as the official code
-        fa, fb = feats.select(slice(0, n)), feats.select(slice(n, None))
+        if "feats_a" in batch:
+            fa = WindowFeatures(batch["feats_a"], batch.get("maps_a"))
+            fb = WindowFeatures(batch["feats_b"], batch.get("maps_b"))
+        else:
+            n = batch["clip_a"].shape[0]
+            feats = encode_windows(self.backbone, torch.cat([batch["clip_a"], batch["clip_b"]]), self.windowing,
+                                   maps=self.head_name == "tsa")  # query and partner in one batch, as the official code
+            fa, fb = feats.select(slice(0, n)), feats.select(slice(n, None))
         if self.head_name == "core":
             return self.head.pair_loss(fa.video(), fb.video(), batch["value_a"], batch["value_b"]), {}
         ta, tb = batch["transitions_a"], batch["transitions_b"]
@@ -724,7 +778,7 @@ class AQAModel(nn.Module):
 
 def _aqa_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
     loss, metrics = model(batch)
-    count = batch["clip"].shape[0] if "clip" in batch else batch["clip_a"].shape[0]
+    count = batch["value_a"].shape[0] if "value_a" in batch else batch["target"].shape[0]
     return StepOutput(loss, metrics, count=count)
 
 
@@ -983,6 +1037,8 @@ class FinetuneResult:
         distribution_targets: (M)USDL: the per-path scores of the first test videos, whose
             predicted distributions every epoch record keeps ``(k, paths)``.
         difficulty_baseline: Diving: the test rho of :func:`difficulty_baseline` (no video seen).
+        test_difficulty: Diving: the degree of difficulty of every test video (``None`` elsewhere);
+            see :meth:`execution_rho`.
     """
 
     setting: Setting
@@ -998,6 +1054,19 @@ class FinetuneResult:
     test_transitions: np.ndarray | None = None
     distribution_targets: np.ndarray | None = None
     difficulty_baseline: float | None = None
+    test_difficulty: np.ndarray | None = None
+
+    def execution_rho(self, protocol: str = "official") -> float:
+        """Diving: test Spearman of the *execution* score at the protocol's epoch.
+
+        The execution score is the final score divided by the degree of difficulty (the judges'
+        middle-three sum, before the difficulty factor); predictions are divided the same way. On
+        the synthetic dives the difficulty alone ranks the final scores at rho ~0.9, which hides what
+        the backbone saw; the execution score does not contain it. ``nan`` without difficulties.
+        """
+        if self.test_difficulty is None:
+            return float("nan")
+        return float(spearman(self.predictions(protocol) / self.test_difficulty, self.test_true / self.test_difficulty))
 
     def curve(self, key: str) -> np.ndarray:
         """Per-epoch values of a record key (e.g. ``"test_rho"``), float ``(epochs,)``."""
@@ -1017,6 +1086,8 @@ class FinetuneResult:
         out: dict[str, Any] = {"setting": self.setting.label, "backbone": self.backbone_label, **self.hyper,
                                "seconds": self.seconds, "test_videos": len(self.test_true),
                                "val_videos": len(self.val_true), "difficulty_baseline_rho": self.difficulty_baseline}
+        if self.test_difficulty is not None:
+            out.update({f"{name}_execution_rho": _finite(self.execution_rho(name)) for name in self.reported})
         for name, rep in self.reported.items():
             out[f"{name}_rho"] = _finite(rep.rho)
             out[f"{name}_epoch"] = rep.epoch
@@ -1188,8 +1259,15 @@ def finetune(
     windowing = windowing_for(recipe.windowing, clip_frames)
     train_idx, val_idx = validation_split(data, setting, options.val_fraction, seed)
     set_trainable(backbone, options.train_backbone)
-    backbone.bn_mode = recipe.bn_mode
+    stored = options.features == "stored"
+    backbone.bn_mode = "frozen" if stored else recipe.bn_mode  # stored: the backbone never sees a training batch
     backbone.pool = BACKBONE_POOL
+    fixed_backbone = options.train_backbone == "frozen" and backbone.bn_mode == "frozen"
+    store = None
+    if fixed_backbone and feature_store is not False:
+        store = feature_store if isinstance(feature_store, FeatureStore) else FeatureStore()
+    if stored and store is None:
+        raise ValueError("features='stored' needs a feature store (feature_store=True or a FeatureStore)")
 
     bounds = None
     values = regression_values(data.train.records, setting)
@@ -1202,8 +1280,18 @@ def finetune(
     model = AQAModel(backbone, head, setting.head, windowing)
     optimizer = adam_two_rates(model, lr_backbone=float(hyper["lr_backbone"]), lr_head=float(hyper["lr_head"]),
                                weight_decay=recipe.weight_decay)
-    samples: Dataset = (PairSamples(data.train, train_idx, values, setting.head, epochs=epochs, seed=seed)
-                        if recipe.pairs else ScoreSamples(data.train, train_idx, setting.head))
+    train_features = None
+    if stored:  # the training videos' features, read with the test transform, computed once
+        was_training = backbone.training
+        backbone.to(context.device).eval()
+        train_features = store.window_features(  # type: ignore[union-attr]
+            backbone, data.reference, windowing, maps=setting.head == "tsa",
+            amp_dtype=autocast_dtype(precision, context.device), batch_size=options.eval_batch_size,
+            show_progress=show_progress)
+        backbone.train(was_training)
+    samples: Dataset = (PairSamples(data.train, train_idx, values, setting.head, epochs=epochs, seed=seed,
+                                    features=train_features)
+                        if recipe.pairs else ScoreSamples(data.train, train_idx, setting.head, features=train_features))
     loader = epoch_loader(samples, batch_size // context.world_size, seed=seed, num_workers=num_workers,
                           rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda")
     run = Path(run_dir) if run_dir is not None else None
@@ -1215,10 +1303,6 @@ def finetune(
     test_true = data.test.scores()
     val_true = data.train.scores()[val_idx]
     queries = [(data.test, i) for i in range(len(data.test))] + [(data.reference, i) for i in val_idx]
-    fixed_backbone = options.train_backbone == "frozen" and recipe.bn_mode == "frozen"
-    store = None
-    if fixed_backbone and feature_store is not False:
-        store = feature_store if isinstance(feature_store, FeatureStore) else FeatureStore()
     evaluator = _Evaluator(model, setting, queries, data.reference, train_idx, values[train_idx], options, seed, context,
                            autocast_dtype(precision, context.device), min(DISTRIBUTION_SAMPLES, len(test_true)),
                            store=store)
@@ -1285,6 +1369,8 @@ def finetune(
     if not recipe.pairs:
         targets = np.stack([path_targets(r, setting.head) for r in data.test.records[:DISTRIBUTION_SAMPLES]])
     baseline = difficulty_baseline([data.train.records[i] for i in train_idx], data.test.records)
+    difficulty = [r.difficulty for r in data.test.records]
+    test_difficulty = None if any(d is None for d in difficulty) else np.asarray(difficulty, dtype=np.float64)
     return FinetuneResult(setting, backbone_label, records, test_true, [r.id for r in data.test.records], val_true,
                           reported, hyper_out, trainer.history, time.perf_counter() - started, test_transitions, targets,
-                          baseline)
+                          baseline, test_difficulty)

@@ -8,14 +8,16 @@ is the head on the domain-general backbone (the paper's plain USDL / MUSDL / CoR
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pecop_lib.eval import fisher_z_mean, seed_summary
+from pecop_lib.eval import fisher_z_mean, seed_summary, spearman
 from pecop_lib.paper import paper_table
-from pecop_lib.train.finetune import FinetuneResult
+from pecop_lib.train.finetune import FinetuneResult, Setting, open_finetune_data
 
 HEAD_NAMES: dict[str, str] = {"usdl": "USDL", "musdl": "MUSDL", "core": "CoRe", "tsa": "TSA"}
 """Head -> its name in the paper's tables."""
@@ -200,4 +202,88 @@ def run_metrics(runs: Mapping[str, Sequence[FinetuneResult]]) -> dict[str, Any]:
                 by_head.setdefault(r.setting.head, []).append(r)
         for head, members in by_head.items():
             out[f"{label} {head}/JIGSAWS aggregate"] = aggregate_folds(members)
+    return out
+
+
+NO_VIDEO_FEATURES: dict[str, Callable[[Any], float | None]] = {
+    "difficulty": lambda record: record.difficulty,
+    "num_frames": lambda record: record.extras.get("num_frames"),
+}
+"""Annotation fields a score could be guessed from without looking at the video (diving: the
+degree of difficulty; PD4T: the declared frame count). Nothing derived from the score itself."""
+
+
+def no_video_baseline(train: Sequence[Any], test: Sequence[Any]) -> tuple[str, float]:
+    """The best test Spearman reachable without the video: one annotation feature, or the training mean.
+
+    Each feature of :data:`NO_VIDEO_FEATURES` that every record has is used as a ranking; its
+    direction is chosen on the training split (the sign of its training rho), then its test rho is
+    measured. The training mean predicts a constant (rho 0, the floor).
+
+    Args:
+        train: Training records (:class:`~pecop_lib.data.dataset.AQARecord`).
+        test: Test records.
+
+    Returns:
+        ``(description, rho)`` of the best baseline.
+    """
+    best = ("training mean (a constant: rho 0)", 0.0)
+    train_scores = [r.score for r in train]
+    test_scores = [r.score for r in test]
+    for name, get in NO_VIDEO_FEATURES.items():
+        train_values, test_values = [get(r) for r in train], [get(r) for r in test]
+        if any(v is None for v in train_values + test_values):
+            continue
+        direction = spearman(train_values, train_scores)
+        if not np.isfinite(direction) or direction == 0:
+            continue
+        rho = float(np.sign(direction) * spearman(test_values, test_scores))
+        if np.isfinite(rho) and rho > best[1]:
+            best = (f"{name} alone", rho)
+    return best
+
+
+def beats_baseline(runs: Mapping[str, Sequence[FinetuneResult]], baselines: Mapping[str, tuple[str, float]], *,
+                   protocol: str = "honest") -> dict[str, dict[str, Any]]:
+    """Per dataset, the run whose test rho's bootstrap interval lies highest, against the no-video baseline.
+
+    Args:
+        runs: ``{backbone label: results}`` (e.g. from :func:`~pecop_lib.train.finetune_runs.run_settings`).
+        baselines: ``{dataset: (description, rho)}`` (:func:`no_video_baseline` of its splits).
+        protocol: Whose interval counts (``honest``: the epoch chosen on validation; the held-out claim).
+
+    Returns:
+        ``{dataset: {"head", "backbone", "rho", "ci_low", "ci_high", "baseline", "baseline_rho", "margin"}}``
+        with ``margin = ci_low - baseline_rho`` (> 0: the whole 95 % interval is above the baseline).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for label, results in runs.items():
+        for r in results:
+            rep = r.reported.get(protocol)
+            if rep is None or rep.ci is None or not np.isfinite(rep.ci.low) or r.setting.dataset not in baselines:
+                continue
+            name, base = baselines[r.setting.dataset]
+            entry = {"head": HEAD_NAMES[r.setting.head], "backbone": label, "rho": float(rep.rho),
+                     "ci_low": float(rep.ci.low), "ci_high": float(rep.ci.high), "baseline": name,
+                     "baseline_rho": float(base), "margin": float(rep.ci.low) - float(base)}
+            if r.setting.dataset not in out or entry["margin"] > out[r.setting.dataset]["margin"]:
+                out[r.setting.dataset] = entry
+    return out
+
+
+def dataset_baselines(settings: Sequence[Setting], data_root: str | os.PathLike[str]) -> dict[str, tuple[str, float]]:
+    """:func:`no_video_baseline` of each dataset's first setting (its training and test records; nothing decoded).
+
+    Args:
+        settings: The notebook's settings.
+        data_root: Folder holding the datasets (``<data_root>/<dataset>``).
+
+    Returns:
+        ``{dataset: (description, rho)}``.
+    """
+    out: dict[str, tuple[str, float]] = {}
+    for setting in settings:
+        if setting.dataset not in out:
+            data = open_finetune_data(Path(data_root) / setting.dataset, setting)
+            out[setting.dataset] = no_video_baseline(data.train.records, data.test.records)
     return out

@@ -83,6 +83,7 @@ def result_to_json(result: FinetuneResult, request: Mapping[str, Any]) -> dict[s
         "history_epochs": result.history.epochs,
         "seconds": result.seconds,
         "test_transitions": None if result.test_transitions is None else result.test_transitions.tolist(),
+        "test_difficulty": None if result.test_difficulty is None else result.test_difficulty.tolist(),
         "distribution_targets": None if result.distribution_targets is None else result.distribution_targets.tolist(),
         "difficulty_baseline": result.difficulty_baseline,
     }
@@ -114,7 +115,7 @@ def result_from_json(data: Mapping[str, Any]) -> FinetuneResult:
         Setting(**data["setting"]), data["backbone_label"], list(data["epochs"]), np.asarray(data["test_true"]),
         list(data["test_ids"]), np.asarray(data["val_true"], dtype=np.float64), reported, dict(data["hyper"]),
         TrainHistory(list(data["history_epochs"])), float(data["seconds"]), array(data["test_transitions"]),
-        array(data["distribution_targets"]), data.get("difficulty_baseline"),
+        array(data["distribution_targets"]), data.get("difficulty_baseline"), array(data.get("test_difficulty")),
     )
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import resolve_device
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
@@ -261,12 +263,78 @@ class PretrainResult:
         history: The trainer's records (empty for ``dom_g``).
         trainable: Names of the backbone parameters the strategy trained.
         seconds: Wall time of the training.
+        heldout: Per epoch, the pretext accuracies on clips of videos not trained on
+            (``{"epoch", "speed_acc", "segment_acc", "acc", "loss", "clips"}`` for VSPP; empty when no
+            held-out videos were given or the pretext has no accuracy, RSPNet).
     """
 
     model: nn.Module | None
     history: TrainHistory
     trainable: list[str]
     seconds: float
+    heldout: list[dict[str, float]] = field(default_factory=list)
+
+
+HELDOUT_FILE = "heldout.json"
+"""Per-epoch held-out pretext accuracies in a stage-2 run folder (read back on resume)."""
+HELDOUT_SEED = 7919
+"""Offset of the held-out clips' seed: the same clips at every epoch, never the training draws."""
+
+
+@torch.no_grad()
+def pretext_accuracy(
+    model: nn.Module,
+    videos: Sequence[TargetVideo],
+    sampler: Sampler,
+    transform: ClipTransform,
+    *,
+    clips_per_video: int = 4,
+    channel_order: str = "rgb",
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+) -> dict[str, float]:
+    """Pretext accuracy on clips of ``videos`` (e.g. the target's test split, never trained on).
+
+    The clips are a pure function of ``seed`` (drawn as epoch 0 of :class:`PretextClips`), so every
+    epoch of a run is measured on the same clips. The model runs in evaluation mode (dropout off,
+    BatchNorm running statistics) and is put back in its previous mode.
+
+    Args:
+        model: A VSPP or VideoPace :class:`~pecop_lib.ssl.PretextModel` (backbone + head).
+        videos: Held-out videos.
+        sampler: The pretext's sampler (VSPP or VideoPace; RSPNet has no accuracy).
+        transform: Evaluation transform (centre crop, no flip).
+        clips_per_video: Clips drawn per video.
+        channel_order, batch_size, seed, device: Input order, batching, draws and device.
+
+    Returns:
+        VSPP: ``{"speed_acc", "segment_acc", "acc", "loss", "clips"}``; VideoPace ``{"acc", "loss", "clips"}``.
+
+    Raises:
+        TypeError: For an RSPNet sampler.
+        ValueError: If ``videos`` is empty.
+    """
+    if isinstance(sampler, RSPNetSampler):
+        raise TypeError("RSPNet is contrastive: it has no held-out accuracy; use VSPP or VideoPace")
+    target = _device(device)
+    clips = PretextClips(videos, sampler, transform, repeat=clips_per_video, channel_order=channel_order,
+                         seed=seed + HELDOUT_SEED)
+    loss_fn = vspp_loss if isinstance(sampler, VSPPSampler) else pace_loss
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    try:
+        for start in range(0, len(clips), batch_size):
+            items = [clips[i] for i in range(start, min(start + batch_size, len(clips)))]
+            x = torch.stack([c for c, _ in items]).to(target)
+            labels = torch.stack([y for _, y in items]).to(target)
+            loss, metrics = loss_fn(model(x), labels)
+            for name, value in {"loss": loss, **metrics}.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * len(items)
+    finally:
+        model.train(was_training)
+    return {**{k: v / len(clips) for k, v in sums.items()}, "clips": len(clips)}
 
 
 def continual_pretrain(
@@ -303,6 +371,9 @@ def continual_pretrain(
     distributed: DistributedContext | None = None,
     resume: bool | str | os.PathLike[str] = False,
     show_progress: bool = True,
+    heldout: Sequence[TargetVideo] | None = None,
+    heldout_transform: ClipTransform | None = None,
+    heldout_clips_per_video: int = 4,
 ) -> PretrainResult:
     """Stage 2: train what ``strategy`` owns with a pretext task on the target videos.
 
@@ -336,6 +407,12 @@ def continual_pretrain(
         fast: Execution switches of the backbone (:class:`~pecop_lib.models.fast_path.FastPath`);
             ``None`` leaves the backbone as it is.
         seed: Seed of the heads' initialisation, the data order, every sample draw and the dropout masks.
+        heldout: Videos never trained on (the target's test split): after every epoch the pretext
+            accuracy is measured on ``heldout_clips_per_video`` fixed clips of each
+            (:func:`pretext_accuracy`), kept in ``PretrainResult.heldout`` and in
+            ``run_dir/heldout.json`` (read back on resume). VSPP and VideoPace only.
+        heldout_transform: Their transform (default: ``transform`` without random crop and flip).
+        heldout_clips_per_video: Held-out clips per video.
 
     Returns:
         The :class:`PretrainResult`.
@@ -384,8 +461,37 @@ def continual_pretrain(
         show_progress=show_progress, seed=seed, loader_workers=num_workers,
     )
     started = time.perf_counter()
-    history = trainer.fit(data, epochs, resume=resume)
-    return PretrainResult(model, history, trainable, time.perf_counter() - started)
+    if not heldout or isinstance(sampler, RSPNetSampler):
+        history = trainer.fit(data, epochs, resume=resume)
+        return PretrainResult(model, history, trainable, time.perf_counter() - started)
+    eval_transform = heldout_transform or transform.evaluation()
+    path = Path(run_dir) / HELDOUT_FILE if run_dir is not None else None
+    records: list[dict[str, float]] = []
+    if resume:
+        trainer.fit(data, 0, resume=resume)  # load the newest checkpoint, train nothing
+        if path is not None and path.is_file():
+            records = [r for r in json.loads(path.read_text())["epochs"] if r["epoch"] <= len(trainer.history.epochs)]
+
+    def measure(epoch: int) -> None:
+        state = torch.random.get_rng_state()
+        values = pretext_accuracy(model, heldout, sampler, eval_transform, clips_per_video=heldout_clips_per_video,
+                                  channel_order=channel_order, batch_size=batch_size, seed=seed, device=context.device)
+        torch.random.set_rng_state(state)
+        records.append({"epoch": epoch, **values})
+        if path is not None and context.is_main:
+            atomic_write_json(path, {"videos": len(heldout), "clips_per_video": heldout_clips_per_video,
+                                     "epochs": records})
+
+    done = len(trainer.history.epochs)
+    if done == 0:  # before training: where the pretext starts
+        records.clear()
+        measure(0)
+    elif not records or records[-1]["epoch"] != done:  # stopped between a checkpoint and its measurement
+        measure(done)
+    for epoch in range(done, epochs):
+        trainer.fit(data, epoch + 1)
+        measure(epoch + 1)
+    return PretrainResult(model, trainer.history, trainable, time.perf_counter() - started, records)
 
 
 class _ActionClassifier(nn.Module):
@@ -410,6 +516,9 @@ def _collate_actions(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"clip": torch.stack([i["clip"] for i in items]), "label": torch.stack([i["label"] for i in items])}
 
 
+STAGE1_OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+
+
 def domain_general_pretrain(
     backbone: Backbone,
     dataset: Dataset,
@@ -419,6 +528,7 @@ def domain_general_pretrain(
     lr: float,
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
+    optimizer: str = "sgd",
     run_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device = "auto",
     precision: str = "auto",
@@ -431,13 +541,16 @@ def domain_general_pretrain(
     """Stage 1: supervised action classification of the whole backbone (and its classifier).
 
     Stands in for Kinetics-400 pretraining on the synthetic action set
-    (:class:`~pecop_lib.data.formats.kinetics.KineticsActions`, items ``{"clip", "label"}``). SGD with
-    cosine annealing to 0 over ``epochs``, BatchNorm in training mode.
+    (:class:`~pecop_lib.data.formats.kinetics.KineticsActions`, items ``{"clip", "label"}``). SGD
+    (momentum) or Adam, cosine annealing to 0 over ``epochs`` (stepped per epoch), BatchNorm in
+    training mode. Its recipe is ours to choose (it stands in for Kinetics): Adam learns the
+    synthetic actions from scratch in far fewer steps on a CPU (docs/course.md).
 
     Args:
         backbone: Built with ``num_classes`` = the number of action classes.
         dataset: Items with ``"clip"`` ``(3, T, H, W)`` and ``"label"`` (class index).
-        epochs, batch_size, lr, momentum, weight_decay: The optimisation.
+        epochs, batch_size, lr, momentum, weight_decay: The optimisation (``momentum``: SGD only).
+        optimizer: ``"sgd"`` or ``"adam"``.
         run_dir, device, precision, num_workers, seed, distributed, resume, show_progress: As in
             :func:`continual_pretrain`.
 
@@ -446,18 +559,24 @@ def domain_general_pretrain(
     """
     if not backbone.has_classifier:
         raise RuntimeError(f"{backbone.name} has no classifier; build it with num_classes=<number of action classes>")
+    if optimizer not in STAGE1_OPTIMIZERS:
+        raise ValueError(f"unknown stage-1 optimizer {optimizer!r}; choose one of {STAGE1_OPTIMIZERS}")
     backbone.requires_grad_(True)
     backbone.bn_mode = "train"
     context = distributed or DistributedContext(device=_device(device))
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
     model = _ActionClassifier(backbone)
-    optimizer, scheduler = sgd_cosine(list(model.parameters()), lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      t_max=epochs, eta_min=0.0)
+    if optimizer == "sgd":
+        opt, scheduler = sgd_cosine(list(model.parameters()), lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                    t_max=epochs, eta_min=0.0)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0.0)
     data = epoch_loader(dataset, batch_size // context.world_size, seed=seed, drop_last=True, num_workers=num_workers,
                         rank=context.rank, world_size=context.world_size, collate_fn=_collate_actions,
                         pin_memory=context.device.type == "cuda")
-    trainer = Trainer(model, _classification_step, optimizer, scheduler, run_dir=run_dir,
+    trainer = Trainer(model, _classification_step, opt, scheduler, run_dir=run_dir,
                       device=context.device, precision=precision, distributed=distributed,
                       desc="domain-general", show_progress=show_progress, seed=seed, loader_workers=num_workers)
     started = time.perf_counter()

@@ -100,8 +100,8 @@ def check_evaluation_split(pretrained: tuple[str, str | None, int | None], datas
 
 
 def open_target(root: str | os.PathLike[str], dataset: str, *, task: str | None = None, fold: int | None = None,
-                crop: int = 112, seed: int = 0) -> AQADataset:
-    """The training split of a target dataset (its scores are not used by stage 2).
+                crop: int = 112, seed: int = 0, split: str = "train") -> AQADataset:
+    """A split of a target dataset (its scores are not used by stage 2).
 
     Args:
         root: The dataset's own folder (e.g. ``<data root>/MTL-AQA``).
@@ -110,20 +110,23 @@ def open_target(root: str | os.PathLike[str], dataset: str, *, task: str | None 
         fold: JIGSAWS test fold (:data:`JIGSAWS_FOLDS`): its training split is the other three folds.
         crop: Crop side of the dataset's own transform (unused by stage 2, which has its own).
         seed: Dataset seed.
+        split: ``"train"`` (what stage 2 pretrains on) or ``"test"`` (held out: stage 2 only measures on it).
 
     Raises:
-        ValueError: See :func:`check_target` and :func:`check_fold`.
+        ValueError: See :func:`check_target` and :func:`check_fold`, or an unknown split.
     """
     check_target(dataset, task)
     check_fold(dataset, fold)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     common = {"crop": crop, "seed": seed, "train": False}
     if dataset == "MTL-AQA":
-        return MTLAQA(root, "train", **common)
+        return MTLAQA(root, split, **common)
     if dataset == "FineDiving":
-        return FineDiving(root, "train", **common)
+        return FineDiving(root, split, **common)
     if dataset == "JIGSAWS":
-        return JIGSAWS(root, task, fold, "train", **common)
-    return PD4T(root, task, "train", **common)
+        return JIGSAWS(root, task, fold, split, **common)
+    return PD4T(root, task, split, **common)
 
 
 def pretraining_videos(root: str | os.PathLike[str], dataset: str, *, task: str | None = None,
@@ -148,6 +151,20 @@ def pretraining_videos(root: str | os.PathLike[str], dataset: str, *, task: str 
     if not Path(root).is_dir():
         raise FileNotFoundError(f"{dataset} folder {root} does not exist; check the data root")
     return target_videos(open_target(root, dataset, task=task, fold=fold), annotated_span=dataset == "MTL-AQA")
+
+
+def heldout_videos(root: str | os.PathLike[str], dataset: str, *, task: str | None = None,
+                   fold: int | None = None) -> list[TargetVideo]:
+    """The target's test-split videos: stage 2 never trains on them, it measures its pretext there.
+
+    Arguments and errors as :func:`pretraining_videos`.
+    """
+    check_target(dataset, task)
+    check_fold(dataset, fold)
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"{dataset} folder {root} does not exist; check the data root")
+    return target_videos(open_target(root, dataset, task=task, fold=fold, split="test"),
+                         annotated_span=dataset == "MTL-AQA")
 
 
 def official_normal_pace(dataset: str, task: str | None = None) -> int:

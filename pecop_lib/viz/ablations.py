@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from pecop_lib.eval import seed_summary
+
 STRATEGY_COLORS: dict[str, str] = {"Dom-G": "#bab0ac", "Dom-S": "#9c755f", "HPT+BN": "#76b7b2", "HPT": "#4e79a7",
                                    "PECoP": "#f28e2b"}
 """Bar colours of the strategies (other labels cycle through :data:`OTHER_COLORS`)."""
@@ -35,10 +37,10 @@ def plot_ablation_panels(
     paper: PaperLookup | None = None,
     columns: int = 4,
     ylabel: str = "Spearman rho",
+    error: str = "std",
 ) -> Any:
-    """One panel per task, one bar per label: the mean over seeds, an error bar of one standard
-    deviation (with two or more seeds), each seed as a dot, and the paper's value as a black diamond
-    where it prints one.
+    """One panel per task, one bar per label: the mean over seeds, an error bar (with two or more
+    seeds), each seed as a dot, and the paper's value as a black diamond where it prints one.
 
     Args:
         values: ``{(label, task): per-seed values}`` (nan entries are left out; an empty or all-nan
@@ -49,10 +51,14 @@ def plot_ablation_panels(
         paper: Optional lookup of the paper's value of a cell.
         columns: Panels per row.
         ylabel: Y axis label.
+        error: ``std`` (one standard deviation over seeds) or ``ci95`` (the 95 % t-interval of the
+            mean over seeds, :func:`pecop_lib.eval.seed_summary`).
 
     Returns:
         The figure (the paper's Fig. 5 layout when ``labels`` are the strategies).
     """
+    if error not in ("std", "ci95"):
+        raise ValueError(f"error must be 'std' or 'ci95', got {error!r}")
     import matplotlib.pyplot as plt
 
     columns = max(1, min(columns, len(tasks)))
@@ -69,7 +75,9 @@ def plot_ablation_panels(
             if cell.size == 0:
                 ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="#666666")
             else:
-                err = cell.std(ddof=1) if cell.size > 1 else None
+                err = None
+                if cell.size > 1:
+                    err = cell.std(ddof=1) if error == "std" else seed_summary(cell)["ci_high"] - cell.mean()
                 ax.bar(x, cell.mean(), 0.7, color=color, edgecolor="#333333", linewidth=0.6,
                        yerr=err, capsize=3 if err is not None else 0)
                 jitter = np.linspace(-0.15, 0.15, cell.size) if cell.size > 1 else np.zeros(1)

@@ -156,6 +156,45 @@ def plot_pretext_curves(
     return fig
 
 
+def plot_heldout_curves(
+    runs: Mapping[str, tuple[Sequence[Mapping[str, float]], Sequence[Mapping[str, float]]]],
+    metrics: Sequence[str],
+    title: str,
+    *,
+    chance: Mapping[str, float] | None = None,
+) -> Any:
+    """Per-epoch pretext accuracy on held-out videos (solid) beside the training average (dashed).
+
+    Args:
+        runs: ``{run label: (training epoch records, held-out epoch records)}``: the stage-2
+            record's ``history["epochs"]`` (``"epoch"``, metrics averaged over the epoch's training
+            batches) and ``heldout["epochs"]`` (``"epoch"`` from 0, before training; metrics on
+            fixed clips of test-split videos).
+        metrics: Metric names, e.g. ``("segment_acc", "speed_acc")``.
+        title: Figure title.
+        chance: ``{metric: chance level}`` drawn as grey lines.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for (label, (train, heldout)), color in zip(runs.items(), colors):
+            held = [(r["epoch"], r[metric]) for r in heldout if metric in r]
+            if held:
+                ax.plot(*zip(*held, strict=True), marker="o", ms=3, color=color, label=f"{label}: held-out videos")
+            seen = [(r["epoch"], r[metric]) for r in train if metric in r]
+            if seen:
+                ax.plot(*zip(*seen, strict=True), ls="--", color=color, alpha=0.7, label=f"{label}: training batches")
+        if chance and metric in chance:
+            ax.axhline(chance[metric], color="#333333", ls=":", lw=1.0, label="chance")
+        ax.set(title=metric, xlabel="epoch", ylim=(0, 1))
+    axes[0][0].legend(frameon=False, fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def plot_adapter_alphas(alphas: Mapping[str, np.ndarray], title: str) -> Any:
     """Distribution of each adapter's per-channel scale ``alpha`` (initialised to 1), as ``alpha - 1``.
 

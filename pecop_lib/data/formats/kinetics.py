@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from pecop_lib.data.errors import DataFormatError
 from pecop_lib.data.sampling import contiguous_window
 from pecop_lib.data.source_cache import cached_source
-from pecop_lib.data.transforms import ClipTransform, official_transform
+from pecop_lib.data.transforms import ClipTransform
 
 CSV_HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
 
@@ -94,7 +94,9 @@ class KineticsActions(Dataset):
         self.classes = sorted({e.label for e in self.entries})
         self.train = split == "train"
         self.clip_len, self.seed, self.epoch = clip_len, int(seed), 0
-        self.transform = transform or official_transform("plain", train=self.train, crop=crop)
+        # no horizontal flip: it would turn move_left into move_right and clockwise into
+        # counter-clockwise (4 of the 13 synthetic classes); random crops keep every label
+        self.transform = transform or ClipTransform(resize=None, crop=crop, random_crop=self.train, flip=False)
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -38,8 +38,12 @@ from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
 if TYPE_CHECKING:
     from pecop_lib.config import Config
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 """Bump when generated content changes: cached worlds of other versions are not reused."""
+ACTIONS_VERSION = 1
+"""Version of the domain-general action set's content alone (bump with any change to
+:mod:`pecop_lib.data.synthetic.actions`): a stage-1 backbone depends on the action set only, so a
+shipped stage-1 checkpoint stays valid when the AQA generators change (:func:`actions_identity`)."""
 DATASETS = ("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T", "Kinetics-synth")
 MP4_DATASETS = ("PD4T", "Kinetics-synth")
 """The datasets whose videos are mp4 files (the others are JPEG frame folders)."""
@@ -131,7 +135,7 @@ def _mtl_event(spec: WorldSpec, root: str, event: int, clips: int) -> tuple[dict
         write_frame_folder(render.to_uint8(diving.render_pool(arena, spec.size, gap, rng)), folder, first=offset)
         offset += gap
         dive = diving.parse_dive(numbers[int(rng.integers(len(numbers)))])
-        skill = float(rng.beta(4, 2))
+        skill = diving.draw_skill(rng)
         quality = diving.draw_quality(rng, skill)
         canvas, steps = diving.render_dive(rng, dive, quality, arena, spec.size)
         write_frame_folder(render.to_uint8(canvas), folder, first=offset)
@@ -198,7 +202,7 @@ def _fd_competition(spec: WorldSpec, root: str, comp: int, clips: int) -> tuple[
     aqa, fields, latents = {}, {}, {}
     for clip in range(clips):
         dive = diving.parse_dive(numbers[int(rng.integers(len(numbers)))])
-        skill = float(rng.beta(4, 2))
+        skill = diving.draw_skill(rng)
         quality = diving.draw_quality(rng, skill)
         canvas, steps = diving.render_dive(rng, dive, quality, arena, spec.size)
         write_frame_folder(render.to_uint8(canvas), Path(root) / "FINADiving_MTL_256s" / video / str(clip),
@@ -391,7 +395,8 @@ def generate_world(
         start = time.perf_counter()
         GENERATORS[name](spec, target, workers)
         report[name] = {"seconds": round(time.perf_counter() - start, 3), "bytes": _folder_bytes(target)}
-    manifest = {"generator_version": GENERATOR_VERSION, "spec": asdict(spec), "datasets": report}
+    manifest = {"generator_version": GENERATOR_VERSION, "actions_version": ACTIONS_VERSION, "spec": asdict(spec),
+                "datasets": report}
     atomic_write_json(root / MANIFEST, manifest)
     return World(root, manifest)
 
@@ -405,6 +410,28 @@ def load_world(root: str | os.PathLike[str]) -> World | None:
     if manifest.get("generator_version") != GENERATOR_VERSION:
         return None
     return World(Path(root), manifest)
+
+
+def actions_identity(actions_root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What a synthetic action set's content depends on, independent of where it lies on disk.
+
+    Args:
+        actions_root: A ``Kinetics-synth`` folder.
+
+    Returns:
+        ``{"actions_version", "seed", "size", "action_videos", "action_frames"}`` when the folder is
+        the action set of a generated world (its parent holds a ``world.json`` that records the
+        action set's version), else ``None`` (a real or hand-made dataset: identify it by its path).
+    """
+    path = Path(actions_root).resolve().parent / MANIFEST
+    if Path(actions_root).name != "Kinetics-synth" or not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    if "actions_version" not in manifest or "spec" not in manifest:
+        return None
+    spec = manifest["spec"]
+    return {"actions_version": manifest["actions_version"], "seed": spec["seed"], "size": spec["size"],
+            "action_videos": spec["action_videos"], "action_frames": spec["action_frames"]}
 
 
 def world_spec(preset: str | Config = "smoke", seed: int = 0) -> WorldSpec:
