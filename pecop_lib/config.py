@@ -117,6 +117,7 @@ class Config:
     finetune_lr_backbone: float = 0.0  # official 1e-4 (Adam)
     finetune_lr_head: float = 0.0  # official 1e-4 USDL/MUSDL, 1e-3 CoRe/TSA
     finetune_train_backbone: str = "all"  # all (official: backbone + adapters) | adapters | frozen
+    finetune_features: str = "clips"  # clips (official) | stored: frozen backbone, features computed once (course)
     finetune_decode: str = "argmax"  # (M)USDL decoding: argmax (official) | expectation
     finetune_exemplars: int = 10  # CoRe/TSA test exemplars per query (voter_number)
     finetune_shared_exemplars: bool = False  # one exemplar bank per group instead of per-query draws
@@ -241,6 +242,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_general_optimizer": "adam",
         "finetune_epochs": 20,
         "finetune_train_backbone": "frozen",
+        "finetune_features": "stored",
         "finetune_decode": "expectation",
         "finetune_bootstrap": 1000,
         "finetune_scope": "minimal",

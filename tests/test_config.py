@@ -30,7 +30,7 @@ def test_unknown_key_is_refused_with_suggestion():
 
 
 def test_unknown_preset_is_refused():
-    with pytest.raises(ConfigError, match="unknown preset 'smok'.*smoke, tutorial, paper"):
+    with pytest.raises(ConfigError, match="unknown preset 'smok'.*smoke, course, tutorial, paper"):
         resolve("smok")
 
 
