@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,16 @@ from pecop_lib.data.video import write_frame_folder
 from pecop_lib.models import build_backbone
 from pecop_lib.models.strategies import trainable_names
 from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
+from pecop_lib.ssl.vspp import VSPPLogits
+from pecop_lib.train.loop import NonFiniteLossError
 from pecop_lib.train.pretrain import (
+    HELDOUT_FILE,
+    HELDOUT_SEED,
     PretextClips,
     TargetVideo,
     continual_pretrain,
     domain_general_pretrain,
+    pretext_accuracy,
     target_videos,
 )
 
@@ -160,3 +166,82 @@ def test_domain_general_stage_trains_the_classifier(world, tmp_path: Path) -> No
     assert (tmp_path / "checkpoints" / "epoch_001.pt").is_file()
     with pytest.raises(RuntimeError, match="has no classifier"):
         domain_general_pretrain(build_backbone("r3d18"), actions, epochs=1, batch_size=4, lr=0.01, device="cpu")
+
+
+class _ConstantVSPP(torch.nn.Module):
+    """Always answers speed class 0 and segment class 1, whatever the clip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, clips: torch.Tensor) -> VSPPLogits:
+        batch = clips.shape[0]
+        speed = torch.zeros(batch, 5)
+        speed[:, 0] = self.scale
+        segment = torch.zeros(batch, 4)
+        segment[:, 1] = self.scale
+        return VSPPLogits(speed, segment)
+
+
+def test_pretext_accuracy_counts_the_fixed_heldout_clips(numbered_video: Path) -> None:
+    sampler = VSPPSampler(clip_len=8, normal_pace=1)
+    videos = [TargetVideo(numbered_video, 0, 50), TargetVideo(numbered_video, 5, 40)]
+    model = _ConstantVSPP().train()
+    values = pretext_accuracy(model, videos, sampler, PLAIN, clips_per_video=5, batch_size=3, seed=2, device="cpu")
+    clips = PretextClips(videos, sampler, PLAIN, repeat=5, seed=2 + HELDOUT_SEED)
+    labels = torch.stack([clips[i][1] for i in range(len(clips))])
+    assert values["clips"] == 10
+    assert values["speed_acc"] == pytest.approx((labels[:, 0] == 0).float().mean().item())
+    assert values["segment_acc"] == pytest.approx((labels[:, 1] == 1).float().mean().item())
+    assert values["acc"] == pytest.approx((values["speed_acc"] + values["segment_acc"]) / 2)
+    assert model.training  # put back in its mode
+    again = pretext_accuracy(model, videos, sampler, PLAIN, clips_per_video=5, seed=2, device="cpu")  # other batches
+    assert again == pytest.approx(values)
+    with pytest.raises(TypeError, match="RSPNet is contrastive"):
+        pretext_accuracy(model, videos, RSPNetSampler(clip_len=4), PLAIN, device="cpu")
+
+
+@pytest.mark.slow
+def test_heldout_accuracy_is_measured_before_and_after_every_epoch_and_resumes(world, tmp_path: Path) -> None:
+    train = target_videos(PD4T(world["PD4T"], "Gait", "train", crop=32))[:2]
+    test = target_videos(PD4T(world["PD4T"], "Gait", "test", crop=32))[:2]
+
+    def run(epochs: int, resume: bool = False):
+        return continual_pretrain(
+            build_backbone("i3d", adapters=True, seed=0), train, VSPPSampler(clip_len=8),
+            official_transform("core_mtl", train=True, crop=32), epochs=epochs, batch_size=2, list_repeat=1,
+            device="cpu", run_dir=tmp_path, show_progress=False, heldout=test, heldout_clips_per_video=2,
+            resume=resume)
+
+    first = run(1)
+    assert [r["epoch"] for r in first.heldout] == [0, 1]
+    assert all(r["clips"] == 4 and 0 <= r["segment_acc"] <= 1 for r in first.heldout)
+    record = json.loads((tmp_path / HELDOUT_FILE).read_text())
+    assert record["videos"] == 2 and record["epochs"] == first.heldout
+    resumed = run(2, resume=True)
+    assert [r["epoch"] for r in resumed.heldout] == [0, 1, 2]
+    assert resumed.heldout[:2] == first.heldout  # read back, not measured again
+
+
+@pytest.mark.slow
+def test_heldout_values_that_are_not_finite_stop_the_run(world, tmp_path: Path, monkeypatch) -> None:
+    import pecop_lib.train.pretrain as pretrain
+
+    calls = []
+
+    def diverged(*args, **kwargs):
+        calls.append(1)
+        finite = len(calls) == 1  # before training the weights are fine
+        return {"speed_acc": 0.25, "segment_acc": 0.25, "acc": 0.25, "loss": 2.8 if finite else float("nan"),
+                "clips": 4}
+
+    monkeypatch.setattr(pretrain, "pretext_accuracy", diverged)
+    videos = target_videos(PD4T(world["PD4T"], "Gait", "train", crop=32))[:2]
+    with pytest.raises(NonFiniteLossError, match="held-out pretext loss not finite after epoch 1"):
+        continual_pretrain(
+            build_backbone("i3d", adapters=True, seed=0), videos, VSPPSampler(clip_len=8),
+            official_transform("core_mtl", train=True, crop=32), epochs=2, batch_size=2, list_repeat=1,
+            device="cpu", run_dir=tmp_path, show_progress=False, heldout=videos)
+    record = json.loads((tmp_path / HELDOUT_FILE).read_text())
+    assert [r["epoch"] for r in record["epochs"]] == [0]  # nothing non-finite written

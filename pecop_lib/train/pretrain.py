@@ -56,7 +56,7 @@ from pecop_lib.ssl import (
 from pecop_lib.train.data import epoch_loader
 from pecop_lib.train.device_augment import AUGMENT_PLACES, device_augmented
 from pecop_lib.train.distributed import DistributedContext
-from pecop_lib.train.loop import StepFn, StepOutput, Trainer, TrainHistory
+from pecop_lib.train.loop import NonFiniteLossError, StepFn, StepOutput, Trainer, TrainHistory
 
 PRETEXTS: tuple[str, ...] = ("vspp", "pace", "rspnet")
 CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
@@ -420,6 +420,8 @@ def continual_pretrain(
     Raises:
         ValueError: On an unknown strategy, a batch size not divisible by the process count,
             ``pecop`` on a backbone without adapters, or ``augment="device"`` with RSPNet.
+        NonFiniteLossError: If the training loss, or a held-out accuracy or loss, is not finite
+            (diverged weights: nothing non-finite is written to ``heldout.json``).
     """
     if augment not in AUGMENT_PLACES:
         raise ValueError(f"augment must be one of {AUGMENT_PLACES}, got {augment!r}")
@@ -477,6 +479,12 @@ def continual_pretrain(
         values = pretext_accuracy(model, heldout, sampler, eval_transform, clips_per_video=heldout_clips_per_video,
                                   channel_order=channel_order, batch_size=batch_size, seed=seed, device=context.device)
         torch.random.set_rng_state(state)
+        broken = sorted(k for k, v in values.items() if not np.isfinite(v))
+        if broken:  # the training loss stayed finite but the weights left the range the model computes in
+            last = trainer.history.epochs[-1]["loss"] if trainer.history.epochs else float("nan")
+            raise NonFiniteLossError(
+                f"held-out pretext {', '.join(broken)} not finite after epoch {epoch} (last training loss "
+                f"{last:.3g}): the weights diverged; lower the learning rate (pretrain_lr)")
         records.append({"epoch": epoch, **values})
         if path is not None and context.is_main:
             atomic_write_json(path, {"videos": len(heldout), "clips_per_video": heldout_clips_per_video,
