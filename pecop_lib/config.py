@@ -136,8 +136,8 @@ class Config:
 
     # --- ablation: notebooks 07-08, the paper's ablations on our runs (pecop_lib.train.ablations) ---
     ablation_fig5_tasks: str = "all"  # Fig. 5 panels, comma-separated (MTL-AQA, Gait, ..., S, NP, KT) or "all"
-    ablation_table5_tasks: str = "S,NP,KT"  # Table 5 (VSPP vs VideoPace vs RSPNet, CoRe): the paper's JIGSAWS tasks
-    ablation_table6_tasks: str = "Gait,Finger tapping,Hand movement,Leg agility"  # Table 6 (R3D-18, CoRe)
+    ablation_table5_tasks: str = "S,NP,KT"  # Table 5 (VSPP vs VideoPace vs RSPNet, CoRe): the paper's JIGSAWS tasks; none: off
+    ablation_table6_tasks: str = "Gait,Finger tapping,Hand movement,Leg agility"  # Table 6 (R3D-18, CoRe); none: off
     ablation_switch_task: str = "MTL-AQA"  # task of the official-vs-paper switch ablation
     ablation_switches: str = "each"  # each (one switch at a time, then all) | combined (all at once) | none
     ablation_seeds: int = 3  # fine-tuning seeds per cell (seed, seed + 1, ...): Fig. 5 error bars
@@ -247,10 +247,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune_bootstrap": 1000,
         "finetune_scope": "minimal",
         "ablation_fig5_tasks": "MTL-AQA,Gait",
-        "ablation_table5_tasks": "MTL-AQA",
-        "ablation_table6_tasks": "Gait",
+        # Fig. 5 only: its 24 stage-2 runs take about an hour of an idle 2-core CPU already (docs/course.md,
+        # section 4); Table 5 (9 runs), Table 6 (6 runs and an R3D-18 stage 1) and the switches (6) are tutorial's
+        "ablation_table5_tasks": "none",
+        "ablation_table6_tasks": "none",
         "ablation_switch_task": "MTL-AQA",
-        "ablation_switches": "combined",
+        "ablation_switches": "none",
         "ablation_seeds": 3,
         "ablation_protocol": "honest",
         "ablation_metric": "execution",

@@ -48,6 +48,9 @@ def test_parse_tasks():
         parse_tasks("MTL-AQA,Diving")
     with pytest.raises(ValueError, match="unknown or missing"):
         parse_tasks(" , ")
+    assert parse_tasks(" None ", optional=True) == ()  # a study that is off
+    with pytest.raises(ValueError, match=r"unknown or missing task\(s\) \['none'\]"):
+        parse_tasks("none")  # Fig. 5 cannot be off
 
 
 def test_task_settings_map_fig5_names_to_datasets_and_folds():

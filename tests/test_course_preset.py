@@ -112,3 +112,13 @@ def test_stored_features_need_a_frozen_backbone_and_evaluation_drops_randomness(
     FinetuneOptions(features="stored", train_backbone="frozen")
     train = ClipTransform(crop=32, random_crop=True, flip=True)
     assert not train.evaluation().is_random and train.evaluation().crop == 32
+
+
+def test_course_notebook_07_runs_fig5_only_with_a_diving_and_a_motor_task():
+    from pecop_lib.train.ablations import ablation_plan
+
+    plan = ablation_plan(pecop_lib.resolve("course"))
+    assert {study: len(runs) for study, runs in plan.items()} == {"fig5": 30, "table5": 0, "table6": 0, "switches": 0}
+    assert {(r.setting.dataset, r.setting.task) for r in plan["fig5"]} == {("MTL-AQA", None), ("PD4T", "Gait")}
+    assert {r.strategy for r in plan["fig5"]} == {"dom_g", "dom_s", "hpt_bn", "hpt", "pecop"}
+    assert {r.seed for r in plan["fig5"]} == {0, 1, 2}

@@ -84,14 +84,22 @@ STUDIES: tuple[str, ...] = ("fig5", "table5", "table6", "switches")
 Log = Callable[[str], None]
 
 
-def parse_tasks(text: str, *, allowed: Sequence[str] = FIG5_TASKS) -> tuple[str, ...]:
+def parse_tasks(text: str, *, allowed: Sequence[str] = FIG5_TASKS, optional: bool = False) -> tuple[str, ...]:
     """Task names from a comma-separated config value (``"all"``: every allowed task, in order).
 
+    Args:
+        text: The config value.
+        allowed: The valid task names.
+        optional: Whether ``"none"`` (the study is off: no task) is accepted.
+
     Raises:
-        ValueError: On an empty list or a name outside ``allowed``, listing the valid names.
+        ValueError: On an empty list, ``"none"`` where the study is not optional, or a name outside
+            ``allowed``, listing the valid names.
     """
     if text.strip().lower() == "all":
         return tuple(allowed)
+    if optional and text.strip().lower() == "none":
+        return ()
     names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     unknown = [n for n in names if n not in allowed]
     if unknown or not names:
@@ -222,13 +230,15 @@ def ablation_plan(cfg: Config) -> dict[str, list[AblationRun]]:
     """Every run of notebook 07, by study, from the ``ablation_*`` keys of a config.
 
     Returns:
-        ``{"fig5": [...], "table5": [...], "table6": [...], "switches": [...]}``.
+        ``{"fig5": [...], "table5": [...], "table6": [...], "switches": [...]}``; a study that is off
+        (``ablation_table5_tasks`` / ``ablation_table6_tasks`` = ``"none"``, ``ablation_switches`` =
+        ``"none"``) has no runs.
     """
     seeds, folds = ablation_seeds(cfg), cfg.ablation_folds
     return {
         "fig5": strategy_runs(parse_tasks(cfg.ablation_fig5_tasks), seeds, folds=folds),
-        "table5": pretext_runs(parse_tasks(cfg.ablation_table5_tasks), seeds, folds=folds),
-        "table6": backbone_runs(parse_tasks(cfg.ablation_table6_tasks), seeds, folds=folds),
+        "table5": pretext_runs(parse_tasks(cfg.ablation_table5_tasks, optional=True), seeds, folds=folds),
+        "table6": backbone_runs(parse_tasks(cfg.ablation_table6_tasks, optional=True), seeds, folds=folds),
         "switches": switch_runs(parse_tasks(cfg.ablation_switch_task)[0], seeds, mode=cfg.ablation_switches,
                                 folds=folds),
     }
