@@ -65,12 +65,13 @@ def test_expected_seconds_prefers_the_previous_manifest_of_the_same_preset(tmp_p
     write_manifest(tmp_path, "course", {"00_a": ("ok", 30.0), "01_b": ("failed", 5.0)})
     previous = previous_wall_times(tmp_path, "course")
     assert previous == {"00_a": 30.0}  # the failed notebook's time says nothing about a full run
-    assert expected_seconds(paths, "course", previous) == [30.0, 60, 1200, None]
+    table = EXPECTED_SECONDS["course"]
+    assert expected_seconds(paths, "course", previous) == [30.0, table["01"], table["07"], None]
     assert previous_wall_times(tmp_path, "smoke") == {}  # another preset's manifest is ignored
     assert expected_seconds(paths, "smoke", {}) == [20, 40, 120, None]
     assert expected_seconds(paths, "tutorial", {}) == [None] * 4  # no table: no estimate
     assert previous_wall_times(tmp_path / "none", "course") == {}
-    # 00_a took 45 s instead of 30: the rest (60 + 1200 from the course table) scales by 1.5
+    # 00_a took 45 s instead of 30: the rest (60 + 1200) scales by 1.5
     assert estimate_left([30.0, 60, 1200], [45.0], 1) == pytest.approx(1890.0)
 
 
