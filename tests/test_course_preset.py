@@ -4,7 +4,6 @@ shipped stage-1 backbone, no-video baselines, computed Fig. 5 verdicts, stored-f
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -10,7 +10,9 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from conftest import REPO_ROOT
 from nbformat.v4 import new_markdown_cell
+from test_notebooks import WRITE_METRICS, write_notebook
 
 from pecop_lib import notebooks
 from pecop_lib.cli import build_parser, main
@@ -25,9 +27,6 @@ from pecop_lib.notebooks import (
     notebook_stage,
     previous_wall_times,
 )
-
-from conftest import REPO_ROOT
-from test_notebooks import WRITE_METRICS, write_notebook
 
 TCP_WARNING = "Kernel is running over TCP without encryption"
 DURATION = r"(\d+ s|\d+ min \d+ s)"

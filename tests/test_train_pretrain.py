@@ -226,7 +226,7 @@ def test_heldout_accuracy_is_measured_before_and_after_every_epoch_and_resumes(w
 
 @pytest.mark.slow
 def test_heldout_values_that_are_not_finite_stop_the_run(world, tmp_path: Path, monkeypatch) -> None:
-    import pecop_lib.train.pretrain as pretrain
+    from pecop_lib.train import pretrain
 
     calls = []
 

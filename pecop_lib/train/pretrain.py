@@ -18,10 +18,10 @@ argument here; :mod:`pecop_lib.config` holds the official values in the ``paper`
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
