@@ -247,8 +247,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune_bootstrap": 1000,
         "finetune_scope": "minimal",
         "ablation_fig5_tasks": "MTL-AQA,Gait",
-        # Fig. 5 only: its 24 stage-2 runs take about an hour of an idle 2-core CPU already (docs/course.md,
-        # section 4); Table 5 (9 runs), Table 6 (6 runs and an R3D-18 stage 1) and the switches (6) are tutorial's
+        # Fig. 5 only: its 30 cells (8 stage-2 runs) took 1,757 s on an idle 2-core CPU (docs/course.md, section 6);
+        # Table 5 (9 runs), Table 6 (6 runs and an R3D-18 stage 1) and the switches (6) are tutorial's
         "ablation_table5_tasks": "none",
         "ablation_table6_tasks": "none",
         "ablation_switch_task": "MTL-AQA",

@@ -91,7 +91,8 @@ EpochData = Callable[[int], Iterable[Any]]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; training stopped before the weights were touched."""
+    """A loss became NaN or infinite: a training loss (training stopped before the weights were touched) or
+    a held-out pretext measurement after an epoch (:func:`~pecop_lib.train.pretrain.continual_pretrain`)."""
 
 
 @dataclass
