@@ -125,7 +125,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from pecop_lib.config import resolve
-    from pecop_lib.models.weights import WeightsMismatchError
+    from pecop_lib.models.loading import WeightsMismatchError
     from pecop_lib.notebooks import parse_parameter
     from pecop_lib.train.distributed import init_distributed, shutdown_distributed
     from pecop_lib.train.finetune_runs import finetune_command
@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="crop side for reading the datasets (default: each dataset's official size)")
     doctor.set_defaults(func=_doctor)
 
+    from pecop_lib.data.registry import DATASETS
     from pecop_lib.models.strategies import STRATEGIES
-    from pecop_lib.train.targets import TARGET_DATASETS
 
     pretrain = commands.add_parser(
         "pretrain", help="continual pretraining (stage 1 + stage 2) of a backbone on a target dataset",
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "scratch), dom_g (no stage 2)")
     pretrain.add_argument("--backbone", choices=("i3d", "r3d18"), default=None, help="default: the preset's")
     pretrain.add_argument("--pretext", choices=tuple(PRETEXT_NAMES), default=None, help="default: the preset's (vspp)")
-    pretrain.add_argument("--dataset", choices=TARGET_DATASETS, default="MTL-AQA", help="target dataset (default MTL-AQA)")
+    pretrain.add_argument("--dataset", choices=tuple(DATASETS), default="MTL-AQA", help="target dataset (default MTL-AQA)")
     pretrain.add_argument("--task", default=None, help="JIGSAWS or PD4T task, e.g. Suturing, Gait, 'Finger tapping'")
     pretrain.add_argument("--fold", type=int, default=None,
                           help="JIGSAWS only, required there: the test fold 0..3 the backbone will be evaluated on "
@@ -279,7 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="any config key, e.g. --set pretrain_list_repeat=20 (repeatable)")
     pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
     pretrain.set_defaults(func=_pretrain)
-    from pecop_lib.train.finetune import DATASETS as FINETUNE_DATASETS
     from pecop_lib.train.finetune import HEADS
 
     finetune = commands.add_parser(
@@ -291,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "torchrun --nproc_per_node=G -m pecop_lib finetune ...",
     )
     finetune.add_argument("--head", required=True, choices=HEADS)
-    finetune.add_argument("--dataset", required=True, choices=FINETUNE_DATASETS)
+    finetune.add_argument("--dataset", required=True, choices=tuple(DATASETS))
     finetune.add_argument("--task", default=None, help="JIGSAWS or PD4T task, e.g. Suturing, Gait, 'Finger tapping'")
     finetune.add_argument("--fold", type=int, default=None, help="JIGSAWS test fold 0..3 (default: all four)")
     finetune.add_argument("--backbone-checkpoint", required=True, metavar="PATH|none",

@@ -148,31 +148,22 @@ def check_disk(paths: dict[str, Path] | None = None, min_free_gib: float = MIN_F
 
 
 def _open_datasets(name: str, root: Path, crop: int | None = None) -> list[Any]:
-    """Build the train and test datasets of one dataset root (validates the layout)."""
-    from pecop_lib.data import FineDiving, JIGSAWS, MTLAQA, PD4T
-    from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS
-    from pecop_lib.data.formats.pd4t import TASKS as PD4T_TASKS
+    """Build the train and test datasets of one dataset root, every task at its first fold (validates the layout)."""
+    from pecop_lib.data.registry import find_dataset
 
+    record = find_dataset(name)
     kw = {} if crop is None else {"crop": crop}
-    if name == "mtl-aqa":
-        return [MTLAQA(root, split, **kw) for split in ("train", "test")]
-    if name == "finediving":
-        return [FineDiving(root, split, **kw) for split in ("train", "test")]
-    if name == "jigsaws":
-        return [JIGSAWS(root, task, 0, split, **kw) for task in JIGSAWS_TASKS for split in ("train", "test")]
-    if name == "pd4t":
-        return [PD4T(root, task, split, **kw) for task in PD4T_TASKS for split in ("train", "test")]
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_CHECKS)}")
-
-
-DATASET_CHECKS: tuple[str, ...] = ("mtl-aqa", "jigsaws", "finediving", "pd4t")
+    fold = record.folds[0] if record.folds else None
+    return [record.open(root, split, task=task, fold=fold, **kw) for task in record.tasks or (None,)
+            for split in ("train", "test")]
 
 
 def check_dataset(name: str, root: str | Path, crop: int | None = None) -> list[Finding]:
     """Read a dataset root in its official format and decode its first clip.
 
     Args:
-        name: One of :data:`DATASET_CHECKS`.
+        name: A dataset, as its data card names it (``mtl-aqa``, ``finediving``, ``jigsaws``, ``pd4t``) or any
+            spelling :func:`~pecop_lib.data.registry.find_dataset` takes.
         root: The dataset's root folder.
         crop: Crop side of the transform; ``None`` uses the dataset's official size (224 or 112).
     """

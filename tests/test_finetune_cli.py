@@ -52,7 +52,7 @@ def test_cli_finetune_smoke_subprocess_and_resume(data_root, tmp_path):
     (["--head", "tsa", "--dataset", "PD4T", "--task", "Gait"], "tsa has no recipe for PD4T"),
     (["--head", "core", "--dataset", "PD4T"], "PD4T needs a task"),
     (["--head", "core", "--dataset", "PD4T", "--task", "Gait", "--fold", "1"], "only JIGSAWS has folds"),
-    (["--head", "musdl", "--dataset", "JIGSAWS", "--task", "Suturing", "--fold", "7"], "test fold in 0..3"),
+    (["--head", "musdl", "--dataset", "JIGSAWS", "--task", "Suturing", "--fold", "7"], "needs the test fold being evaluated, one of (0, 1, 2, 3)"),
     (["--head", "core", "--dataset", "PD4T", "--task", "Gait", "--set", "finetune_decod=argmax"], "did you mean"),
     (["--head", "core", "--dataset", "PD4T", "--task", "Gait", "--set", "finetune_train_backbone=half"],
      "train_backbone must be one of"),

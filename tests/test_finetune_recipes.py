@@ -63,7 +63,7 @@ def test_settings_validate_task_and_fold():
         Setting("core", "PD4T")
     with pytest.raises(ValueError, match="single task"):
         Setting("core", "MTL-AQA", task="Gait")
-    with pytest.raises(ValueError, match="test fold in 0..3"):
+    with pytest.raises(ValueError, match=r"needs the test fold being evaluated, one of \(0, 1, 2, 3\)"):
         Setting("musdl", "JIGSAWS", "Suturing", 4)
     with pytest.raises(ValueError, match="only JIGSAWS has folds"):
         Setting("core", "PD4T", "Gait", 0)

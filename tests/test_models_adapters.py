@@ -177,6 +177,23 @@ def test_strategies_train_exactly_what_they_say(name: str) -> None:
         mark_trainable(build_backbone(name), "pecop")
 
 
+def test_finetuning_and_strategies_share_one_trainable_rule() -> None:
+    from pecop_lib.models.strategies import STRATEGIES, TRAINS, mark_parameters
+    from pecop_lib.train.finetune import set_trainable
+
+    model = build_backbone("r3d18", adapters=True, num_classes=400, seed=0)
+    assert set_trainable(model, "adapters") == mark_parameters(model, "adapters") == mark_trainable(model, "pecop")
+    assert set_trainable(model, "all") == mark_trainable(model, "hpt")
+    assert set_trainable(model, "frozen") == mark_parameters(model, "none") == []
+    assert not any(p.requires_grad for p in model.parameters())
+    assert mark_parameters(model, "bn_affine") == mark_trainable(model, "hpt_bn")
+    assert set(TRAINS) == {s.trains for s in STRATEGIES.values()}
+    with pytest.raises(ValueError, match="unknown trainable set 'heads'"):
+        mark_parameters(model, "heads")
+    with pytest.raises(ValueError, match="train_backbone='adapters' needs a backbone with adapters"):
+        set_trainable(build_backbone("r3d18"), "adapters")
+
+
 def test_pecop_gradients_reach_only_adapters() -> None:
     model = build_backbone("r3d18", adapters=True, seed=0)
     mark_trainable(model, "pecop")

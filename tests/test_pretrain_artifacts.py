@@ -15,7 +15,7 @@ from pecop_lib.config import resolve
 from pecop_lib.models import build_backbone, export_state_dict, list_adapters
 from pecop_lib.models.adapter_checkpoint import bn_stats_state_dict
 from pecop_lib.models.adapters import is_adapter_key
-from pecop_lib.models.weights import WeightsMismatchError
+from pecop_lib.models.loading import WeightsMismatchError
 from pecop_lib.train.artifacts import (
     STAGE1_RECORD,
     STAGE2_RECORD,

@@ -32,6 +32,7 @@ from pecop_lib.models.backbone import BN_MODES, POOL_MODES, Backbone, pool_featu
 from pecop_lib.models.build import BACKBONES, build_backbone
 from pecop_lib.models.fast_path import FastPath, apply_fast_path, fast_path_of
 from pecop_lib.models.i3d import I3D, I3D_ADAPTER_SITES
+from pecop_lib.models.loading import LoadReport, WeightsMismatchError
 from pecop_lib.models.params import (
     adapter_parameter_table,
     parameter_summary,
@@ -43,8 +44,6 @@ from pecop_lib.models.r3d import R3D18, R3D18_ADAPTER_SITES
 from pecop_lib.models.strategies import STRATEGIES, Strategy, get_strategy, mark_trainable, trainable_names
 from pecop_lib.models.weights import (
     LAYOUTS,
-    LoadReport,
-    WeightsMismatchError,
     detect_layout,
     export_state_dict,
     load_weights,

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from pecop_lib.atomic import atomic_path, atomic_write_json
 from pecop_lib.models.adapters import AdapterConfig, inject_adapters, is_adapter_key, list_adapters
 from pecop_lib.models.backbone import Backbone
-from pecop_lib.models.weights import LoadReport, WeightsMismatchError, read_safetensors
+from pecop_lib.models.loading import LoadReport, WeightsMismatchError, read_safetensors
 
 FORMAT = "pecop_lib.adapter_checkpoint/1"
 CONFIG_FILE = "adapter_config.json"

@@ -74,31 +74,61 @@ def _bn_affine_names(model: nn.Module) -> set[str]:
     }
 
 
+TRAINS: tuple[str, ...] = ("adapters", "all", "bn_affine", "none")
+"""Which backbone parameters learn: a strategy's :attr:`Strategy.trains`, also fine-tuning's
+``train_backbone`` (``all``, ``adapters``, and ``frozen`` as ``none``)."""
+
+
+def parameter_names(model: Backbone, trains: str, *, who: str | None = None) -> list[str]:
+    """Names of the backbone parameters that ``trains`` selects, in parameter order (nothing is changed).
+
+    The one rule of what learns, shared by pretraining strategies and fine-tuning; the Kinetics
+    classifier never does.
+
+    Args:
+        model: The backbone.
+        trains: One of :data:`TRAINS`.
+        who: What asked, for the error message (e.g. ``"strategy 'pecop'"``).
+
+    Raises:
+        ValueError: On an unknown ``trains``, or ``adapters`` on a model without adapters.
+    """
+    if trains not in TRAINS:
+        raise ValueError(f"unknown trainable set {trains!r}; choose one of {TRAINS}")
+    if trains == "adapters" and not list_adapters(model):
+        raise ValueError(
+            f"{who or 'training the adapters'} needs a backbone with adapters, but {model.name} has none; "
+            "build it with build_backbone(..., adapters=True), call inject_adapters() or load a PECoP checkpoint"
+        )
+    classifier = f"{model.classifier_prefix}."
+    bn_affine = _bn_affine_names(model) if trains == "bn_affine" else set()
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if not name.startswith(classifier)
+        and (trains == "all" or (trains == "adapters" and is_adapter_key(name)) or name in bn_affine)
+    ]
+
+
+def mark_parameters(model: Backbone, trains: str, *, who: str | None = None) -> list[str]:
+    """Set ``requires_grad`` on every backbone parameter as ``trains`` says; returns the trainable names.
+
+    Raises:
+        ValueError: See :func:`parameter_names`.
+    """
+    selected = set(parameter_names(model, trains, who=who))
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in selected)
+    return [n for n, _ in model.named_parameters() if n in selected]
+
+
 def trainable_names(model: Backbone, strategy: str) -> list[str]:
     """Names of the parameters that ``strategy`` trains, in parameter order (nothing is changed).
 
     Raises:
         ValueError: On an unknown strategy, or ``pecop`` on a model without adapters.
     """
-    spec = get_strategy(strategy)
-    if spec.trains == "adapters" and not list_adapters(model):
-        raise ValueError(
-            f"strategy {strategy!r} trains the adapters but {model.name} has none; "
-            "build it with build_backbone(..., adapters=True) or call inject_adapters()"
-        )
-    classifier = f"{model.classifier_prefix}."
-    bn_affine = _bn_affine_names(model)
-    selected = []
-    for name, _ in model.named_parameters():
-        if name.startswith(classifier):
-            continue
-        if (
-            spec.trains == "all"
-            or (spec.trains == "adapters" and is_adapter_key(name))
-            or (spec.trains == "bn_affine" and name in bn_affine)
-        ):
-            selected.append(name)
-    return selected
+    return parameter_names(model, get_strategy(strategy).trains, who=f"strategy {strategy!r}")
 
 
 def mark_trainable(model: Backbone, strategy: str) -> list[str]:
@@ -114,7 +144,4 @@ def mark_trainable(model: Backbone, strategy: str) -> list[str]:
     Raises:
         ValueError: See :func:`trainable_names`.
     """
-    selected = set(trainable_names(model, strategy))
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in selected)
-    return [n for n, _ in model.named_parameters() if n in selected]
+    return mark_parameters(model, get_strategy(strategy).trains, who=f"strategy {strategy!r}")

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from pecop_lib.config import Config, cache_dir, resolve
+from pecop_lib.data.registry import DATASETS, dataset_record
 from pecop_lib.models.strategies import get_strategy
 from pecop_lib.paper import FIG5_TASKS
 from pecop_lib.train.artifacts import Stage2Artifact, stage2_costs
-from pecop_lib.train.finetune import NUM_FOLDS, FinetuneOptions, FinetuneResult, Setting
+from pecop_lib.train.finetune import FinetuneOptions, FinetuneResult, Setting
 from pecop_lib.train.finetune_report import official_protocol
 from pecop_lib.train.finetune_runs import RESULT_FILE, run_settings, slug
 from pecop_lib.train.loop import NonFiniteLossError
@@ -115,12 +116,11 @@ def task_settings(task: str, *, folds: int = 1, head: str = "core") -> list[Sett
     """
     if task not in FIG5_TARGETS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(FIG5_TARGETS)}")
-    if not 1 <= folds <= NUM_FOLDS:
-        raise ValueError(f"folds must be in 1..{NUM_FOLDS}, got {folds}")
+    most = max(len(record.folds) for record in DATASETS.values())
+    if not 1 <= folds <= most:
+        raise ValueError(f"folds must be in 1..{most}, got {folds}")
     dataset, name = FIG5_TARGETS[task]
-    if dataset == "JIGSAWS":
-        return [Setting(head, dataset, name, fold) for fold in range(folds)]
-    return [Setting(head, dataset, name)]
+    return [Setting(head, dataset, name, fold) for fold in dataset_record(dataset).folds[:folds] or (None,)]
 
 
 @dataclass(frozen=True)

@@ -63,18 +63,8 @@ from torch.utils.data import Dataset
 from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import resolve_device
 from pecop_lib.data.dataset import AQADataset
-from pecop_lib.data.formats.finediving import FineDiving
-from pecop_lib.data.formats.jigsaws import JIGSAWS
-from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS
-from pecop_lib.data.formats.mtl_aqa import (
-    ANNOTATION_FILES,
-    CORE_FRAMES_DIR,
-    MTLAQA,
-    MUSDL_FRAMES_DIR,
-    find_info_dir,
-)
-from pecop_lib.data.formats.pd4t import PD4T
-from pecop_lib.data.formats.pd4t import TASKS as PD4T_TASKS
+from pecop_lib.data.formats.mtl_aqa import ANNOTATION_FILES, find_info_dir
+from pecop_lib.data.registry import DATASETS, dataset_record
 from pecop_lib.data.transforms import official_transform
 from pecop_lib.eval import (
     Interval,
@@ -110,8 +100,8 @@ from pecop_lib.heads import (
     windowing_for,
 )
 from pecop_lib.heads.usdl import DECODE_MODES
-from pecop_lib.models.adapters import is_adapter_key, list_adapters
 from pecop_lib.models.backbone import Backbone
+from pecop_lib.models.strategies import mark_parameters
 from pecop_lib.train.data import epoch_loader
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import StepOutput, Trainer, TrainHistory
@@ -119,11 +109,6 @@ from pecop_lib.train.precision import autocast, autocast_dtype
 from pecop_lib.train.rng import capture_rng_state, restore_rng_state
 
 HEADS: tuple[str, ...] = ("usdl", "musdl", "core", "tsa")
-DATASETS: tuple[str, ...] = ("MTL-AQA", "JIGSAWS", "FineDiving", "PD4T")
-TASKS: dict[str, tuple[str, ...]] = {"MTL-AQA": (), "JIGSAWS": JIGSAWS_TASKS, "FineDiving": (), "PD4T": PD4T_TASKS}
-"""Tasks of each dataset (empty: one task)."""
-NUM_FOLDS = 4
-"""JIGSAWS folds (train on three, test on one)."""
 TRAIN_BACKBONE: tuple[str, ...] = ("all", "adapters", "frozen")
 FEATURE_MODES: tuple[str, ...] = ("clips", "stored")
 """How the head sees the training videos: ``clips`` (decoded and augmented every step, the official
@@ -227,7 +212,7 @@ def get_recipe(head: str, dataset: str) -> FinetuneRecipe:
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {tuple(DATASETS)}")
     recipe = RECIPES.get(f"{head}/{dataset}")
     if recipe is None:
         supported = sorted(r.dataset for r in RECIPES.values() if r.head == head)
@@ -329,15 +314,7 @@ class Setting:
 
     def __post_init__(self) -> None:
         get_recipe(self.head, self.dataset)
-        tasks = TASKS[self.dataset]
-        if tasks and self.task not in tasks:
-            raise ValueError(f"{self.dataset} needs a task, one of {tasks}; got {self.task!r}")
-        if not tasks and self.task is not None:
-            raise ValueError(f"{self.dataset} has a single task; do not pass task={self.task!r}")
-        if self.dataset == "JIGSAWS" and self.fold not in range(NUM_FOLDS):
-            raise ValueError(f"JIGSAWS needs a test fold in 0..{NUM_FOLDS - 1}, got {self.fold!r}")
-        if self.dataset != "JIGSAWS" and self.fold is not None:
-            raise ValueError(f"only JIGSAWS has folds; do not pass fold={self.fold!r} for {self.dataset}")
+        dataset_record(self.dataset).check(self.task, self.fold)
 
     @property
     def recipe(self) -> FinetuneRecipe:
@@ -379,10 +356,10 @@ def settings_for(head: str, scope: str = "main", *, datasets: Sequence[str] | No
         chosen = (chosen[0], "JIGSAWS") if head == "musdl" and scope == "main" else chosen[:1]
     out = []
     for dataset in chosen:
-        tasks = TASKS[dataset] or (None,)
+        record = dataset_record(dataset)
+        tasks = record.tasks or (None,)
         for task in tasks if scope == "paper" else tasks[:1]:
-            folds = range(NUM_FOLDS) if dataset == "JIGSAWS" else (None,)
-            out.extend(Setting(head, dataset, task, fold) for fold in folds)
+            out.extend(Setting(head, dataset, task, fold) for fold in record.folds or (None,))
     return out
 
 
@@ -422,9 +399,13 @@ def load_finetune_backbone(
     """
     from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights
     from pecop_lib.models.adapter_checkpoint import read_adapter_config
-    from pecop_lib.train.artifacts import STAGE1_RECORD, STAGE2_RECORD, load_stage1, load_stage2
-
-    from pecop_lib.train.artifacts import backbone_options
+    from pecop_lib.train.artifacts import (
+        STAGE1_RECORD,
+        STAGE2_RECORD,
+        backbone_options,
+        load_stage1,
+        load_stage2,
+    )
 
     options = backbone_options(name, pool=BACKBONE_POOL, bn_eps=bn_eps, width=width)
     backbone = build_backbone(name, seed=seed, **options)
@@ -511,7 +492,7 @@ def open_finetune_data(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{setting.dataset} folder {root} does not exist; check DATA_ROOT / the data root")
-    recipe = setting.recipe
+    recipe, record = setting.recipe, dataset_record(setting.dataset)
     crop = min(crop, recipe.max_crop)
     frames = clip_frames or None
 
@@ -519,21 +500,10 @@ def open_finetune_data(
         common: dict[str, Any] = {"crop": crop, "seed": seed, "clip_frames": frames, "train": train}
         if recipe.transform is not None:
             common["transform"] = official_transform(recipe.transform, train=train, crop=crop)
-        if setting.dataset == "MTL-AQA":
-            info = find_info_dir(root)
-            # MUSDL needs the judges: prefer its own annotation file when both are present
-            annotation = info / ANNOTATION_FILES[1] if (info / ANNOTATION_FILES[1]).is_file() else None
-            # CoRe's whole-event frames when present (the synthetic world), else MUSDL's per-clip folders
-            layout = "core" if (root / CORE_FRAMES_DIR).is_dir() or not (root / MUSDL_FRAMES_DIR).is_dir() else "musdl"
-            return MTLAQA(root, split, layout=layout, annotation_file=annotation, **common)
-        if setting.dataset == "FineDiving":
-            return FineDiving(root, split, **common)
-        if setting.dataset == "JIGSAWS":
-            return JIGSAWS(root, setting.task, setting.fold, split, **common)
-        return PD4T(root, setting.task, split, **common)
+        return record.open(root, split, task=setting.task, fold=setting.fold, **common, **record.finetune_options(root))
 
     data = FinetuneData(open_split("train", True), open_split("train", False), open_split("test", False))
-    if setting.head == "musdl" and setting.dataset == "MTL-AQA":
+    if setting.head == "musdl" and record.judges:
         lacking = [r.id for r in data.train.records + data.test.records if r.judge_scores is None]
         if lacking:
             raise ValueError(
@@ -559,7 +529,7 @@ def validation_split(data: FinetuneData, setting: Setting, fraction: float, seed
         return list(range(n)), []
     effective = min(max(fraction, MIN_VALIDATION / n), 0.5)
     ids = [r.id for r in records]
-    if setting.dataset in ("JIGSAWS", "PD4T"):
+    if dataset_record(setting.dataset).holdout == "subject":
         return holdout_split(ids, effective, seed=seed, groups=[r.extras["subject"] for r in records])
     train, val = holdout_split(ids, effective, seed=seed, stratify=[r.group for r in records])
     if len(val) < MIN_VALIDATION:  # tiny splits: too few groups with two or more videos to stratify
@@ -796,13 +766,7 @@ def set_trainable(backbone: Backbone, mode: str) -> list[str]:
     """
     if mode not in TRAIN_BACKBONE:
         raise ValueError(f"unknown train_backbone {mode!r}; choose one of {TRAIN_BACKBONE}")
-    if mode == "adapters" and not list_adapters(backbone):
-        raise ValueError("train_backbone='adapters' needs a backbone with adapters (a PECoP checkpoint)")
-    classifier = f"{backbone.classifier_prefix}."
-    for name, param in backbone.named_parameters():
-        wanted = mode == "all" or (mode == "adapters" and is_adapter_key(name))
-        param.requires_grad_(wanted and not name.startswith(classifier))
-    return [n for n, p in backbone.named_parameters() if p.requires_grad]
+    return mark_parameters(backbone, "none" if mode == "frozen" else mode, who=f"train_backbone={mode!r}")
 
 
 def adam_two_rates(model: AQAModel, *, lr_backbone: float, lr_head: float, weight_decay: float) -> torch.optim.Adam:

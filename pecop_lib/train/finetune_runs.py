@@ -25,6 +25,7 @@ import torch
 
 from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import Config
+from pecop_lib.data.registry import dataset_record
 from pecop_lib.eval import Interval
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.train.checkpoint import latest_checkpoint
@@ -259,11 +260,11 @@ def finetune_command(
         ValueError, FileNotFoundError, WeightsMismatchError: On bad arguments, before training.
     """
     from pecop_lib.outputs import write_metrics
-    from pecop_lib.train.finetune import NUM_FOLDS, load_finetune_backbone
+    from pecop_lib.train.finetune import load_finetune_backbone
     from pecop_lib.train.finetune_report import aggregate_folds, official_protocol
     from pecop_lib.train.pipeline import synthetic_root
 
-    folds: Sequence[int | None] = [fold] if fold is not None or dataset != "JIGSAWS" else range(NUM_FOLDS)
+    folds: Sequence[int | None] = [fold] if fold is not None else dataset_record(dataset).folds or [None]
     settings = [Setting(head, dataset, task, f) for f in folds]
     if str(backbone_checkpoint).lower() != "none":
         check_backbone_split(backbone_checkpoint, settings)
@@ -288,8 +289,9 @@ def finetune_command(
         show_progress=show_progress,
     )[name]
     metrics: dict[str, Any] = {"backbone": description, "label": name, "runs": [r.summary() for r in results]}
-    if dataset == "JIGSAWS":
-        metrics["jigsaws"] = {"folds": [r.setting.fold for r in results], "protocol": official_protocol(results[0]),
+    record = dataset_record(dataset)
+    if record.folds:
+        metrics[record.key] = {"folds": [r.setting.fold for r in results], "protocol": official_protocol(results[0]),
                               **aggregate_folds(results)}
     if context.is_main:
         write_metrics(out, metrics, preset=cfg.preset)

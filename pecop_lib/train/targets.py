@@ -25,23 +25,16 @@ import os
 from pathlib import Path
 
 from pecop_lib.data.dataset import AQADataset
-from pecop_lib.data.formats.finediving import FineDiving
-from pecop_lib.data.formats.jigsaws import JIGSAWS
-from pecop_lib.data.formats.jigsaws import NUM_FOLDS as JIGSAWS_NUM_FOLDS
-from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS
-from pecop_lib.data.formats.mtl_aqa import MTLAQA
-from pecop_lib.data.formats.pd4t import PACE as PD4T_PACE
-from pecop_lib.data.formats.pd4t import PD4T
-from pecop_lib.data.formats.pd4t import TASKS as PD4T_TASKS
+from pecop_lib.data.registry import DATASETS, dataset_record
 from pecop_lib.train.pretrain import TargetVideo, target_videos
 
-TARGET_DATASETS: tuple[str, ...] = ("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T")
-"""Dataset names, equal to their folder names under a data root."""
+TARGET_DATASETS: tuple[str, ...] = tuple(DATASETS)
+"""Dataset names, equal to their folder names under a data root (:data:`~pecop_lib.data.registry.DATASETS`)."""
 
-TARGET_TASKS: dict[str, tuple[str, ...]] = {"MTL-AQA": (), "FineDiving": (), "JIGSAWS": JIGSAWS_TASKS, "PD4T": PD4T_TASKS}
+TARGET_TASKS: dict[str, tuple[str, ...]] = {name: record.tasks for name, record in DATASETS.items()}
 """Tasks of each dataset (empty: the dataset has a single task)."""
 
-JIGSAWS_FOLDS: tuple[int, ...] = tuple(range(JIGSAWS_NUM_FOLDS))
+JIGSAWS_FOLDS: tuple[int, ...] = DATASETS["JIGSAWS"].folds
 """JIGSAWS test folds; stage 2 for fold ``k`` reads the trials of the other three."""
 
 
@@ -52,13 +45,7 @@ def check_target(dataset: str, task: str | None) -> None:
         ValueError: On an unknown dataset, a missing or unknown task, or a task given to a
             single-task dataset; the message lists the valid choices.
     """
-    if dataset not in TARGET_DATASETS:
-        raise ValueError(f"unknown target dataset {dataset!r}; choose one of {TARGET_DATASETS}")
-    tasks = TARGET_TASKS[dataset]
-    if tasks and task not in tasks:
-        raise ValueError(f"{dataset} needs a task, one of {tasks}; got {task!r}")
-    if not tasks and task is not None:
-        raise ValueError(f"{dataset} has a single task; do not pass task={task!r}")
+    dataset_record(dataset).check_task(task)
 
 
 def check_fold(dataset: str, fold: int | None) -> None:
@@ -68,12 +55,7 @@ def check_fold(dataset: str, fold: int | None) -> None:
         ValueError: On a missing or out-of-range fold for JIGSAWS, or a fold given to a dataset with a
             single train/test split; the message lists the valid choices.
     """
-    if dataset == "JIGSAWS":
-        if isinstance(fold, bool) or fold not in JIGSAWS_FOLDS:
-            raise ValueError(f"JIGSAWS needs the test fold being evaluated, one of {JIGSAWS_FOLDS} (stage 2 reads "
-                             f"the trials of the other three folds); got fold={fold!r}")
-    elif fold is not None:
-        raise ValueError(f"{dataset} has a single train/test split; do not pass fold={fold!r} (only JIGSAWS has folds)")
+    dataset_record(dataset).check_fold(fold)
 
 
 def check_evaluation_split(pretrained: tuple[str, str | None, int | None], dataset: str, task: str | None,
@@ -91,9 +73,9 @@ def check_evaluation_split(pretrained: tuple[str, str | None, int | None], datas
         ValueError: If the backbone was pretrained on another fold of the same JIGSAWS task, naming the fix.
     """
     source_dataset, source_task, source_fold = pretrained
-    if dataset == source_dataset == "JIGSAWS" and task == source_task and fold != source_fold:
+    if dataset == source_dataset and dataset_record(dataset).folds and task == source_task and fold != source_fold:
         raise ValueError(
-            f"the backbone was continually pretrained for JIGSAWS {task} fold {source_fold}: its training videos "
+            f"the backbone was continually pretrained for {dataset} {task} fold {source_fold}: its training videos "
             f"include the test videos of fold {fold}; use the fold-{fold} stage-2 backbone (pecop pretrain --fold "
             f"{fold}) or evaluate fold {source_fold} only (--fold {source_fold})"
         )
@@ -115,18 +97,7 @@ def open_target(root: str | os.PathLike[str], dataset: str, *, task: str | None 
     Raises:
         ValueError: See :func:`check_target` and :func:`check_fold`, or an unknown split.
     """
-    check_target(dataset, task)
-    check_fold(dataset, fold)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    common = {"crop": crop, "seed": seed, "train": False}
-    if dataset == "MTL-AQA":
-        return MTLAQA(root, split, **common)
-    if dataset == "FineDiving":
-        return FineDiving(root, split, **common)
-    if dataset == "JIGSAWS":
-        return JIGSAWS(root, task, fold, split, **common)
-    return PD4T(root, task, split, **common)
+    return dataset_record(dataset).open(root, split, task=task, fold=fold, crop=crop, seed=seed, train=False)
 
 
 def pretraining_videos(root: str | os.PathLike[str], dataset: str, *, task: str | None = None,
@@ -150,7 +121,8 @@ def pretraining_videos(root: str | os.PathLike[str], dataset: str, *, task: str 
     check_fold(dataset, fold)
     if not Path(root).is_dir():
         raise FileNotFoundError(f"{dataset} folder {root} does not exist; check the data root")
-    return target_videos(open_target(root, dataset, task=task, fold=fold), annotated_span=dataset == "MTL-AQA")
+    return target_videos(open_target(root, dataset, task=task, fold=fold),
+                         annotated_span=dataset_record(dataset).annotated_span)
 
 
 def heldout_videos(root: str | os.PathLike[str], dataset: str, *, task: str | None = None,
@@ -164,10 +136,10 @@ def heldout_videos(root: str | os.PathLike[str], dataset: str, *, task: str | No
     if not Path(root).is_dir():
         raise FileNotFoundError(f"{dataset} folder {root} does not exist; check the data root")
     return target_videos(open_target(root, dataset, task=task, fold=fold, split="test"),
-                         annotated_span=dataset == "MTL-AQA")
+                         annotated_span=dataset_record(dataset).annotated_span)
 
 
 def official_normal_pace(dataset: str, task: str | None = None) -> int:
     """PECoP's VSPP normal pace ``fr`` for a target: 3 for PD4T gait, 1 otherwise."""
     check_target(dataset, task)
-    return PD4T_PACE[task] if dataset == "PD4T" else 1
+    return dataset_record(dataset).pace(task)

@@ -45,7 +45,7 @@ from pecop_lib.data.safe_pickle import dump_pickle, safe_load
 from pecop_lib.data.sampling import clamp
 from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights, save_adapter_checkpoint
-from pecop_lib.models.weights import WeightsMismatchError
+from pecop_lib.models.loading import WeightsMismatchError
 from pecop_lib.notebooks import NotebookParameterError, run_notebooks
 from pecop_lib.outputs import prepare_out_dir
 from pecop_lib.train import NonFiniteLossError
