@@ -1,14 +1,18 @@
 """pecop: parameter-efficient continual pretraining (PECoP, WACV 2024) for action quality assessment.
 
-The package follows the data from disk to figures (see ``README.md``): ``data`` -> ``models`` ->
-``ssl`` / ``heads`` -> ``train`` -> ``eval`` -> ``viz``, with ``config`` (presets, device) and the
-notebook runner beside the whole line. The public API is re-exported here.
+The package follows the data from disk to a score (see ``README.md`` and ``docs/architecture.md``):
+settings -> ``data`` (the datasets, the synthetic world) -> ``models`` (backbones, 3D-Adapters,
+strategies) -> ``ssl`` (VSPP and the other pretexts) -> ``train`` (stage 1, stage 2, fine-tuning,
+the studies) -> ``heads`` (USDL/MUSDL, CoRe, TSA) -> ``eval`` -> figures and the notebook runner.
+This module re-exports the names a reader needs along that path, in that order; everything else
+lives in its subpackage.
 """
+# ruff: noqa: I001, RUF022  (imports and names follow the data's path, not the alphabet)
 
-from pecop_lib.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+# settings: presets, device, cache
 from pecop_lib.config import (
-    PRESET_NAMES,
     COURSE_NOTICE,
+    PRESET_NAMES,
     SMOKE_NOTICE,
     Config,
     ConfigError,
@@ -18,6 +22,8 @@ from pecop_lib.config import (
     resolve,
     resolve_device,
 )
+
+# data: the target datasets in their official formats, the synthetic world, the transforms
 from pecop_lib.data import (
     JIGSAWS,
     MTLAQA,
@@ -28,8 +34,12 @@ from pecop_lib.data import (
     official_transform,
     synthetic_world,
 )
-from pecop_lib.heads import TSA, USDL, CoRe, encode_windows, predict_with_exemplars, usdl_spec, windowing_for
+from pecop_lib.data.registry import DATASETS, dataset_record
+
+# models: backbones, the 3D-Adapter, which parameters learn, checkpoints
 from pecop_lib.models import (
+    STRATEGIES,
+    Adapter3D,
     AdapterConfig,
     build_backbone,
     inject_adapters,
@@ -38,18 +48,17 @@ from pecop_lib.models import (
     mark_trainable,
     save_adapter_checkpoint,
 )
-from pecop_lib.notebooks import run_notebooks
-from pecop_lib.outputs import prepare_out_dir, progress, save_figure, titled, write_metrics
+
+# the pretext: VSPP (speed and position of a re-paced segment)
 from pecop_lib.ssl import VSPPSampler, vspp_official_indices
+
+# training: stage 1 (the domain-general stand-in), stage 2 (continual pretraining), fine-tuning, studies
 from pecop_lib.train import (
     FinetuneOptions,
     NonFiniteLossError,
-    StepOutput,
-    Trainer,
     ablation_plan,
     continual_pretrain,
     domain_general_pretrain,
-    epoch_loader,
     finetune,
     pretrained_backbone,
     run_ablation,
@@ -60,68 +69,39 @@ from pecop_lib.train import (
     target_videos,
 )
 
+# AQA heads: score distributions (USDL/MUSDL), contrastive regression (CoRe), step-aware TSA
+from pecop_lib.heads import TSA, USDL, CoRe, usdl_spec
+
+# evaluation: Spearman with bootstrap intervals, the official and the honest protocol
+from pecop_lib.eval import bootstrap_ci, spearman
+
+# outputs and the notebook runner
+from pecop_lib.notebooks import run_notebooks
+from pecop_lib.outputs import prepare_out_dir, progress, save_figure, titled, write_metrics
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "FinetuneOptions",
-    "ablation_plan",
-    "run_ablation",
-    "finetune",
-    "run_settings",
-    "TSA",
-    "USDL",
-    "CoRe",
-    "encode_windows",
-    "predict_with_exemplars",
-    "usdl_spec",
-    "windowing_for",
-    "JIGSAWS",
-    "MTLAQA",
-    "PD4T",
-    "DataFormatError",
-    "FineDiving",
-    "KineticsActions",
-    "official_transform",
-    "synthetic_world",
-    "PRESET_NAMES",
-    "COURSE_NOTICE",
-    "SMOKE_NOTICE",
-    "AdapterConfig",
-    "Config",
-    "ConfigError",
-    "NonFiniteLossError",
-    "StepOutput",
-    "Trainer",
-    "VSPPSampler",
+    # settings
+    "PRESET_NAMES", "COURSE_NOTICE", "SMOKE_NOTICE", "Config", "ConfigError", "auto_preset", "cache_dir",
+    "config_keys", "resolve", "resolve_device",
+    # data
+    "DATASETS", "dataset_record", "MTLAQA", "FineDiving", "JIGSAWS", "PD4T", "KineticsActions", "DataFormatError",
+    "official_transform", "synthetic_world",
+    # models
+    "build_backbone", "Adapter3D", "AdapterConfig", "inject_adapters", "STRATEGIES", "mark_trainable",
+    "load_weights", "load_adapter_checkpoint", "save_adapter_checkpoint",
+    # pretext
+    "VSPPSampler", "vspp_official_indices",
+    # training
+    "domain_general_pretrain", "stage1_backbone", "target_videos", "continual_pretrain", "stage2_backbone",
+    "pretrained_backbone", "FinetuneOptions", "finetune", "run_settings", "ablation_plan", "run_ablation",
+    "NonFiniteLossError", "seed_everything",
+    # heads
+    "USDL", "usdl_spec", "CoRe", "TSA",
+    # evaluation
+    "spearman", "bootstrap_ci",
+    # outputs and runner
+    "prepare_out_dir", "progress", "save_figure", "titled", "write_metrics", "run_notebooks",
     "__version__",
-    "atomic_path",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
-    "auto_preset",
-    "build_backbone",
-    "cache_dir",
-    "config_keys",
-    "continual_pretrain",
-    "domain_general_pretrain",
-    "epoch_loader",
-    "inject_adapters",
-    "load_adapter_checkpoint",
-    "load_weights",
-    "mark_trainable",
-    "prepare_out_dir",
-    "pretrained_backbone",
-    "progress",
-    "resolve",
-    "resolve_device",
-    "run_notebooks",
-    "save_adapter_checkpoint",
-    "save_figure",
-    "seed_everything",
-    "stage1_backbone",
-    "stage2_backbone",
-    "target_videos",
-    "titled",
-    "vspp_official_indices",
-    "write_metrics",
-]
+]  # fmt: skip
