@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pecop_lib.data.registry import dataset_record
 from pecop_lib.eval import fisher_z_mean, seed_summary
 from pecop_lib.paper import paper_table
 from pecop_lib.train.ablations import FIG5_TARGETS, SWITCHES, AblationResult, AblationRun
@@ -390,7 +391,7 @@ def run_facts(results: Sequence[AblationResult], *, preset: str, synthetic: bool
         rep = r.result.reported.get(official_protocol(r.result))
         if rep is not None and rep.ci is not None and np.isfinite(rep.ci.low) and np.isfinite(rep.ci.high):
             widths.append((rep.ci.high - rep.ci.low) / 2)
-    jigsaws = {(r.run.task, r.run.setting.fold) for r in results if r.run.setting.dataset == "JIGSAWS"}
+    jigsaws = {(r.run.task, r.run.setting.fold) for r in results if dataset_record(r.run.setting.dataset).folds}
     per_task = {}
     for task, fold in jigsaws:
         per_task.setdefault(task, set()).add(fold)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pecop_lib.data.registry import dataset_record
 from pecop_lib.eval import fisher_z_mean, seed_summary, spearman
 from pecop_lib.paper import paper_table
 from pecop_lib.train.finetune import FinetuneResult, Setting, open_finetune_data
@@ -23,6 +24,12 @@ HEAD_NAMES: dict[str, str] = {"usdl": "USDL", "musdl": "MUSDL", "core": "CoRe", 
 """Head -> its name in the paper's tables."""
 JIGSAWS_COLUMNS: dict[str, str] = {"Suturing": "S", "Needle_Passing": "NP", "Knot_Tying": "KT"}
 """JIGSAWS task -> the paper's column."""
+_PAPER_TABLES: dict[str, tuple[str, str | None]] = {
+    "MTL-AQA": ("table1", None), "JIGSAWS": ("table1", None), "FineDiving": ("table3", None), "PD4T": ("table4", "table6"),
+}  # fmt: skip
+"""Dataset -> the paper's table of its results with I3D, and with R3D-18 (``None``: not in the paper)."""
+_TASK_COLUMNS: dict[str, dict[str, str]] = {"JIGSAWS": JIGSAWS_COLUMNS}
+"""Multi-task datasets whose paper columns are not the task names."""
 
 
 def paper_reference(head: str, dataset: str, task: str | None = None, *, pecop: bool, backbone: str = "i3d") -> float | None:
@@ -39,18 +46,17 @@ def paper_reference(head: str, dataset: str, task: str | None = None, *, pecop: 
         rho, or ``None`` where the paper has no such cell (e.g. USDL + PECoP on MTL-AQA).
     """
     name = HEAD_NAMES[head] + (" + PECoP" if pecop else "")
-    if dataset in ("MTL-AQA", "JIGSAWS"):
-        if backbone != "i3d":
-            return None
-        key, column = "table1", "MTL-AQA" if dataset == "MTL-AQA" else JIGSAWS_COLUMNS.get(task or "", "Avg")
-    elif dataset == "FineDiving":
-        if backbone != "i3d":
-            return None
-        key, column = "table3", "FineDiving"
-    elif dataset == "PD4T":
-        key, column = ("table4" if backbone == "i3d" else "table6"), task or "Avg"
-    else:
+    if dataset not in _PAPER_TABLES:
         raise ValueError(f"unknown dataset {dataset!r}")
+    key = _PAPER_TABLES[dataset][0 if backbone == "i3d" else 1]
+    if key is None:
+        return None
+    if not dataset_record(dataset).tasks:
+        column = dataset
+    elif dataset in _TASK_COLUMNS:
+        column = _TASK_COLUMNS[dataset].get(task or "", "Avg")
+    else:
+        column = task or "Avg"
     try:
         value = paper_table(key).row(name)[column]
     except KeyError:
@@ -137,7 +143,7 @@ def comparison_rows(runs: Mapping[str, Sequence[FinetuneResult]], *, pecop_label
         for r in results:
             groups.setdefault((r.setting.head, r.setting.dataset), []).append(r)
         for (head, dataset), members in groups.items():
-            if dataset == "JIGSAWS":
+            if dataset_record(dataset).folds:
                 agg = aggregate_folds(members)
                 for task in [*dict.fromkeys(r.setting.task for r in members), "avg"]:
                     key = task or ""
@@ -196,12 +202,12 @@ def run_metrics(runs: Mapping[str, Sequence[FinetuneResult]]) -> dict[str, Any]:
     for label, results in runs.items():
         for r in results:
             out[run_label(label, r)] = r.summary()
-        by_head: dict[str, list[FinetuneResult]] = {}
+        by_head: dict[tuple[str, str], list[FinetuneResult]] = {}
         for r in results:
-            if r.setting.dataset == "JIGSAWS":
-                by_head.setdefault(r.setting.head, []).append(r)
-        for head, members in by_head.items():
-            out[f"{label} {head}/JIGSAWS aggregate"] = aggregate_folds(members)
+            if dataset_record(r.setting.dataset).folds:
+                by_head.setdefault((r.setting.head, r.setting.dataset), []).append(r)
+        for (head, dataset), members in by_head.items():
+            out[f"{label} {head}/{dataset} aggregate"] = aggregate_folds(members)
     return out
 
 
