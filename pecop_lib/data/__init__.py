@@ -3,7 +3,8 @@
 Samplers produce indices (:mod:`~pecop_lib.data.sampling`), sources produce frames
 (:mod:`~pecop_lib.data.video`), transforms produce tensors (:mod:`~pecop_lib.data.transforms`);
 each dataset class (``formats/``) ties them together and yields the common sample record of
-:mod:`~pecop_lib.data.dataset`. This room never imports models.
+:mod:`~pecop_lib.data.dataset`; :mod:`~pecop_lib.data.registry` holds one record per target dataset (tasks,
+folds, hold-out rule, how to open a split) for the rest of the package. This room never imports models.
 """
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
