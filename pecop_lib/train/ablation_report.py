@@ -667,7 +667,7 @@ def score_spec(result: AblationResult) -> Any:
     head = result.run.setting.head
     if head not in ("usdl", "musdl"):
         raise ValueError(f"{result.run.setting.label} is not a USDL/MUSDL run: it predicts no score distribution")
-    return usdl_spec(result.run.setting.dataset.lower().replace("-", "_"), multi_path=head == "musdl")
+    return usdl_spec(dataset_record(result.run.setting.dataset).key, multi_path=head == "musdl")
 
 
 def judge_table(result: AblationResult, protocol: str = "official") -> pd.DataFrame:

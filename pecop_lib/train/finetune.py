@@ -543,13 +543,9 @@ def regression_values(records: Sequence[Any], setting: Setting) -> np.ndarray:
     """The value CoRe/TSA regress per record: completeness (score / difficulty) where CoRe uses the
     difficulty (MTL-AQA, FineDiving), else the raw score (TSA always regresses raw scores)."""
     scores = np.array([r.score for r in records], dtype=np.float64)
-    if setting.head == "core" and CORE_SETTINGS[_spec_key(setting.dataset)].use_difficulty:
+    if setting.head == "core" and CORE_SETTINGS[dataset_record(setting.dataset).key].use_difficulty:
         return scores / np.array([r.difficulty for r in records], dtype=np.float64)
     return scores
-
-
-def _spec_key(dataset: str) -> str:
-    return dataset.lower().replace("-", "_")
 
 
 def path_targets(record: Any, head: str) -> np.ndarray:
@@ -680,7 +676,7 @@ def build_head(setting: Setting, backbone: Backbone, windowing: Windowing, *, de
         decode: (M)USDL decoding.
         bounds: CoRe's group edges (:func:`core_bounds`).
     """
-    key = _spec_key(setting.dataset)
+    key = dataset_record(setting.dataset).key
     if setting.head in ("usdl", "musdl"):
         spec = usdl_spec(key, multi_path=setting.head == "musdl")
         return USDL(spec, backbone.feature_dim, decode=decode)  # type: ignore[arg-type]
@@ -888,7 +884,7 @@ class _Evaluator:
                 draw=draw, exemplar_scores=self.exemplar_values, cached=True, maps=tsa, batch_size=size,
                 query_cache=queries, exemplar_cache=exemplars,
             ).cpu().numpy()
-        if self.setting.head == "core" and CORE_SETTINGS[_spec_key(self.setting.dataset)].use_difficulty:
+        if self.setting.head == "core" and CORE_SETTINGS[dataset_record(self.setting.dataset).key].use_difficulty:
             records = [self.queries[q][0].records[self.queries[q][1]] for q in mine]
             values = values * np.array([r.difficulty for r in records])
         out: dict[int, tuple[float, np.ndarray | None]] = {
@@ -1237,7 +1233,7 @@ def finetune(
     values = regression_values(data.train.records, setting)
     if setting.head == "core":
         bounds = core_bounds(values[train_idx], [data.train.records[i].group for i in train_idx],
-                             CORE_SETTINGS[_spec_key(setting.dataset)].score_range)
+                             CORE_SETTINGS[dataset_record(setting.dataset).key].score_range)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = build_head(setting, backbone, windowing, decode=options.decode, bounds=bounds)
