@@ -131,10 +131,6 @@ class DatasetRecord:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         return self.opener(root, split, task, fold, **options)
 
-    def task_folds(self) -> list[tuple[str | None, int | None]]:
-        """Every (task, fold) pair of the dataset: ``[(None, None)]`` for a single-task, single-split one."""
-        return [(task, fold) for task in (self.tasks or (None,)) for fold in (self.folds or (None,))]
-
 
 def _mtl_aqa_finetune_options(root: Path) -> dict[str, Any]:
     info = find_info_dir(root)
