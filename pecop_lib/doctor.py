@@ -153,8 +153,7 @@ def _open_datasets(name: str, root: Path, crop: int | None = None) -> list[Any]:
 
     record = find_dataset(name)
     kw = {} if crop is None else {"crop": crop}
-    fold = record.folds[0] if record.folds else None
-    return [record.open(root, split, task=task, fold=fold, **kw) for task in record.tasks or (None,)
+    return [record.open(root, split, task=task, fold=record.first_fold, **kw) for task in record.tasks or (None,)
             for split in ("train", "test")]
 
 

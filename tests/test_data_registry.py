@@ -11,7 +11,7 @@ from _pretrain_world import TINY_SPEC, tiny_jigsaws, tiny_world
 from pecop_lib.data import JIGSAWS, MTLAQA, PD4T, FineDiving
 from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS
 from pecop_lib.data.formats.pd4t import TASKS as PD4T_TASKS
-from pecop_lib.data.registry import DATASETS, HOLDOUT_RULES, dataset_record, find_dataset
+from pecop_lib.data.registry import DATASETS, HOLDOUT_RULES, dataset_record, find_dataset, first_fold
 from pecop_lib.data.synthetic import generate_world
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pecop_lib"
@@ -42,6 +42,8 @@ def test_records_hold_each_datasets_facts() -> None:
     # official fr: 3 for gait, 1 for every other task
     assert DATASETS["PD4T"].pace("Gait") == 3 and DATASETS["PD4T"].pace("Leg agility") == 1
     assert DATASETS["MTL-AQA"].pace(None) == 1
+    assert DATASETS["JIGSAWS"].first_fold == 0 and DATASETS["PD4T"].first_fold is None
+    assert first_fold("JIGSAWS") == 0 and first_fold("MTL-AQA") is None and first_fold(None) is None
     for record in DATASETS.values():
         assert (PACKAGE.parent / "data_cards" / f"{record.card}.md").is_file(), record.card
 

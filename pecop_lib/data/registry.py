@@ -115,6 +115,11 @@ class DatasetRecord:
         self.check_task(task)
         self.check_fold(fold)
 
+    @property
+    def first_fold(self) -> int | None:
+        """The fold a reader of a single fold takes: the first test fold, ``None`` without folds."""
+        return self.folds[0] if self.folds else None
+
     def pace(self, task: str | None) -> int:
         """VSPP's normal pace ``fr`` for a task of this dataset (official: 3 for PD4T gait, 1 otherwise)."""
         return self.normal_pace.get(task or "", 1)
@@ -177,6 +182,15 @@ def dataset_record(name: str) -> DatasetRecord:
     if name not in DATASETS:
         raise ValueError(f"unknown target dataset {name!r}; choose one of {tuple(DATASETS)}")
     return DATASETS[name]
+
+
+def first_fold(name: str | None) -> int | None:
+    """:attr:`DatasetRecord.first_fold` of a dataset by name; ``None`` for a name the registry does not hold.
+
+    For records written before stage 2 had a fold (a JIGSAWS stage 2 then always read fold 0's training
+    split), whose dataset field is not checked here.
+    """
+    return DATASETS[name].first_fold if name in DATASETS else None
 
 
 def find_dataset(spelling: str) -> DatasetRecord:

@@ -47,7 +47,7 @@ from torch import nn
 from pecop_lib.atomic import atomic_path, atomic_write_json
 from pecop_lib.config import Config, cache_dir
 from pecop_lib.data.formats.kinetics import KineticsActions
-from pecop_lib.data.registry import DATASETS
+from pecop_lib.data.registry import first_fold
 from pecop_lib.data.synthetic.world import actions_identity
 from pecop_lib.data.transforms import official_transform
 from pecop_lib.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
@@ -632,7 +632,7 @@ def load_stage2(folder: str | os.PathLike[str]) -> Stage2Artifact:
     spec = record.get("spec")
     if isinstance(spec, dict) and "fold" not in spec:
         # written before stage 2 had a fold: JIGSAWS stage 2 then always read fold 0's training split
-        spec["fold"] = 0 if spec.get("dataset") in DATASETS and DATASETS[spec["dataset"]].folds else None
+        spec["fold"] = first_fold(spec.get("dataset"))
     return Stage2Artifact(folder, record, trained=False)
 
 

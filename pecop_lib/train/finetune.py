@@ -495,12 +495,13 @@ def open_finetune_data(
     recipe, record = setting.recipe, dataset_record(setting.dataset)
     crop = min(crop, recipe.max_crop)
     frames = clip_frames or None
+    folder_options = record.finetune_options(root)  # looked up once on disk, shared by the three splits
 
     def open_split(split: str, train: bool) -> AQADataset:
         common: dict[str, Any] = {"crop": crop, "seed": seed, "clip_frames": frames, "train": train}
         if recipe.transform is not None:
             common["transform"] = official_transform(recipe.transform, train=train, crop=crop)
-        return record.open(root, split, task=setting.task, fold=setting.fold, **common, **record.finetune_options(root))
+        return record.open(root, split, task=setting.task, fold=setting.fold, **common, **folder_options)
 
     data = FinetuneData(open_split("train", True), open_split("train", False), open_split("test", False))
     if setting.head == "musdl" and record.judges:

@@ -25,7 +25,7 @@ import torch
 
 from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import Config
-from pecop_lib.data.registry import DATASETS, dataset_record
+from pecop_lib.data.registry import dataset_record, first_fold
 from pecop_lib.eval import Interval
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.train.checkpoint import latest_checkpoint
@@ -221,8 +221,7 @@ def check_backbone_split(checkpoint: str | os.PathLike[str], settings: Sequence[
         target = (spec.dataset, spec.task, spec.fold)
     elif (source / CONFIG_FILE).is_file() and "stage2_key" in (meta := read_adapter_config(source)["metadata"]):
         # adapters written before stage 2 had a fold: JIGSAWS then always read fold 0's training split
-        legacy_fold = 0 if meta["dataset"] in DATASETS and DATASETS[meta["dataset"]].folds else None
-        target = (meta["dataset"], meta["task"], meta.get("fold", legacy_fold))
+        target = (meta["dataset"], meta["task"], meta.get("fold", first_fold(meta["dataset"])))
     else:
         return
     for setting in settings:
