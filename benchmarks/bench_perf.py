@@ -62,7 +62,14 @@ from pecop_lib.data.gpu_augment import DeferredTransform, augment_batch, collate
 from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.models import FastPath, apply_fast_path, build_backbone, list_adapters, mark_trainable
 from pecop_lib.ssl import VSPPSampler
-from pecop_lib.train import Trainer, epoch_loader, pretext_model, pretext_step, pretraining_videos, sgd_cosine
+from pecop_lib.train import (
+    Trainer,
+    cosine_optimizer,
+    epoch_loader,
+    pretext_model,
+    pretext_step,
+    pretraining_videos,
+)
 from pecop_lib.train.device_augment import device_augmented
 from pecop_lib.train.pretrain import PretextClips
 
@@ -138,7 +145,7 @@ def measure(row: Row, device_spec: str, size: tuple[int, int, int], warmup: int,
     if row.input == "inference":
         return _measure_inference(model.backbone, row, device, size, warmup, steps)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = sgd_cosine(params, lr=0.01, momentum=0.9, weight_decay=1e-4, t_max=22, eta_min=1e-6)
+    optimizer, scheduler = cosine_optimizer(params, lr=0.01, momentum=0.9, weight_decay=1e-4, t_max=22, eta_min=1e-6)
     memory_format = torch.channels_last_3d if row.fast.channels_last else torch.contiguous_format
     if row.input in ("workers", "device"):  # measure past the batches the workers prefetch at the start
         warmup = max(warmup, 2 * workers + 2)

@@ -37,10 +37,10 @@ from pecop_lib.ssl import VSPPSampler
 from pecop_lib.train import (
     Trainer,
     continual_pretrain,
+    cosine_optimizer,
     pretext_model,
     pretext_step,
     pretraining_videos,
-    sgd_cosine,
 )
 
 GPU_SIZE = (32, 224, 16)
@@ -67,7 +67,7 @@ def synthetic_rate(device: torch.device, size: tuple[int, int, int], mode: str, 
     backbone = build_backbone("i3d", adapters=True, seed=0)
     mark_trainable(backbone, "pecop")
     model = pretext_model(backbone, sampler)
-    optimizer, scheduler = sgd_cosine([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
+    optimizer, scheduler = cosine_optimizer([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
                                       weight_decay=1e-4, t_max=22, eta_min=1e-6)
     generator = torch.Generator().manual_seed(0)
     clips = torch.randn(batch, 3, frames, crop, crop, generator=generator).to(device)

@@ -54,6 +54,8 @@ def _notebooks_list(args: argparse.Namespace) -> int:
     return 0
 
 
+OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam")
+"""Stage-2 optimisers (:data:`pecop_lib.train.pretrain.OPTIMIZERS`, repeated: the CLI imports torch lazily)."""
 PRETEXT_NAMES = {"vspp": "vspp", "videopace": "pace", "rspnet": "rspnet"}
 """Command-line pretext names (the paper's) -> library names (:data:`pecop_lib.train.PRETEXTS`)."""
 
@@ -66,7 +68,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict[str, object]:
         "seed": args.seed, "device": args.device, "model_backbone": args.backbone, "model_weights": args.kinetics_weights,
         "pretrain_strategy": args.strategy, "pretrain_pretext": PRETEXT_NAMES.get(args.pretext),
         "pretrain_vspp_mode": args.vspp_mode, "pretrain_epochs": args.epochs, "pretrain_full_epochs": args.epochs,
-        "pretrain_batch_size": args.batch_size, "pretrain_lr": args.lr, "train_precision": args.precision,
+        "pretrain_batch_size": args.batch_size, "pretrain_lr": args.lr, "pretrain_optimizer": args.optimizer,
+        "train_precision": args.precision,
         "train_compile": args.compile or None, "train_grad_accum_steps": args.grad_accum,
         "train_checkpoint_every_steps": args.checkpoint_every, "data_num_workers": args.num_workers,
     }
@@ -267,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=None)
     pretrain.add_argument("--epochs", type=int, default=None, help="stage-2 epochs (default: the preset's)")
     pretrain.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes")
-    pretrain.add_argument("--lr", type=float, default=None, help="stage-2 SGD learning rate")
+    pretrain.add_argument("--lr", type=float, default=None, help="stage-2 learning rate")
+    pretrain.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default=None,
+                          help="stage-2 optimiser (default: the preset's; official sgd)")
     pretrain.add_argument("--vspp-mode", choices=("official", "paper"), default=None)
     pretrain.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None)
     pretrain.add_argument("--compile", action="store_true", help="torch.compile the model")

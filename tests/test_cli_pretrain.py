@@ -16,7 +16,8 @@ from _pretrain_world import tiny_world
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
-from pecop_lib.cli import _pretrain_overrides, build_parser, main
+from pecop_lib.cli import OPTIMIZER_NAMES, _pretrain_overrides, build_parser, main
+from pecop_lib.train.pretrain import OPTIMIZERS
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def test_bad_arguments_give_clear_errors(argv: list[str], message: str, tmp_path
         (["--preset", "smoke", "--strategy", "lora"], "invalid choice: 'lora'"),
         (["--preset", "smoke", "--strategy", "pecop", "--pretext", "jigsaw"], "invalid choice: 'jigsaw'"),
         (["--strategy", "pecop"], "the following arguments are required: --preset"),
+        (["--preset", "smoke", "--optimizer", "lion"], "invalid choice: 'lion'"),
     ],
 )
 def test_parser_rejects_unknown_choices(argv: list[str], message: str, capsys) -> None:
@@ -60,13 +62,17 @@ def test_parser_rejects_unknown_choices(argv: list[str], message: str, capsys) -
     assert message in capsys.readouterr().err
 
 
+def test_the_cli_offers_the_library_s_optimisers() -> None:
+    assert OPTIMIZER_NAMES == OPTIMIZERS
+
+
 def test_flags_become_config_overrides() -> None:
     args = build_parser().parse_args(["pretrain", "--preset", "paper", "--strategy", "hpt", "--pretext", "videopace",
-                                      "--epochs", "3", "--lr", "0.5", "--backbone", "r3d18", "--compile",
+                                      "--epochs", "3", "--lr", "0.5", "--optimizer", "adam", "--backbone", "r3d18", "--compile",
                                       "--set", "pretrain_list_repeat=7", "--set", "pretrain_vspp_mode='paper'"])
     assert _pretrain_overrides(args) == {
         "pretrain_strategy": "hpt", "pretrain_pretext": "pace", "pretrain_epochs": 3, "pretrain_full_epochs": 3,
-        "pretrain_lr": 0.5, "model_backbone": "r3d18", "train_compile": True, "pretrain_list_repeat": 7,
+        "pretrain_lr": 0.5, "pretrain_optimizer": "adam", "model_backbone": "r3d18", "train_compile": True, "pretrain_list_repeat": 7,
         "pretrain_vspp_mode": "paper",
     }
 

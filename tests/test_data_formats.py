@@ -4,6 +4,7 @@ files, and raises named errors on bad input; generation is deterministic."""
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import shutil
 import warnings
@@ -19,8 +20,15 @@ from pecop_lib.data.errors import DataFormatError
 from pecop_lib.data.formats import finediving, jigsaws, mtl_aqa, pd4t
 from pecop_lib.data.sampling import window_ending_at
 from pecop_lib.data.synthetic import WorldSpec, generate_world, load_world, synthetic_world
-from pecop_lib.data.synthetic.actions import ACTION_CLASSES
+from pecop_lib.data.synthetic.actions import (
+    ACTION_CLASSES,
+    TIMED_MOTIONS,
+    TIMING_CLASSES,
+    render_action,
+    timing_warp,
+)
 from pecop_lib.data.synthetic.motor import updrs_score
+from pecop_lib.data.synthetic.world import ACTIONS_VERSION
 
 SPEC = WorldSpec(size=32, aqa_videos=16, jigsaws_trials=1, action_videos=2, action_frames=16, seed=3)
 
@@ -297,3 +305,27 @@ def test_synthetic_world_cache(tmp_path, monkeypatch):
     stamp = (first.root / "world.json").stat().st_mtime_ns
     assert synthetic_world(spec=spec).root == first.root
     assert (first.root / "world.json").stat().st_mtime_ns == stamp  # reused, not regenerated
+    manifest = json.loads((first.root / "world.json").read_text())
+    (first.root / "world.json").write_text(json.dumps({**manifest, "actions_version": ACTIONS_VERSION - 1}))
+    assert load_world(first.root) is None  # an older action set is not reused (a stage-1 backbone depends on it)
+
+
+def test_timing_warp_by_hand():
+    t = np.linspace(0.0, 1.0, 5)  # 0, .25, .5, .75, 1
+    np.testing.assert_allclose(timing_warp("start_moving", 0.5, t), [0, 0, 0, 0.5, 1])
+    np.testing.assert_allclose(timing_warp("stop_moving", 0.5, t), [0, 0.5, 1, 1, 1])
+    # pause 0.35..0.65 (width 0.3): times before run at 1/0.7, then still at 0.35/0.7 = 0.5, then resume
+    np.testing.assert_allclose(timing_warp("pause_midway", 0.5, t), [0, 0.25 / 0.7, 0.5, 0.45 / 0.7, 1])
+    with pytest.raises(ValueError, match="unknown timing class 'jump'"):
+        timing_warp("jump", 0.5, t)
+
+
+@pytest.mark.parametrize("kind", TIMING_CLASSES)
+def test_timing_classes_are_still_exactly_when_they_say(kind):
+    label = ACTION_CLASSES.index(kind)
+    frames, latents = render_action(np.random.default_rng(3), label, 32, 24)
+    motion = np.abs(np.diff(frames.astype(int), axis=0)).mean(axis=(1, 2, 3))  # (23,) change between frames
+    u = np.linspace(0.0, 1.0, 24)
+    moving = np.diff(timing_warp(kind, latents["tau"], u)) > 0
+    assert latents["label"] == kind and latents["motion"] in TIMED_MOTIONS
+    assert np.all(motion[~moving] == 0) and np.all(motion[moving] > 0)

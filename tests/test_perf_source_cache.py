@@ -1,4 +1,5 @@
-"""Sources opened once per process: same frames as a fresh source, per-process, errors not cached."""
+"""Sources opened once per process: same frames as a fresh source, per-process, errors not cached;
+whole small videos kept decoded: same frames, within the budget."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pecop_lib.data import VideoDecodeError, VideoFile, source_cache
-from pecop_lib.data.source_cache import cached_source, clear_source_cache
-from pecop_lib.data.video import write_mp4
+from pecop_lib.data.source_cache import DecodedFrames, cached_source, clear_source_cache
+from pecop_lib.data.video import FrameFolder, write_frame_folder, write_mp4
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +61,35 @@ def test_errors_are_not_cached(tmp_path: Path, video: Path) -> None:
     assert len(cached_source(missing)) == 40
     with pytest.raises(VideoDecodeError, match="at least 41"):
         cached_source(video, min_frames=41)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    return write_frame_folder(frames, tmp_path_factory.mktemp("cache") / "frames")
+
+
+@pytest.mark.parametrize("kind", ["mp4", "folder"])
+def test_decoded_frames_read_what_the_source_reads(kind: str, video: Path, folder: Path) -> None:
+    path = video if kind == "mp4" else folder
+    source = VideoFile(video) if kind == "mp4" else FrameFolder(folder)
+    n = len(source)
+    decoded = DecodedFrames()
+    positions = [np.array([0, 3, 3, 7]), np.array([n - 2, n - 1, n + 4]), np.array([-3, 0, 1])]  # clamped at both ends
+    for p in positions:
+        np.testing.assert_array_equal(decoded.read(path, p), source.read(p))
+    assert decoded.used == n * source.read(np.zeros(1, dtype=np.int64)).nbytes  # decoded whole, once
+
+
+def test_decoded_frames_keep_to_the_budget_and_never_evict(video: Path, folder: Path) -> None:
+    folder_bytes = 12 * 16 * 16 * 3
+    decoded = DecodedFrames(max_bytes=folder_bytes + 10)  # room for the folder, not for the 40-frame mp4
+    np.testing.assert_array_equal(decoded.read(folder, np.arange(4)), FrameFolder(folder).read(np.arange(4)))
+    np.testing.assert_array_equal(decoded.read(video, np.arange(5)), VideoFile(video).read(np.arange(5)))
+    assert decoded.used == folder_bytes  # the mp4 is read through the open sources, the folder stays
+    off = DecodedFrames(max_bytes=0)
+    np.testing.assert_array_equal(off.read(video, np.arange(3)), VideoFile(video).read(np.arange(3)))
+    assert off.used == 0
+    with pytest.raises(ValueError, match="max_bytes must be >= 0"):
+        DecodedFrames(max_bytes=-1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from pecop_lib.models import build_backbone, export_state_dict, list_adapters
 from pecop_lib.models.adapter_checkpoint import bn_stats_state_dict
 from pecop_lib.models.adapters import is_adapter_key
 from pecop_lib.models.loading import WeightsMismatchError
+from pecop_lib.train import artifacts
 from pecop_lib.train.artifacts import (
     STAGE1_RECORD,
     STAGE2_RECORD,
@@ -93,6 +94,14 @@ def test_keys_follow_the_settings_not_the_label(world, tmp_path: Path) -> None:
     assert stage2_key(replace(spec, lr=0.5), source, world["MTL-AQA"]) != key
     assert stage2_key(spec, replace(source, identity="abd"), world["MTL-AQA"]) != key
     assert stage2_key(spec, source, world["Kinetics-synth"]) != key
+    # the official optimiser stays out of the key (artifacts cached before the setting existed stay valid)
+    before = {k: v for k, v in asdict(spec).items() if k not in ("fold", "optimizer")}
+    assert spec.optimizer == "sgd" and key == artifacts._key("stage2", before, source.kind, source.backbone,
+                                                             dict(source.options), source.identity,
+                                                             str(Path(world["MTL-AQA"]).resolve()))
+    assert stage2_key(replace(spec, optimizer="adam"), source, world["MTL-AQA"]) != key
+    with pytest.raises(ValueError, match="unknown stage-2 optimizer 'lion'.*pretrain_optimizer"):
+        replace(spec, optimizer="lion")
     # dom_s starts from random init whatever source it is given
     dom_s = stage2_spec(SMOKE, strategy="dom_s")
     assert stage2_folder(dom_s, source, world["MTL-AQA"], root=tmp_path) == stage2_folder(

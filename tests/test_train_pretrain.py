@@ -24,6 +24,7 @@ from pecop_lib.train.pretrain import (
     PretextClips,
     TargetVideo,
     continual_pretrain,
+    cosine_optimizer,
     domain_general_pretrain,
     pretext_accuracy,
     target_videos,
@@ -245,3 +246,18 @@ def test_heldout_values_that_are_not_finite_stop_the_run(world, tmp_path: Path, 
             device="cpu", run_dir=tmp_path, show_progress=False, heldout=videos)
     record = json.loads((tmp_path / HELDOUT_FILE).read_text())
     assert [r["epoch"] for r in record["epochs"]] == [0]  # nothing non-finite written
+
+
+def test_cosine_optimizer_builds_the_official_sgd_or_adam_with_one_schedule() -> None:
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd, schedule = cosine_optimizer(params, lr=0.01, momentum=0.9, weight_decay=1e-4, t_max=22, eta_min=1e-6)
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.9 and not sgd.defaults["nesterov"]
+    assert (schedule.T_max, schedule.eta_min) == (22, 1e-6)
+    adam, schedule = cosine_optimizer(params, kind="adam", lr=1e-3, momentum=0.9, weight_decay=1e-4, t_max=4, eta_min=0.0)
+    assert type(adam) is torch.optim.Adam and adam.defaults["lr"] == 1e-3 and adam.defaults["weight_decay"] == 1e-4
+    for _ in range(4):
+        adam.step()
+        schedule.step()
+    assert adam.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to eta_min over t_max epochs
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        cosine_optimizer(params, kind="lion", lr=1e-3, momentum=0.9, weight_decay=0.0, t_max=1, eta_min=0.0)

@@ -71,10 +71,10 @@ from pecop_lib.train.pretrain import (
     TargetVideo,
     action_accuracy,
     continual_pretrain,
+    cosine_optimizer,
     domain_general_pretrain,
     pretext_model,
     pretext_step,
-    sgd_cosine,
     target_videos,
 )
 from pecop_lib.train.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -156,7 +156,7 @@ __all__ = [
     "scratch_source",
     "seed_everything",
     "settings_for",
-    "sgd_cosine",
+    "cosine_optimizer",
     "shutdown_distributed",
     "stage1_backbone",
     "stage1_spec",

@@ -61,6 +61,7 @@ from pecop_lib.train.checkpoint import LATEST_FILE
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
 from pecop_lib.train.pretrain import (
+    OPTIMIZERS,
     PRETEXTS,
     PretrainResult,
     Sampler,
@@ -484,7 +485,7 @@ class Stage2Spec:
         fold: JIGSAWS test fold being evaluated (stage 2 reads the other three folds' trials);
             ``None`` for the other datasets (:func:`~pecop_lib.train.targets.check_fold`).
         clip_len, crop: Clip frames and crop side (PECoP's transform, ``core_mtl``, scaled to ``crop``).
-        epochs, batch_size, lr, momentum, weight_decay, cosine_t_max, eta_min, dropout, list_repeat,
+        epochs, batch_size, lr, optimizer, momentum, weight_decay, cosine_t_max, eta_min, dropout, list_repeat,
             channel_order, color_jitter, bn_mode: The recipe (:func:`~pecop_lib.train.pretrain.continual_pretrain`).
         vspp_mode, normal_pace, max_speed, num_segments: The VSPP sampler; VideoPace uses
             ``max_speed - 1`` paces, RSPNet its official speed factor 2.
@@ -502,6 +503,7 @@ class Stage2Spec:
     epochs: int = 4
     batch_size: int = 8
     lr: float = 1e-3
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 1e-4
     cosine_t_max: int = 22
@@ -524,6 +526,9 @@ class Stage2Spec:
         get_strategy(self.strategy)
         if self.pretext not in PRETEXTS:
             raise ValueError(f"unknown pretext {self.pretext!r}; choose one of {PRETEXTS}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown stage-2 optimizer {self.optimizer!r}; choose one of {OPTIMIZERS} "
+                             "(config key pretrain_optimizer)")
         check_target(self.dataset, self.task)
         check_fold(self.dataset, self.fold)
 
@@ -589,10 +594,11 @@ class Stage2Artifact:
 def stage2_key(spec: Stage2Spec, source: BackboneSource, target_root: str | os.PathLike[str]) -> str:
     """Cache key of a stage-2 run: its settings, the starting weights and the target data folder.
 
-    ``fold`` enters the key only when set (JIGSAWS), so the keys of single-split targets stay those
-    of the artifacts cached before stage 2 had a fold.
+    ``fold`` enters the key only when set (JIGSAWS) and ``optimizer`` only when it is not the official
+    SGD, so the keys of the artifacts cached before these settings existed stay valid.
     """
-    settings = {k: v for k, v in asdict(spec).items() if k != "fold" or v is not None}
+    settings = {k: v for k, v in asdict(spec).items()
+                if not (k == "fold" and v is None) and not (k == "optimizer" and v == "sgd")}
     return _key("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
                 str(Path(target_root).resolve()))
 
@@ -707,7 +713,8 @@ def train_stage2(
     _reset_peak_memory(context)
     result = continual_pretrain(
         backbone, videos, spec.sampler(), official_transform("core_mtl", train=True, crop=spec.crop),
-        strategy=spec.strategy, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
+        strategy=spec.strategy, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, optimizer=spec.optimizer,
+        momentum=spec.momentum,
         weight_decay=spec.weight_decay, cosine_t_max=spec.cosine_t_max, eta_min=spec.eta_min, dropout=spec.dropout,
         list_repeat=spec.list_repeat, channel_order=spec.channel_order, color_jitter=spec.color_jitter,
         bn_mode=spec.bn_mode, run_dir=folder if spec.strategy != "dom_g" else None, device=context.device,
@@ -844,7 +851,8 @@ def stage2_spec(cfg: Config, *, strategy: str | None = None, pretext: str | None
     return Stage2Spec(
         strategy=strategy, pretext=pretext or cfg.pretrain_pretext, dataset=dataset, task=task, fold=fold,
         clip_len=cfg.pretrain_clip_len, crop=cfg.pretrain_crop_size, epochs=epochs, batch_size=cfg.pretrain_batch_size,
-        lr=cfg.pretrain_lr, momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_weight_decay,
+        lr=cfg.pretrain_lr, optimizer=cfg.pretrain_optimizer, momentum=cfg.pretrain_momentum,
+        weight_decay=cfg.pretrain_weight_decay,
         cosine_t_max=cfg.pretrain_cosine_t_max, eta_min=cfg.pretrain_eta_min, dropout=cfg.pretrain_dropout,
         list_repeat=cfg.pretrain_list_repeat, channel_order=cfg.pretrain_channel_order,
         color_jitter=cfg.pretrain_color_jitter, bn_mode=cfg.pretrain_bn_mode, vspp_mode=cfg.pretrain_vspp_mode,

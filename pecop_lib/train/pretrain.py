@@ -35,7 +35,7 @@ from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import resolve_device
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
-from pecop_lib.data.source_cache import cached_source
+from pecop_lib.data.source_cache import DECODED_BYTES, DecodedFrames, cached_source
 from pecop_lib.data.transforms import ClipTransform, color_jitter
 from pecop_lib.data.workers import worker_context
 from pecop_lib.models.backbone import Backbone
@@ -82,9 +82,15 @@ class TargetVideo:
     first: int
     num_frames: int
 
-    def read(self, frames: Sequence[int]) -> np.ndarray:
-        """Decode 1-based frame numbers of the span (as the samplers return them): uint8 ``(T, H, W, 3)`` RGB."""
-        return cached_source(self.path).read(self.first + np.asarray(frames, dtype=np.int64) - 1)
+    def read(self, frames: Sequence[int], decoded: DecodedFrames | None = None) -> np.ndarray:
+        """Decode 1-based frame numbers of the span (as the samplers return them): uint8 ``(T, H, W, 3)`` RGB.
+
+        Args:
+            frames: 1-based frame numbers within the span.
+            decoded: Read through this cache of whole decoded videos (same frames, faster).
+        """
+        positions = self.first + np.asarray(frames, dtype=np.int64) - 1
+        return decoded.read(self.path, positions) if decoded is not None else cached_source(self.path).read(positions)
 
 
 def target_videos(dataset: AQADataset, *, annotated_span: bool = False) -> list[TargetVideo]:
@@ -140,6 +146,8 @@ class PretextClips(Dataset):
         channel_order: ``"rgb"``, or ``"bgr"`` to feed BGR frames as the official cv2 loader does.
         jitter: Apply :func:`color_jitter` per frame (the original VSPP; off in PECoP's code).
         seed: Base seed.
+        decoded_bytes: Budget of the videos kept decoded in memory (:class:`~pecop_lib.data.source_cache.DecodedFrames`;
+            per loader process; 0: off). Speed only: the clips do not depend on it.
     """
 
     def __init__(
@@ -152,6 +160,7 @@ class PretextClips(Dataset):
         channel_order: str = "rgb",
         jitter: bool = False,
         seed: int = 0,
+        decoded_bytes: int = DECODED_BYTES,
     ) -> None:
         if not videos:
             raise ValueError("no target videos: pass at least one TargetVideo (see target_videos())")
@@ -164,6 +173,7 @@ class PretextClips(Dataset):
         self.videos, self.sampler, self.transform = list(videos), sampler, transform
         self.repeat, self.channel_order, self.jitter = repeat, channel_order, jitter
         self.seed, self.epoch = int(seed), 0
+        self.decoded = DecodedFrames(decoded_bytes)
 
     def __len__(self) -> int:
         return len(self.videos) * self.repeat
@@ -173,7 +183,7 @@ class PretextClips(Dataset):
         self.epoch = int(epoch)
 
     def _clip(self, video: TargetVideo, frames: list[int], rng: np.random.Generator) -> np.ndarray:
-        pixels = video.read(frames)
+        pixels = video.read(frames, self.decoded)
         if self.jitter:
             pixels = color_jitter(pixels, rng)
         return pixels[..., ::-1] if self.channel_order == "bgr" else pixels
@@ -242,15 +252,35 @@ def pretext_step(sampler: Sampler) -> StepFn:
     return rspnet_step
 
 
-def sgd_cosine(
-    params: Sequence[nn.Parameter], *, lr: float, momentum: float, weight_decay: float, t_max: int, eta_min: float
-) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR]:
-    """The official optimiser and schedule: SGD (no Nesterov) + cosine annealing stepped per epoch.
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+"""Optimisers of both pretraining stages: ``sgd`` (the official one) or ``adam``."""
 
-    Only trainable parameters are passed (the official code passes all; frozen ones get no gradient,
-    so SGD and its weight decay skip them either way).
+
+def cosine_optimizer(
+    params: Sequence[nn.Parameter], *, lr: float, momentum: float, weight_decay: float, t_max: int, eta_min: float,
+    kind: str = "sgd",
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.CosineAnnealingLR]:
+    """An optimiser with cosine annealing stepped per epoch; ``kind="sgd"`` is the official recipe.
+
+    Args:
+        params: Only the trainable parameters (the official code passes all; frozen ones get no
+            gradient, so SGD and its weight decay skip them either way).
+        lr, weight_decay: Both optimisers (Adam's weight decay is the L2 term, as in torch.optim.Adam).
+        momentum: SGD only (no Nesterov).
+        t_max, eta_min: ``CosineAnnealingLR`` (official: 22 epochs, 1e-6).
+        kind: One of :data:`OPTIMIZERS`.
+
+    Raises:
+        ValueError: On another ``kind``.
     """
-    optimizer = torch.optim.SGD(list(params), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {kind!r}; choose one of {OPTIMIZERS}")
+    params = list(params)
+    optimizer: torch.optim.Optimizer
+    if kind == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
 
 
@@ -347,6 +377,7 @@ def continual_pretrain(
     epochs: int = 8,
     batch_size: int = 16,
     lr: float = 0.01,
+    optimizer: str = "sgd",
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     cosine_t_max: int = 22,
@@ -390,7 +421,8 @@ def continual_pretrain(
         epochs: Epochs (official 8 for PECoP; the poster's full-model runs use 16).
         batch_size: Clips per optimiser step over all processes (official 16); each of G DDP
             processes reads ``batch_size / G``.
-        lr, momentum, weight_decay, cosine_t_max, eta_min: The optimiser (see :func:`sgd_cosine`).
+        lr, optimizer, momentum, weight_decay, cosine_t_max, eta_min: The optimiser and its schedule
+            (:func:`cosine_optimizer`; official: SGD, lr 0.01).
         dropout: Before each VSPP head.
         list_repeat: Passes over the video list per epoch (official x20).
         channel_order: ``"bgr"`` reproduces the official cv2 input.
@@ -441,8 +473,8 @@ def continual_pretrain(
         torch.manual_seed(seed)
         model = pretext_model(backbone, sampler, dropout=dropout, rspnet_options=rspnet_options)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = sgd_cosine(params, lr=lr, momentum=momentum, weight_decay=weight_decay, t_max=cosine_t_max,
-                                      eta_min=eta_min)
+    opt, scheduler = cosine_optimizer(params, kind=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      t_max=cosine_t_max, eta_min=eta_min)
     deferred = augment == "device"
     clips = PretextClips(videos, sampler, DeferredTransform(transform) if deferred else transform, repeat=list_repeat,
                          channel_order=channel_order, jitter=color_jitter, seed=seed)
@@ -456,7 +488,7 @@ def continual_pretrain(
         layout = torch.channels_last_3d if fast is not None and fast.channels_last else torch.contiguous_format
         step = device_augmented(step, transform, memory_format=layout)
     trainer = Trainer(
-        model, step, optimizer, scheduler, run_dir=run_dir,
+        model, step, opt, scheduler, run_dir=run_dir,
         device=context.device, precision=precision, compile=compile,
         grad_accum_steps=grad_accum_steps, checkpoint_every_steps=checkpoint_every_steps, keep_last=keep_last,
         distributed=distributed, desc=f"{spec.label} {type(sampler).__name__.removesuffix('Sampler')}",
@@ -524,7 +556,6 @@ def _collate_actions(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"clip": torch.stack([i["clip"] for i in items]), "label": torch.stack([i["label"] for i in items])}
 
 
-STAGE1_OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
 
 def domain_general_pretrain(
@@ -567,20 +598,16 @@ def domain_general_pretrain(
     """
     if not backbone.has_classifier:
         raise RuntimeError(f"{backbone.name} has no classifier; build it with num_classes=<number of action classes>")
-    if optimizer not in STAGE1_OPTIMIZERS:
-        raise ValueError(f"unknown stage-1 optimizer {optimizer!r}; choose one of {STAGE1_OPTIMIZERS}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown stage-1 optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
     backbone.requires_grad_(True)
     backbone.bn_mode = "train"
     context = distributed or DistributedContext(device=_device(device))
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
     model = _ActionClassifier(backbone)
-    if optimizer == "sgd":
-        opt, scheduler = sgd_cosine(list(model.parameters()), lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                    t_max=epochs, eta_min=0.0)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0.0)
+    opt, scheduler = cosine_optimizer(model.parameters(), kind=optimizer, lr=lr, momentum=momentum,
+                                      weight_decay=weight_decay, t_max=epochs, eta_min=0.0)
     data = epoch_loader(dataset, batch_size // context.world_size, seed=seed, drop_last=True, num_workers=num_workers,
                         rank=context.rank, world_size=context.world_size, collate_fn=_collate_actions,
                         pin_memory=context.device.type == "cuda")

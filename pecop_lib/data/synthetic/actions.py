@@ -1,9 +1,16 @@
 """The domain-general action set: the stand-in for Kinetics-400.
 
-Colourful textured backgrounds with one to three moving shapes; the class is the kind of motion
-(direction, rotation, oscillation, bouncing, zoom, rhythm). Speeds, phases, shapes, colours and
-textures vary at random, so only the motion identifies the class. Scenes look nothing like the
-AQA tasks (pool, clinic, surgical pad): the domain shift PECoP's continual pretraining addresses.
+Colourful textured backgrounds with one to three moving shapes. Thirteen classes are the kind of
+motion at a constant pace (direction, rotation, oscillation, bouncing, zoom, rhythm); three more are
+*when* the motion happens, whatever it is (:data:`TIMING_CLASSES`: it starts, it stops, it pauses
+midway). Speeds, phases, shapes, colours and textures vary at random, so only the motion identifies
+the class. Scenes look nothing like the AQA tasks (pool, clinic, surgical pad): the domain shift
+PECoP's continual pretraining addresses.
+
+Why timing classes (docs/course.md, section 3): a stand-in trained on constant-pace motions alone
+gave features from which a linear probe read VSPP's segment and speed near chance (0.29 / 0.31),
+while the pixels carry them (motion energy: 0.63 / 0.44). Kinetics holds many actions defined by
+when something happens (a jump, a throw); the timing classes ask the stand-in for the same.
 """
 
 from __future__ import annotations
@@ -26,7 +33,40 @@ ACTION_CLASSES: tuple[str, ...] = (
     "zoom_out",
     "pulse_fast",
     "pulse_slow",
+    "start_moving",
+    "stop_moving",
+    "pause_midway",
 )
+"""Class names in label order (the label is the index)."""
+TIMING_CLASSES: tuple[str, ...] = ("start_moving", "stop_moving", "pause_midway")
+"""Classes named by when the motion happens; each warps the time of one of :data:`TIMED_MOTIONS`."""
+TIMED_MOTIONS: tuple[str, ...] = ACTION_CLASSES[:9]
+"""The motions a timing class may carry: moves, rotations, oscillations and bouncing, whose
+stillness is visible (a zoom or a pulse that stops looks like a smaller one)."""
+PAUSE_WIDTH = 0.3
+"""Fraction of the clip a ``pause_midway`` motion stands still."""
+
+
+def timing_warp(kind: str, tau: float, t: np.ndarray) -> np.ndarray:
+    """Warp a clip's time axis so that the motion starts, stops or pauses at ``tau``.
+
+    Args:
+        kind: One of :data:`TIMING_CLASSES`.
+        tau: When it happens, as a fraction of the clip (the pause's centre for ``pause_midway``).
+        t: Evenly spaced times in ``[0, 1]``, shape ``(frames,)``.
+
+    Returns:
+        Warped times, shape ``(frames,)``, non-decreasing from 0 to 1: constant where the motion
+        stands still, so the motion covers the same path as at a constant pace, in less time.
+    """
+    if kind == "start_moving":
+        return np.clip((t - tau) / (1.0 - tau), 0.0, 1.0)
+    if kind == "stop_moving":
+        return np.clip(t / tau, 0.0, 1.0)
+    if kind == "pause_midway":
+        a, b = tau - PAUSE_WIDTH / 2, tau + PAUSE_WIDTH / 2
+        return np.where(t < a, t, np.where(t < b, a, t - (b - a))) / (1.0 - (b - a))
+    raise ValueError(f"unknown timing class {kind!r}; expected one of {TIMING_CLASSES}")
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -49,6 +89,13 @@ def render_action(rng: np.random.Generator, label: int, size: int, frames: int) 
     """
     name = ACTION_CLASSES[label]
     t = np.linspace(0.0, 1.0, frames, dtype=np.float32)
+    timing: dict = {}
+    if name in TIMING_CLASSES:
+        motion = TIMED_MOTIONS[int(rng.integers(len(TIMED_MOTIONS)))]
+        tau = float(rng.uniform(0.3, 0.7))
+        t = timing_warp(name, tau, t).astype(np.float32)
+        timing = {"motion": motion, "tau": tau}
+        name = motion
     canvas = render.canvas(_background(rng, size), frames)
     n_objects = int(rng.integers(1, 4))
     speed = float(rng.uniform(0.5, 1.0))
@@ -87,4 +134,5 @@ def render_action(rng: np.random.Generator, label: int, size: int, frames: int) 
             render.paint_box(canvas, cx, cy, r * 1.6 * scale, r * 0.45 * scale, angle, color, opacity)
         else:
             render.paint_disc(canvas, cx, cy, r * scale, color, opacity)
-    return render.to_uint8(canvas), {"label": name, "objects": n_objects, "speed": speed, "cycles": cycles}
+    return render.to_uint8(canvas), {"label": ACTION_CLASSES[label], "objects": n_objects, "speed": speed,
+                                     "cycles": cycles, **timing}

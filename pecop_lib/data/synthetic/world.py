@@ -38,9 +38,9 @@ from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
 if TYPE_CHECKING:
     from pecop_lib.config import Config
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 """Bump when generated content changes: cached worlds of other versions are not reused."""
-ACTIONS_VERSION = 1
+ACTIONS_VERSION = 2
 """Version of the domain-general action set's content alone (bump with any change to
 :mod:`pecop_lib.data.synthetic.actions`): a stage-1 backbone depends on the action set only, so a
 shipped stage-1 checkpoint stays valid when the AQA generators change (:func:`actions_identity`)."""
@@ -402,12 +402,12 @@ def generate_world(
 
 
 def load_world(root: str | os.PathLike[str]) -> World | None:
-    """The world in ``root`` if its manifest exists and has the current generator version, else None."""
+    """The world in ``root`` if its manifest exists and has the current generator and action-set versions, else None."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         return None
     manifest = json.loads(path.read_text())
-    if manifest.get("generator_version") != GENERATOR_VERSION:
+    if (manifest.get("generator_version"), manifest.get("actions_version")) != (GENERATOR_VERSION, ACTIONS_VERSION):
         return None
     return World(Path(root), manifest)
 
