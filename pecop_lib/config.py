@@ -239,7 +239,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain_optimizer": "adam",
         "pretrain_lr": 0.001,
         "pretrain_list_repeat": 10,
-        "pretrain_general_epochs": 30,
+        "pretrain_general_epochs": 60,
         "pretrain_general_batch_size": 16,
         "pretrain_general_lr": 0.001,
         "pretrain_general_optimizer": "adam",

@@ -10,8 +10,10 @@ The key (:meth:`FeatureStore.key`) is a SHA-256 over everything the features dep
 
 * the backbone's whole state (every parameter *and* buffer: weights, adapters, BatchNorm running
   statistics), its class and pooling;
-* the data: dataset class, every simple attribute (root, frame folder, layout, clip frames,
-  seed, ...), the transform, and the records' ids and keys;
+* the data: dataset class, every simple attribute (root, frame folder, layout, clip frames, ...)
+  but the seed, the transform, and the records' ids and keys. A deterministic split draws nothing
+  from its seed (no temporal jitter, a fixed transform: the only splits accepted), so the runs of
+  several seeds share one file (notebook 07's three fine-tuning seeds per backbone);
 * the windowing, whether feature maps are kept (TSA), the autocast dtype and the device type
   (GPU and CPU kernels round differently).
 
@@ -68,7 +70,7 @@ def _plain(value: Any) -> Any:
 
 
 def dataset_description(dataset: Dataset) -> dict[str, Any]:
-    """What a dataset's clips depend on: class, simple attributes, transform, record ids and keys.
+    """What a deterministic dataset's clips depend on: class, simple attributes but the seed, transform, record ids and keys.
 
     Raises:
         ValueError: If the dataset's clips are random (a training split, or a random transform):
@@ -82,7 +84,7 @@ def dataset_description(dataset: Dataset) -> dict[str, Any]:
         )
     simple = (str, int, float, bool, Path, type(None))
     attributes = {k: _plain(v) for k, v in sorted(vars(dataset).items())
-                  if not k.startswith("_") and k not in ("epoch", "records") and isinstance(v, simple)}
+                  if not k.startswith("_") and k not in ("epoch", "seed", "records") and isinstance(v, simple)}
     records = getattr(dataset, "records", None)
     ids = [[str(r.id), repr(r.key)] for r in records] if records is not None else len(dataset)
     return {"class": type(dataset).__name__, "attributes": attributes, "transform": _plain(transform), "records": ids}
