@@ -79,7 +79,6 @@ class Config:
     model_adapter_lambda: int = 4  # bottleneck C/lambda of the 3D-Adapter
     model_adapter_groups: str = "width"  # width (official: groups = C/lambda) | depthwise (groups = C)
     model_adapter_init: str = "official"  # official (PyTorch default, alpha = 1) | zero_up (identity at start)
-    model_pool: str = "adaptive"  # adaptive | official (AvgPool3d (2,7,7), 224 px) | window2 (any size)
     model_bn_eps: float = 1e-5  # I3D BatchNorm eps: CoRe/PECoP 1e-5, piergiaj/TF 1e-3
     model_weights: str = ""  # local Kinetics checkpoint (model_rgb.pth, rgb_imagenet.pt, r3d_18-*.pth); "" = none
 
@@ -102,6 +101,7 @@ class Config:
     pretrain_weight_decay: float = 1e-4  # official
     pretrain_cosine_t_max: int = 22  # official CosineAnnealingLR T_max (in epochs)
     pretrain_eta_min: float = 1e-6  # official: README lr / 1000
+    pretrain_pool: str = "adaptive"  # pretraining heads' pooling: adaptive | official (AvgPool3d (2,7,7), 224 px) | window2
     pretrain_dropout: float = 0.5  # before each VSPP head (official)
     pretrain_color_jitter: bool = False  # official: built but never applied
     pretrain_bn_mode: str = "train"  # train (official: batch stats, running stats re-estimated) | frozen
@@ -131,8 +131,8 @@ class Config:
     # --- train: the training loop shared by pretraining and fine-tuning (pecop_lib.train) ---
     train_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     train_compile: bool = False  # torch.compile the model
-    train_grad_accum_steps: int = 1
-    train_checkpoint_every_steps: int = 0  # 0: checkpoint at epoch ends only
+    train_grad_accum_steps: int = 0  # micro-batches per step, both stages; 0: official (stage 2 1, fine-tuning the recipe's)
+    train_checkpoint_every_steps: int = 0  # both stages; 0: checkpoint at epoch ends only
     train_keep_checkpoints: int = 2  # newest checkpoint files kept; 0 keeps all
 
     # --- ablation: notebooks 07-08, the paper's ablations on our runs (pecop_lib.train.ablations) ---

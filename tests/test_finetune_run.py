@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from pecop_lib.config import resolve
 from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.data.synthetic.world import load_world
 from pecop_lib.train.finetune import (
@@ -21,6 +23,7 @@ from pecop_lib.train.finetune import (
     open_finetune_data,
     validation_split,
 )
+from pecop_lib.train.loop import CHECKPOINT_DIR
 from tests._heads_stand_ins import TinyBackbone, single_thread  # noqa: F401 (autouse fixture)
 
 SPEC = WorldSpec(size=32, aqa_videos=12, jigsaws_trials=1, action_videos=2, action_frames=16, seed=7)
@@ -163,3 +166,18 @@ def test_backbone_loader_reads_pretraining_artifacts(world, tmp_path):
     assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
     with pytest.raises(ValueError, match="model_backbone='i3d'"):
         load_finetune_backbone("r3d18", artifact.folder)
+
+
+def test_the_training_loop_keys_reach_fine_tuning(world, tmp_path):
+    options = FinetuneOptions.from_config(resolve("smoke", train_grad_accum_steps=3, train_checkpoint_every_steps=1))
+    assert (options.grad_accum_steps, options.checkpoint_every_steps) == (3, 1)
+    assert FinetuneOptions.from_config(resolve("smoke")).grad_accum_steps == 0  # 0: the recipe's official value
+    setting = Setting("core", "PD4T", "Gait")  # CoRe's recipe accumulates 2 pairs per step
+    official, _ = _run(world, setting, tmp_path / "official", replace(OPTIONS, epochs=1))
+    assert official.hyper["grad_accum_steps"] == 2
+    assert not any((tmp_path / "official" / "run" / CHECKPOINT_DIR).glob("step_*.pt"))
+    chosen, _ = _run(world, setting, tmp_path / "chosen", replace(OPTIONS, epochs=1, grad_accum_steps=1,
+                                                                   checkpoint_every_steps=1))
+    assert chosen.hyper["grad_accum_steps"] == 1
+    assert chosen.history.epochs[0]["steps"] > official.history.epochs[0]["steps"] >= 1  # a step per micro-batch
+    assert any((tmp_path / "chosen" / "run" / CHECKPOINT_DIR).glob("step_*.pt"))  # checkpoints inside the epoch

@@ -33,7 +33,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -245,11 +245,9 @@ def ablation_plan(cfg: Config) -> dict[str, list[AblationRun]]:
 
 
 def finetune_options(cfg: Config) -> FinetuneOptions:
-    """The fine-tuning options of ablation runs: ``finetune_*`` with ``ablation_finetune_epochs`` when set."""
-    values = cfg.stage("finetune")
-    if cfg.ablation_finetune_epochs:
-        values["epochs"] = cfg.ablation_finetune_epochs
-    return FinetuneOptions(**values)
+    """The fine-tuning options of ablation runs (:meth:`FinetuneOptions.from_config`), with ``ablation_finetune_epochs`` when set."""
+    options = FinetuneOptions.from_config(cfg)
+    return replace(options, epochs=cfg.ablation_finetune_epochs) if cfg.ablation_finetune_epochs else options
 
 
 @dataclass

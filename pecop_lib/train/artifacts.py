@@ -823,7 +823,7 @@ def stage1_spec(cfg: Config) -> Stage1Spec:
         backbone=cfg.model_backbone, clip_len=cfg.pretrain_clip_len, crop=cfg.pretrain_crop_size,
         epochs=cfg.pretrain_general_epochs, batch_size=cfg.pretrain_general_batch_size, lr=cfg.pretrain_general_lr,
         momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_general_weight_decay,
-        optimizer=cfg.pretrain_general_optimizer, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps, width=cfg.model_width,
+        optimizer=cfg.pretrain_general_optimizer, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps, width=cfg.model_width,
         seed=cfg.seed,
     )
 

@@ -61,7 +61,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pecop_lib.atomic import atomic_write_json
-from pecop_lib.config import resolve_device
+from pecop_lib.config import Config, resolve_device
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.formats.mtl_aqa import ANNOTATION_FILES, find_info_dir
 from pecop_lib.data.registry import DATASETS, dataset_record
@@ -227,8 +227,10 @@ def get_recipe(head: str, dataset: str) -> FinetuneRecipe:
 class FinetuneOptions:
     """The run-level settings of fine-tuning: the ``finetune_*`` config keys without the prefix.
 
-    Zero means "the recipe's official value" for ``epochs``, ``batch_size``, ``lr_backbone`` and
-    ``lr_head``. Build from a config with ``FinetuneOptions(**cfg.stage("finetune"))``.
+    Zero means "the recipe's official value" for ``epochs``, ``batch_size``, ``lr_backbone``,
+    ``lr_head`` and ``grad_accum_steps``. Build from a config with :meth:`from_config`: the
+    ``finetune_*`` keys, and the two keys of the training loop that fine-tuning honours as stage 2
+    does (``train_grad_accum_steps``, ``train_checkpoint_every_steps``).
 
     Attributes:
         epochs: Training epochs (0: official).
@@ -249,6 +251,8 @@ class FinetuneOptions:
         eval_batch_size: Videos per backbone call when evaluating.
         bootstrap: Bootstrap resamples of the reported rho's interval (0: none).
         scope: Which settings the notebooks run: ``minimal``, ``main`` or ``paper`` (see :func:`settings_for`).
+        grad_accum_steps: Micro-batches per optimiser step (0: the recipe's; official CoRe 2, else 1).
+        checkpoint_every_steps: Also checkpoint every N optimiser steps inside an epoch (0: epoch ends only).
     """
 
     epochs: int = 0
@@ -265,6 +269,14 @@ class FinetuneOptions:
     eval_batch_size: int = 8
     bootstrap: int = 1000
     scope: str = "main"
+    grad_accum_steps: int = 0
+    checkpoint_every_steps: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> FinetuneOptions:
+        """The options of a config: ``finetune_*``, ``train_grad_accum_steps`` and ``train_checkpoint_every_steps``."""
+        return cls(**cfg.stage("finetune"), grad_accum_steps=cfg.train_grad_accum_steps,
+                   checkpoint_every_steps=cfg.train_checkpoint_every_steps)
 
     def __post_init__(self) -> None:
         checks = [
@@ -282,6 +294,8 @@ class FinetuneOptions:
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (self.bootstrap >= 0, "bootstrap must be >= 0"),
             (self.scope in SCOPES, f"scope must be one of {SCOPES}"),
+            (self.grad_accum_steps >= 0, "grad_accum_steps must be >= 0"),
+            (self.checkpoint_every_steps >= 0, "checkpoint_every_steps must be >= 0"),
         ]
         bad = [f"{message} (got {self})" for ok, message in checks if not ok]
         if bad:
@@ -1256,8 +1270,10 @@ def finetune(
     loader = epoch_loader(samples, batch_size // context.world_size, seed=seed, num_workers=num_workers,
                           rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda")
     run = Path(run_dir) if run_dir is not None else None
+    grad_accum_steps = options.grad_accum_steps or recipe.grad_accum_steps
     trainer = Trainer(model, _aqa_step, optimizer, run_dir=run, device=context.device, precision=precision,
-                      compile=compile, grad_accum_steps=recipe.grad_accum_steps, keep_last=keep_last,
+                      compile=compile, grad_accum_steps=grad_accum_steps, keep_last=keep_last,
+                      checkpoint_every_steps=options.checkpoint_every_steps or None,
                       distributed=distributed, desc=setting.label, show_progress=show_progress,
                       loader_workers=num_workers)
 
@@ -1322,7 +1338,7 @@ def finetune(
         raise ValueError(f"no epoch was trained or evaluated (epochs={epochs})")
     reported = select_epochs(records, test_true, recipe.official_protocol, validation=bool(val_idx),
                              bootstrap=options.bootstrap, seed=seed)
-    hyper_out = {**hyper, "weight_decay": recipe.weight_decay, "grad_accum_steps": recipe.grad_accum_steps,
+    hyper_out = {**hyper, "weight_decay": recipe.weight_decay, "grad_accum_steps": grad_accum_steps,
                  "bn_mode": recipe.bn_mode, "train_backbone": options.train_backbone, "decode": options.decode,
                  "windows": windowing.num_windows, "clip_frames": windowing.clip_frames, "recipe": recipe.source,
                  "train_videos": len(train_idx)}

@@ -268,7 +268,7 @@ def finetune_command(
     settings = [Setting(head, dataset, task, f) for f in folds]
     if str(backbone_checkpoint).lower() != "none":
         check_backbone_split(backbone_checkpoint, settings)
-    options = FinetuneOptions(**cfg.stage("finetune"))
+    options = FinetuneOptions.from_config(cfg)
     weights = base_weights or cfg.model_weights or None
 
     def factory(_: Setting) -> Backbone:

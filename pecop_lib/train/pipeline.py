@@ -95,7 +95,7 @@ def starting_point(cfg: Config, actions_root: str | os.PathLike[str], *, distrib
         FileNotFoundError, WeightsMismatchError: If ``model_weights`` is missing or does not fit.
     """
     if cfg.model_weights:
-        return kinetics_source(cfg.model_weights, cfg.model_backbone, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps), None
+        return kinetics_source(cfg.model_weights, cfg.model_backbone, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps), None
     context = _context(cfg, distributed)
     stage1 = stage1_backbone(stage1_spec(cfg), actions_root, label=cfg.preset, device=context.device,
                              precision=cfg.train_precision, num_workers=cfg.data_num_workers, distributed=distributed,
@@ -136,14 +136,14 @@ def pretrained_backbone(
     spec = stage2_spec(cfg, strategy=strategy, pretext=pretext, dataset=dataset, task=task, fold=fold)
     targets, actions = data_roots(cfg, data_root=data_root, actions_root=actions_root, distributed=distributed)
     if get_strategy(spec.strategy).init == "scratch":
-        source = scratch_source(cfg.model_backbone, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps,
+        source = scratch_source(cfg.model_backbone, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps,
                                 width=cfg.model_width)
     else:
         source, _ = starting_point(cfg, actions, distributed=distributed, show_progress=show_progress)
     context = _context(cfg, distributed)
     return stage2_backbone(spec, source, targets / dataset, label=cfg.preset, device=context.device,
                            precision=cfg.train_precision, compile=cfg.train_compile,
-                           grad_accum_steps=cfg.train_grad_accum_steps, num_workers=cfg.data_num_workers,
+                           grad_accum_steps=cfg.train_grad_accum_steps or 1, num_workers=cfg.data_num_workers,
                            distributed=distributed, show_progress=show_progress)
 
 
@@ -200,7 +200,7 @@ def pretrain_run(
         raise FileNotFoundError(f"no {dataset} folder under {targets}; check --data-root")
     stage1 = None
     if get_strategy(spec.strategy).init == "scratch":
-        source = scratch_source(cfg.model_backbone, pool=cfg.model_pool, bn_eps=cfg.model_bn_eps,
+        source = scratch_source(cfg.model_backbone, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps,
                                 width=cfg.model_width)
     else:
         source, stage1 = starting_point(cfg, actions, distributed=distributed, show_progress=show_progress)
@@ -209,7 +209,7 @@ def pretrain_run(
                                              "data_root": str(targets.resolve())})
     artifact = train_stage2(
         spec, source, targets / dataset, out, device=context.device, precision=cfg.train_precision,
-        compile=cfg.train_compile, grad_accum_steps=cfg.train_grad_accum_steps,
+        compile=cfg.train_compile, grad_accum_steps=cfg.train_grad_accum_steps or 1,
         checkpoint_every_steps=cfg.train_checkpoint_every_steps or None, keep_last=cfg.train_keep_checkpoints or None,
         num_workers=cfg.data_num_workers, distributed=distributed, resume=resume, keep_checkpoints=True,
         show_progress=show_progress,

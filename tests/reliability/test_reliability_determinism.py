@@ -54,7 +54,7 @@ def pipeline(seed: int, folder: Path, world_root: Path, monkeypatch: pytest.Monk
     assert artifact.trained
     stage1 = json.loads((Path(artifact.source.path).parent / "stage1.json").read_text())
     (result,) = run_settings([SETTING], {"PECoP": lambda _: artifact.build()}, world_root,
-                             FinetuneOptions(**cfg.stage("finetune")), out=folder / "finetune",
+                             FinetuneOptions.from_config(cfg), out=folder / "finetune",
                              crop=cfg.data_crop_size, clip_frames=cfg.data_clip_frames, device="cpu", seed=seed,
                              keep_checkpoints=False, show_progress=False)["PECoP"]
     return without_timing({
