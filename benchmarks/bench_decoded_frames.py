@@ -52,7 +52,7 @@ def main() -> None:
     for dataset, task in TARGETS:
         videos = pretraining_videos(world[dataset], dataset, task=task)
         sampler = VSPPSampler(clip_len=cfg.pretrain_clip_len, normal_pace=dataset_record(dataset).pace(task))
-        transform = official_transform("core_mtl", train=True, crop=cfg.pretrain_crop_size)
+        transform = official_transform("core_mtl", train=True, crop=cfg.data_crop_size)
         order = np.random.default_rng(0).permutation(len(videos) * 4)[: args.clips]
         plain = PretextClips(videos, sampler, transform, repeat=4, seed=0, decoded_bytes=0)
         fast = PretextClips(videos, sampler, transform, repeat=4, seed=0)

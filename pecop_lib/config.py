@@ -69,7 +69,7 @@ class Config:
     data_synthetic_jigsaws_trials: int = 5  # trials per surgeon (8 surgeons) per JIGSAWS task
     data_synthetic_action_videos: int = 40  # videos per class of the domain-general set
     data_synthetic_action_frames: int = 64
-    data_crop_size: int = 112  # AQA clip crop (official: 224; FineDiving 112)
+    data_crop_size: int = 112  # frame side of every clip, both stages (official 224; FineDiving's recipes cap it at 112)
     data_clip_frames: int = 0  # 0: the official frame count per dataset; else evenly subsampled to this
     data_num_workers: int = 2
 
@@ -84,7 +84,6 @@ class Config:
 
     # --- pretrain: stage 2, continual pretraining with VSPP (paper Sec. 3.2) ---
     pretrain_clip_len: int = 32
-    pretrain_crop_size: int = 112
     pretrain_batch_size: int = 16  # official 16
     pretrain_epochs: int = 8  # PECoP (adapters) epochs; official 8
     pretrain_full_epochs: int = 8  # epochs of the full-model strategies hpt / hpt_bn / dom_s; poster 16
@@ -196,7 +195,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_clip_frames": 16,
         "data_num_workers": 0,
         "pretrain_clip_len": 8,
-        "pretrain_crop_size": 32,
         "pretrain_batch_size": 4,
         "pretrain_epochs": 1,
         "pretrain_full_epochs": 1,
@@ -231,7 +229,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_num_workers": 0,
         "model_width": 0.25,
         "pretrain_clip_len": 16,
-        "pretrain_crop_size": 48,
         "pretrain_batch_size": 8,
         "pretrain_epochs": 6,
         "pretrain_full_epochs": 6,
@@ -266,7 +263,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "runner_cell_timeout_s": 24 * 3600,
         "data_crop_size": 224,
         "data_num_workers": 8,
-        "pretrain_crop_size": 224,
         "pretrain_batch_size": 16,
         "pretrain_epochs": 8,
         "pretrain_full_epochs": 16,

@@ -21,7 +21,7 @@ def test_paper_preset_is_the_official_pecop_recipe() -> None:
     assert (cfg.pretrain_momentum, cfg.pretrain_weight_decay) == (0.9, 1e-4)
     assert (cfg.pretrain_cosine_t_max, cfg.pretrain_eta_min) == (22, 1e-6)
     assert (cfg.pretrain_epochs, cfg.pretrain_full_epochs) == (8, 16)
-    assert (cfg.pretrain_batch_size, cfg.pretrain_clip_len, cfg.pretrain_crop_size) == (16, 32, 224)
+    assert (cfg.pretrain_batch_size, cfg.pretrain_clip_len, cfg.data_crop_size) == (16, 32, 224)
     assert cfg.pretrain_list_repeat == 20 and not cfg.pretrain_color_jitter and cfg.pretrain_bn_mode == "train"
     assert (cfg.pretrain_vspp_mode, cfg.pretrain_max_speed, cfg.pretrain_num_segments) == ("official", 5, 4)
     assert cfg.pretrain_dropout == 0.5 and cfg.pretrain_channel_order == "bgr"

@@ -820,7 +820,7 @@ def stage2_costs(artifact: Stage2Artifact) -> dict[str, Any]:
 def stage1_spec(cfg: Config) -> Stage1Spec:
     """Stage-1 settings of a resolved config (``model_*`` and ``pretrain_*`` keys)."""
     return Stage1Spec(
-        backbone=cfg.model_backbone, clip_len=cfg.pretrain_clip_len, crop=cfg.pretrain_crop_size,
+        backbone=cfg.model_backbone, clip_len=cfg.pretrain_clip_len, crop=cfg.data_crop_size,
         epochs=cfg.pretrain_general_epochs, batch_size=cfg.pretrain_general_batch_size, lr=cfg.pretrain_general_lr,
         momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_general_weight_decay,
         optimizer=cfg.pretrain_general_optimizer, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps, width=cfg.model_width,
@@ -850,7 +850,7 @@ def stage2_spec(cfg: Config, *, strategy: str | None = None, pretext: str | None
     check_target(dataset, task)
     return Stage2Spec(
         strategy=strategy, pretext=pretext or cfg.pretrain_pretext, dataset=dataset, task=task, fold=fold,
-        clip_len=cfg.pretrain_clip_len, crop=cfg.pretrain_crop_size, epochs=epochs, batch_size=cfg.pretrain_batch_size,
+        clip_len=cfg.pretrain_clip_len, crop=cfg.data_crop_size, epochs=epochs, batch_size=cfg.pretrain_batch_size,
         lr=cfg.pretrain_lr, optimizer=cfg.pretrain_optimizer, momentum=cfg.pretrain_momentum,
         weight_decay=cfg.pretrain_weight_decay,
         cosine_t_max=cfg.pretrain_cosine_t_max, eta_min=cfg.pretrain_eta_min, dropout=cfg.pretrain_dropout,
