@@ -98,7 +98,7 @@ def test_keys_follow_the_settings_not_the_label(world, tmp_path: Path) -> None:
     assert stage2_key(spec, source, world["Kinetics-synth"]) != key
     # the official optimiser stays out of the key (artifacts cached before the setting existed stay valid)
     before = {k: v for k, v in asdict(spec).items() if k not in ("fold", "optimizer")}
-    assert spec.optimizer == "sgd" and key == artifacts._key("stage2", before, source.kind, source.backbone,
+    assert spec.optimizer == "sgd" and key == artifacts.settings_key("stage2", before, source.kind, source.backbone,
                                                              dict(source.options), source.identity,
                                                              str(Path(world["MTL-AQA"]).resolve()))
     assert stage2_key(replace(spec, optimizer="adam"), source, world["MTL-AQA"]) != key

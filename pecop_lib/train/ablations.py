@@ -29,8 +29,6 @@ pretrains each strategy once. :func:`ablation_plan` reads the ``ablation_*`` key
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -41,7 +39,7 @@ from pecop_lib.config import Config, cache_dir, resolve
 from pecop_lib.data.registry import DATASETS, dataset_record
 from pecop_lib.models.strategies import get_strategy
 from pecop_lib.paper import FIG5_TASKS
-from pecop_lib.train.artifacts import Stage2Artifact, stage2_costs
+from pecop_lib.train.artifacts import Stage2Artifact, settings_key, stage2_costs
 from pecop_lib.train.finetune import FinetuneOptions, FinetuneResult, Setting
 from pecop_lib.train.finetune_report import official_protocol
 from pecop_lib.train.finetune_runs import RESULT_FILE, run_settings, slug
@@ -296,15 +294,14 @@ class AblationResult:
         return float(rep.rho)
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def result_folder(artifact: Stage2Artifact, options: FinetuneOptions, *, crop: int, clip_frames: int | None,
                   data_root: str | os.PathLike[str], seed: int, root: str | os.PathLike[str] | None = None) -> Path:
     """Where :func:`run_ablation` keeps a run's fine-tuning (see the module docstring)."""
     base = Path(root) if root is not None else cache_dir() / ABLATION_ROOT
-    key = _key(asdict(options), crop, clip_frames or None, str(Path(data_root).resolve()))
+    # what decides the result: checkpointing never does; accumulation only when it is not the recipe's (0)
+    decisive = {k: v for k, v in asdict(options).items()
+                if k != "checkpoint_every_steps" and not (k == "grad_accum_steps" and v == 0)}
+    key = settings_key(decisive, crop, clip_frames or None, str(Path(data_root).resolve()))
     return base / artifact.folder.name / f"ft-{key}" / f"seed{seed}"
 
 

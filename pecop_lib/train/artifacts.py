@@ -115,7 +115,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _key(*parts: Any) -> str:
+def settings_key(*parts: Any) -> str:
+    """A 12-hex-digit cache key: SHA-256 of the parts as sorted JSON (every load-or-train cache of runs)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -291,7 +292,7 @@ def stage1_key(spec: Stage1Spec, actions_root: str | os.PathLike[str]) -> str:
     every machine and a shipped checkpoint (:data:`SHIPPED_STAGE1`) can match it; any other action
     set by its resolved path.
     """
-    return _key("stage1", asdict(spec), actions_identity(actions_root) or str(Path(actions_root).resolve()))
+    return settings_key("stage1", asdict(spec), actions_identity(actions_root) or str(Path(actions_root).resolve()))
 
 
 def artifact_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -599,7 +600,7 @@ def stage2_key(spec: Stage2Spec, source: BackboneSource, target_root: str | os.P
     """
     settings = {k: v for k, v in asdict(spec).items()
                 if not (k == "fold" and v is None) and not (k == "optimizer" and v == "sgd")}
-    return _key("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
+    return settings_key("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
                 str(Path(target_root).resolve()))
 
 
