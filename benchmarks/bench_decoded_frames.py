@@ -7,7 +7,7 @@ Usage (repository root; generates the course world into the cache if it is not t
 
 For each target, the same VSPP training clips (course recipe: 16 frames, PECoP's transform at the
 preset's crop) are read through :class:`~pecop_lib.train.pretrain.PretextClips` twice in one
-process, one thread: first with ``decoded_bytes=0`` (every read goes through the 32 open sources
+process, one thread: first with ``decoded=DecodedFrames(0)`` (every read goes through the 32 open sources
 of :func:`~pecop_lib.data.source_cache.cached_source`), then with the default budget (the first
 pass over the videos decodes them whole, timed separately as "fill"). It checks that both read
 identical clips, and prints clips/s and the memory the decoded videos take. On a shared machine,
@@ -26,6 +26,7 @@ import torch
 from pecop_lib.config import resolve
 from pecop_lib.data import official_transform
 from pecop_lib.data.registry import dataset_record
+from pecop_lib.data.source_cache import DecodedFrames
 from pecop_lib.data.synthetic.world import synthetic_world
 from pecop_lib.ssl import VSPPSampler
 from pecop_lib.train.pretrain import PretextClips
@@ -54,7 +55,7 @@ def main() -> None:
         sampler = VSPPSampler(clip_len=cfg.pretrain_clip_len, normal_pace=dataset_record(dataset).pace(task))
         transform = official_transform("core_mtl", train=True, crop=cfg.data_crop_size)
         order = np.random.default_rng(0).permutation(len(videos) * 4)[: args.clips]
-        plain = PretextClips(videos, sampler, transform, repeat=4, seed=0, decoded_bytes=0)
+        plain = PretextClips(videos, sampler, transform, repeat=4, seed=0, decoded=DecodedFrames(0))
         fast = PretextClips(videos, sampler, transform, repeat=4, seed=0)
         plain_s, plain_clips = _read(plain, order)
         started = time.perf_counter()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pecop_lib import __version__
-from pecop_lib.config import PRESET_NAMES, ConfigError
+from pecop_lib.config import OPTIMIZERS, PRESET_NAMES, ConfigError
 
 
 def _notebooks_run(args: argparse.Namespace) -> int:
@@ -54,8 +54,6 @@ def _notebooks_list(args: argparse.Namespace) -> int:
     return 0
 
 
-OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam")
-"""Stage-2 optimisers (:data:`pecop_lib.train.pretrain.OPTIMIZERS`, repeated: the CLI imports torch lazily)."""
 PRETEXT_NAMES = {"vspp": "vspp", "videopace": "pace", "rspnet": "rspnet"}
 """Command-line pretext names (the paper's) -> library names (:data:`pecop_lib.train.PRETEXTS`)."""
 
@@ -271,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--epochs", type=int, default=None, help="stage-2 epochs (default: the preset's)")
     pretrain.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes")
     pretrain.add_argument("--lr", type=float, default=None, help="stage-2 learning rate")
-    pretrain.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default=None,
+    pretrain.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                           help="stage-2 optimiser (default: the preset's; official sgd)")
     pretrain.add_argument("--vspp-mode", choices=("official", "paper"), default=None)
     pretrain.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None)

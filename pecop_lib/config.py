@@ -36,6 +36,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 PRESET_NAMES: tuple[str, ...] = ("smoke", "course", "tutorial", "paper")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+"""Values of ``pretrain_optimizer`` and ``pretrain_general_optimizer``: ``sgd`` (official) or ``adam``."""
 
 SMOKE_NOTICE = "smoke run: checks the plumbing, not a result"
 COURSE_NOTICE = "course run (synthetic world, CPU scale)"

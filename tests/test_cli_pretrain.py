@@ -16,8 +16,7 @@ from _pretrain_world import tiny_world
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
-from pecop_lib.cli import OPTIMIZER_NAMES, _pretrain_overrides, build_parser, main
-from pecop_lib.train.pretrain import OPTIMIZERS
+from pecop_lib.cli import _pretrain_overrides, build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +59,6 @@ def test_parser_rejects_unknown_choices(argv: list[str], message: str, capsys) -
         main(["pretrain", *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
-
-
-def test_the_cli_offers_the_library_s_optimisers() -> None:
-    assert OPTIMIZER_NAMES == OPTIMIZERS
 
 
 def test_flags_become_config_overrides() -> None:

@@ -45,7 +45,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pecop_lib.atomic import atomic_path, atomic_write_json
-from pecop_lib.config import Config, cache_dir
+from pecop_lib.config import OPTIMIZERS, Config, cache_dir
 from pecop_lib.data.formats.kinetics import KineticsActions
 from pecop_lib.data.registry import first_fold
 from pecop_lib.data.synthetic.world import actions_identity
@@ -61,7 +61,6 @@ from pecop_lib.train.checkpoint import LATEST_FILE
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
 from pecop_lib.train.pretrain import (
-    OPTIMIZERS,
     PRETEXTS,
     PretrainResult,
     Sampler,
@@ -601,7 +600,7 @@ def stage2_key(spec: Stage2Spec, source: BackboneSource, target_root: str | os.P
     settings = {k: v for k, v in asdict(spec).items()
                 if not (k == "fold" and v is None) and not (k == "optimizer" and v == "sgd")}
     return settings_key("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
-                str(Path(target_root).resolve()))
+                        str(Path(target_root).resolve()))
 
 
 def _effective_source(spec: Stage2Spec, source: BackboneSource) -> BackboneSource:

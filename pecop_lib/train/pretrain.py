@@ -32,10 +32,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pecop_lib.atomic import atomic_write_json
-from pecop_lib.config import resolve_device
+from pecop_lib.config import OPTIMIZERS, resolve_device
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
-from pecop_lib.data.source_cache import DECODED_BYTES, DecodedFrames, cached_source
+from pecop_lib.data.source_cache import DecodedFrames, cached_source
 from pecop_lib.data.transforms import ClipTransform, color_jitter
 from pecop_lib.data.workers import worker_context
 from pecop_lib.models.backbone import Backbone
@@ -146,8 +146,9 @@ class PretextClips(Dataset):
         channel_order: ``"rgb"``, or ``"bgr"`` to feed BGR frames as the official cv2 loader does.
         jitter: Apply :func:`color_jitter` per frame (the original VSPP; off in PECoP's code).
         seed: Base seed.
-        decoded_bytes: Budget of the videos kept decoded in memory (:class:`~pecop_lib.data.source_cache.DecodedFrames`;
-            per loader process; 0: off). Speed only: the clips do not depend on it.
+        decoded: The videos kept decoded in memory (:class:`~pecop_lib.data.source_cache.DecodedFrames`;
+            ``None``: a new one with the default budget, per loader process; ``DecodedFrames(0)``: off).
+            Pass one to share it between datasets of the same videos. Speed only: the clips do not depend on it.
     """
 
     def __init__(
@@ -160,7 +161,7 @@ class PretextClips(Dataset):
         channel_order: str = "rgb",
         jitter: bool = False,
         seed: int = 0,
-        decoded_bytes: int = DECODED_BYTES,
+        decoded: DecodedFrames | None = None,
     ) -> None:
         if not videos:
             raise ValueError("no target videos: pass at least one TargetVideo (see target_videos())")
@@ -173,7 +174,7 @@ class PretextClips(Dataset):
         self.videos, self.sampler, self.transform = list(videos), sampler, transform
         self.repeat, self.channel_order, self.jitter = repeat, channel_order, jitter
         self.seed, self.epoch = int(seed), 0
-        self.decoded = DecodedFrames(decoded_bytes)
+        self.decoded = decoded if decoded is not None else DecodedFrames()
 
     def __len__(self) -> int:
         return len(self.videos) * self.repeat
@@ -252,10 +253,6 @@ def pretext_step(sampler: Sampler) -> StepFn:
     return rspnet_step
 
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
-"""Optimisers of both pretraining stages: ``sgd`` (the official one) or ``adam``."""
-
-
 def cosine_optimizer(
     params: Sequence[nn.Parameter], *, lr: float, momentum: float, weight_decay: float, t_max: int, eta_min: float,
     kind: str = "sgd",
@@ -323,6 +320,7 @@ def pretext_accuracy(
     batch_size: int = 16,
     seed: int = 0,
     device: str | torch.device = "auto",
+    decoded: DecodedFrames | None = None,
 ) -> dict[str, float]:
     """Pretext accuracy on clips of ``videos`` (e.g. the target's test split, never trained on).
 
@@ -337,6 +335,8 @@ def pretext_accuracy(
         transform: Evaluation transform (centre crop, no flip).
         clips_per_video: Clips drawn per video.
         channel_order, batch_size, seed, device: Input order, batching, draws and device.
+        decoded: Decoded videos to read from and fill (pass the same one at every epoch of a run, so the
+            held-out videos are decoded once; see :class:`PretextClips`).
 
     Returns:
         VSPP: ``{"speed_acc", "segment_acc", "acc", "loss", "clips"}``; VideoPace ``{"acc", "loss", "clips"}``.
@@ -349,7 +349,7 @@ def pretext_accuracy(
         raise TypeError("RSPNet is contrastive: it has no held-out accuracy; use VSPP or VideoPace")
     target = _device(device)
     clips = PretextClips(videos, sampler, transform, repeat=clips_per_video, channel_order=channel_order,
-                         seed=seed + HELDOUT_SEED)
+                         seed=seed + HELDOUT_SEED, decoded=decoded)
     loss_fn = vspp_loss if isinstance(sampler, VSPPSampler) else pace_loss
     was_training = model.training
     model.eval()
@@ -506,10 +506,13 @@ def continual_pretrain(
         if path is not None and path.is_file():
             records = [r for r in json.loads(path.read_text())["epochs"] if r["epoch"] <= len(trainer.history.epochs)]
 
+    heldout_frames = DecodedFrames()  # the held-out videos, decoded once for every measurement
+
     def measure(epoch: int) -> None:
         state = torch.random.get_rng_state()
         values = pretext_accuracy(model, heldout, sampler, eval_transform, clips_per_video=heldout_clips_per_video,
-                                  channel_order=channel_order, batch_size=batch_size, seed=seed, device=context.device)
+                                  channel_order=channel_order, batch_size=batch_size, seed=seed, device=context.device,
+                                  decoded=heldout_frames)
         torch.random.set_rng_state(state)
         broken = sorted(k for k, v in values.items() if not np.isfinite(v))
         if broken:  # the training loss stayed finite but the weights left the range the model computes in
