@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -12,13 +13,16 @@ from _pretrain_world import TINY_SPEC, tiny_world
 from safetensors.torch import load_file
 
 from pecop_lib.config import resolve
-from pecop_lib.data.synthetic.actions import ACTION_CLASSES
+from pecop_lib.data.formats.kinetics import KineticsActions
+from pecop_lib.data.synthetic.actions import ACTION_CLASSES, TIMING_CLASSES
+from pecop_lib.data.synthetic.world import actions_identity
 from pecop_lib.models import build_backbone, export_state_dict, list_adapters
 from pecop_lib.models.adapter_checkpoint import bn_stats_state_dict
 from pecop_lib.models.adapters import is_adapter_key
 from pecop_lib.models.loading import WeightsMismatchError
 from pecop_lib.train import artifacts
 from pecop_lib.train.artifacts import (
+    CURRICULUM_DIR,
     STAGE1_RECORD,
     STAGE2_RECORD,
     WEIGHTS_FILE,
@@ -32,6 +36,7 @@ from pecop_lib.train.artifacts import (
     scratch_source,
     stage1_backbone,
     stage1_folder,
+    stage1_key,
     stage1_spec,
     stage2_backbone,
     stage2_costs,
@@ -232,3 +237,59 @@ def test_specs_from_the_config() -> None:
         stage2_spec(cfg, dataset="UCF101")
     with pytest.raises(ValueError, match="unknown pretext"):
         stage2_spec(cfg, pretext="videopace")
+
+
+def test_leave_out_keeps_label_indices(world) -> None:
+    actions = KineticsActions(world["Kinetics-synth"], "train", clip_len=8, crop=32)
+    constant = actions.leave_out(TIMING_CLASSES)
+    assert constant.classes == actions.classes and len(actions.classes) == len(ACTION_CLASSES)
+    assert {e.label for e in constant.entries} == set(ACTION_CLASSES) - set(TIMING_CLASSES)
+    assert len(constant) == len(actions) - sum(e.label in TIMING_CLASSES for e in actions.entries) > 0
+    first = constant[0]
+    assert int(first["label"]) == actions.classes.index(constant.entries[0].label)  # the whole set's index
+    with pytest.raises(ValueError, match="no class \\['jumping'\\]"):
+        actions.leave_out(["jumping"])
+    with pytest.raises(ValueError, match="leaves no clip"):
+        actions.leave_out(actions.classes)
+
+
+@pytest.mark.slow
+def test_stage1_curriculum_trains_constant_pace_classes_first(world, tmp_path: Path) -> None:
+    spec = replace(STAGE1, epochs=1, curriculum_epochs=1)
+    assert stage1_key(spec, world["Kinetics-synth"]) != stage1_key(STAGE1, world["Kinetics-synth"])
+    # without a curriculum the key is the one computed before the field existed
+    before = {k: v for k, v in asdict(STAGE1).items() if k != "curriculum_epochs"}
+    assert stage1_key(STAGE1, world["Kinetics-synth"]) == artifacts.settings_key(
+        "stage1", before, actions_identity(world["Kinetics-synth"]))
+    artifact = stage1_backbone(spec, world["Kinetics-synth"], root=tmp_path, device="cpu", show_progress=False)
+    record = artifact.record
+    curriculum = record["curriculum"]
+    whole = KineticsActions(world["Kinetics-synth"], "train", clip_len=spec.clip_len, crop=spec.crop)
+    assert curriculum["left_out"] == list(TIMING_CLASSES)
+    assert curriculum["train_clips"] == len(whole.leave_out(TIMING_CLASSES)) < record["data"]["train_clips"]
+    assert len(curriculum["history"]["epochs"]) == 1 and len(record["history"]["epochs"]) == 1
+    assert record["seconds"] >= curriculum["seconds"] > 0
+    assert not (artifact.folder / CURRICULUM_DIR).exists()  # its checkpoints go with the others
+    assert artifact.spec == spec  # the record rebuilds the spec, curriculum included
+    curves = artifact.step_curves()
+    first, second = curves["constant-pace classes"], curves["all classes"]
+    assert len(first) == len(curriculum["history"]["steps"]) and len(second) == len(record["history"]["steps"])
+    assert [s["step"] for s in second] == [s["step"] + len(first) for s in record["history"]["steps"]]  # one axis
+
+
+@pytest.mark.slow
+def test_stage1_curriculum_resumes_after_its_first_phase(world, tmp_path: Path) -> None:
+    spec = replace(STAGE1, epochs=1, curriculum_epochs=1)
+    actions = world["Kinetics-synth"]
+    folder = stage1_folder(spec, actions, root=tmp_path)
+    done = train_stage1(spec, actions, folder, device="cpu", keep_checkpoints=True, show_progress=False)
+    original = load_file(str(folder / WEIGHTS_FILE))
+    # interrupted before the second phase saved anything: only the curriculum's checkpoints exist
+    for path in (folder / STAGE1_RECORD, folder / WEIGHTS_FILE):
+        path.unlink()
+    shutil.rmtree(folder / CHECKPOINT_DIR)
+    resumed = stage1_backbone(spec, actions, root=tmp_path, device="cpu", show_progress=False)
+    assert resumed.trained
+    assert resumed.record["curriculum"]["history"] == done.record["curriculum"]["history"]  # loaded, not retrained
+    again = load_file(str(folder / WEIGHTS_FILE))
+    assert all(torch.equal(again[k], original[k]) for k in original)  # same weights as the uninterrupted run

@@ -48,6 +48,7 @@ from pecop_lib.atomic import atomic_path, atomic_write_json
 from pecop_lib.config import OPTIMIZERS, Config, cache_dir
 from pecop_lib.data.formats.kinetics import KineticsActions
 from pecop_lib.data.registry import first_fold
+from pecop_lib.data.synthetic.actions import TIMING_CLASSES
 from pecop_lib.data.synthetic.world import actions_identity
 from pecop_lib.data.transforms import official_transform
 from pecop_lib.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
@@ -82,6 +83,8 @@ ARTIFACT_ROOT = "pretrain"
 WEIGHTS_FILE = "model.safetensors"
 ADAPTERS_DIR = "adapters"
 STAGE1_RECORD = "stage1.json"
+CURRICULUM_DIR = "curriculum"
+"""Run folder of stage 1's curriculum phase inside its artifact folder (removed with the checkpoints)."""
 STAGE2_RECORD = "stage2.json"
 SOURCE_KINDS: tuple[str, ...] = ("stage1", "weights", "scratch")
 SHIPPED_STAGE1 = Path(__file__).resolve().parent.parent / "assets" / "stage1"
@@ -211,6 +214,9 @@ class Stage1Spec:
         optimizer: ``"sgd"`` (momentum) or ``"adam"``.
         pool, bn_eps, width: Backbone options (``width``: I3D channel multiplier).
         seed: Initialisation, data order and augmentation draws.
+        curriculum_epochs: Epochs on the constant-pace classes first (the synthetic set's
+            :data:`~pecop_lib.data.synthetic.actions.TIMING_CLASSES` left out, own cosine schedule),
+            before ``epochs`` on every class; 0: no curriculum.
     """
 
     backbone: str = "i3d"
@@ -226,6 +232,7 @@ class Stage1Spec:
     bn_eps: float = 1e-5
     width: float = 1.0
     seed: int = 0
+    curriculum_epochs: int = 0
 
     def options(self) -> dict[str, Any]:
         """Backbone constructor options."""
@@ -256,6 +263,22 @@ class Stage1Artifact:
         """The artifact as a stage-2 starting point."""
         return BackboneSource("stage1", self.spec.backbone, self.spec.options(), str(self.folder / WEIGHTS_FILE),
                               self.record["key"])
+
+    def step_curves(self) -> dict[str, list[dict[str, Any]]]:
+        """Per-step training records by phase, numbered on one axis (curriculum first, when there was one).
+
+        Returns:
+            ``{"constant-pace classes": steps, "all classes": steps}`` (the second's ``"step"`` continues
+            the first's), or ``{"stage 1": steps}`` without a curriculum; for
+            :func:`~pecop_lib.viz.plot_pretext_curves`.
+        """
+        steps = self.record["history"]["steps"]
+        curriculum = self.record.get("curriculum")
+        if not curriculum:
+            return {"stage 1": steps}
+        first = curriculum["history"]["steps"]
+        offset = max((s["step"] for s in first), default=0)
+        return {"constant-pace classes": first, "all classes": [{**s, "step": s["step"] + offset} for s in steps]}
 
     def build(self, adapters: bool | AdapterConfig = False, *, seed: int | None = None) -> Backbone:
         """The trained backbone (without its action classifier), optionally with fresh adapters."""
@@ -289,9 +312,11 @@ def stage1_key(spec: Stage1Spec, actions_root: str | os.PathLike[str]) -> str:
     A generated synthetic action set is identified by its content (generator version, seed and
     sizes: :func:`~pecop_lib.data.synthetic.world.actions_identity`), so the key is the same on
     every machine and a shipped checkpoint (:data:`SHIPPED_STAGE1`) can match it; any other action
-    set by its resolved path.
+    set by its resolved path. ``curriculum_epochs`` enters the key only when set, so the keys of the
+    artifacts cached before it existed stay valid.
     """
-    return settings_key("stage1", asdict(spec), actions_identity(actions_root) or str(Path(actions_root).resolve()))
+    settings = {k: v for k, v in asdict(spec).items() if not (k == "curriculum_epochs" and v == 0)}
+    return settings_key("stage1", settings, actions_identity(actions_root) or str(Path(actions_root).resolve()))
 
 
 def artifact_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -343,6 +368,7 @@ def _has_checkpoint(folder: Path) -> bool:
 def _finish(folder: Path, context: DistributedContext, keep_checkpoints: bool) -> None:
     if context.is_main and not keep_checkpoints:
         shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
+        shutil.rmtree(folder / CURRICULUM_DIR, ignore_errors=True)
     context.barrier()
 
 
@@ -366,7 +392,7 @@ def train_stage1(
         actions_root: The Kinetics-style action set (e.g. ``world["Kinetics-synth"]``).
         folder: Output folder: trainer checkpoints and metrics, ``model.safetensors``, ``stage1.json``.
         device, precision, num_workers, distributed, show_progress: Training settings.
-        resume: Continue from the newest checkpoint in ``folder``.
+        resume: Continue from the newest checkpoints in ``folder`` (and its curriculum phase's).
         keep_checkpoints: Keep the trainer checkpoints after success (they hold the optimiser too).
 
     Returns:
@@ -378,12 +404,17 @@ def train_stage1(
     val_set = KineticsActions(actions_root, "val", clip_len=spec.clip_len, crop=spec.crop, seed=spec.seed)
     backbone = build_backbone(spec.backbone, num_classes=len(train_set.classes), seed=spec.seed, **spec.options())
     _reset_peak_memory(context)
-    result = domain_general_pretrain(
-        backbone, train_set, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
-        weight_decay=spec.weight_decay, optimizer=spec.optimizer, run_dir=folder, device=context.device,
+    phases = [(train_set, spec.epochs, folder)]
+    if spec.curriculum_epochs:
+        phases.insert(0, (train_set.leave_out(TIMING_CLASSES), spec.curriculum_epochs, folder / CURRICULUM_DIR))
+    results = [domain_general_pretrain(
+        backbone, data, epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
+        weight_decay=spec.weight_decay, optimizer=spec.optimizer, run_dir=run_dir, device=context.device,
         precision=precision,
-        num_workers=num_workers, seed=spec.seed, distributed=distributed, resume=resume, show_progress=show_progress,
-    )
+        num_workers=num_workers, seed=spec.seed, distributed=distributed, show_progress=show_progress,
+        resume=resume and _decide(context, _has_checkpoint(run_dir)),  # a finished phase loads and trains 0 epochs
+    ) for data, epochs, run_dir in phases]
+    result = results[-1]
     record = {
         "stage": 1,
         "key": stage1_key(spec, actions_root),
@@ -391,7 +422,10 @@ def train_stage1(
         "data": {"actions_root": str(Path(actions_root).resolve()), "classes": train_set.classes,
                  "train_clips": len(train_set), "val_clips": len(val_set)},
         "history": {"epochs": result.history.epochs, "steps": result.history.steps},
-        "seconds": result.seconds,
+        **({"curriculum": {"left_out": list(TIMING_CLASSES), "train_clips": len(phases[0][0]),
+                           "history": {"epochs": results[0].history.epochs, "steps": results[0].history.steps},
+                           "seconds": results[0].seconds}} if spec.curriculum_epochs else {}),
+        "seconds": sum(r.seconds for r in results),
         "val_acc": action_accuracy(backbone, val_set, batch_size=spec.batch_size, device=context.device),
         "chance_acc": 1 / len(train_set.classes),
         **_run_info(context, precision),
@@ -465,7 +499,7 @@ def stage1_backbone(
             _install_shipped(shipped, folder)
         context.barrier()
         return load_stage1(folder)
-    resume = not force and _decide(context, _has_checkpoint(folder))
+    resume = not force and _decide(context, _has_checkpoint(folder) or _has_checkpoint(folder / CURRICULUM_DIR))
     return train_stage1(spec, actions_root, folder, device=context.device, precision=precision, num_workers=num_workers,
                         distributed=distributed, resume=resume, show_progress=show_progress)
 
@@ -782,7 +816,7 @@ def stage2_backbone(
     context = distributed or DistributedContext(device=_device(device))
     if not force and _decide(context, (folder / STAGE2_RECORD).is_file()):
         return load_stage2(folder)
-    resume = not force and _decide(context, _has_checkpoint(folder))
+    resume = not force and _decide(context, _has_checkpoint(folder) or _has_checkpoint(folder / CURRICULUM_DIR))
     return train_stage2(spec, source, target_root, folder, device=context.device, precision=precision, compile=compile,
                         grad_accum_steps=grad_accum_steps, keep_last=1, num_workers=num_workers,
                         distributed=distributed, resume=resume, keep_checkpoints=False, show_progress=show_progress)
@@ -824,7 +858,7 @@ def stage1_spec(cfg: Config) -> Stage1Spec:
         epochs=cfg.pretrain_general_epochs, batch_size=cfg.pretrain_general_batch_size, lr=cfg.pretrain_general_lr,
         momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_general_weight_decay,
         optimizer=cfg.pretrain_general_optimizer, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps, width=cfg.model_width,
-        seed=cfg.seed,
+        seed=cfg.seed, curriculum_epochs=cfg.pretrain_general_curriculum_epochs,
     )
 
 

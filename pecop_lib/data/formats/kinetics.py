@@ -12,8 +12,10 @@ from scratch when no Kinetics weights are available.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -104,6 +106,24 @@ class KineticsActions(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the jitter of ``epoch``."""
         self.epoch = int(epoch)
+
+    def leave_out(self, names: Collection[str]) -> KineticsActions:
+        """A copy without the clips of the classes ``names``; the labels keep their indices.
+
+        The classifier keeps one output per class of the whole set, so a backbone trained on the
+        copy first (a curriculum) goes on training on the whole set with the same labels.
+
+        Raises:
+            ValueError: If a name is not a class of this set, or no clip is left.
+        """
+        unknown = sorted(set(names) - set(self.classes))
+        if unknown:
+            raise ValueError(f"{self.root}: no class {unknown} in this action set (its classes: {self.classes})")
+        subset = copy.copy(self)
+        subset.entries = [e for e in self.entries if e.label not in set(names)]
+        if not subset.entries:
+            raise ValueError(f"{self.root}: leaving out {sorted(names)} leaves no clip")
+        return subset
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.entries[index]
