@@ -92,3 +92,29 @@ def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON (non-finite floats refused) atomically; return the path."""
     return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+class CorruptFileError(ValueError):
+    """A sidecar JSON file (record, index, manifest, configuration) cannot be read; the message names it and the fix."""
+
+
+def read_json(path: str | os.PathLike[str], *, fix: str) -> Any:
+    """Read a JSON file that pecop wrote, or raise :class:`CorruptFileError` naming it and ``fix``.
+
+    Writes go through :func:`atomic_write_json`, so a truncated or garbled file means it was
+    damaged afterwards (a copy that stopped half-way, a disk error, an edit by hand).
+
+    Args:
+        path: The file.
+        fix: What to do about it (e.g. ``"delete the folder <F> to train it again"``).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        CorruptFileError: If it is not valid UTF-8 JSON.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        size = path.stat().st_size
+        raise CorruptFileError(f"{path} is corrupt or truncated ({size} bytes, {exc}); {fix}") from exc

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, fields
 from typing import Any
@@ -289,6 +290,92 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """The accepted values of a numeric key: ``low <= value`` (``<`` when ``low_open``), likewise ``high``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` lies in the range."""
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def __str__(self) -> str:
+        left = "" if self.low is None else f"{self.low:g} {'<' if self.low_open else '<='} "
+        right = "" if self.high is None else f" {'<' if self.high_open else '<='} {self.high:g}"
+        return f"{left}value{right}"
+
+
+_AT_LEAST_0, _AT_LEAST_1, _POSITIVE = Range(0), Range(1), Range(0, low_open=True)
+_FRACTION = Range(0, 1, high_open=True)
+RANGES: dict[str, Range] = {
+    "seed": _AT_LEAST_0,
+    "runner_cell_timeout_s": _AT_LEAST_1,
+    "data_synthetic_size": Range(8),
+    "data_synthetic_aqa_videos": _AT_LEAST_1,
+    "data_synthetic_jigsaws_trials": _AT_LEAST_1,
+    "data_synthetic_action_videos": _AT_LEAST_1,
+    "data_synthetic_action_frames": _AT_LEAST_1,
+    "data_crop_size": _AT_LEAST_1,
+    "data_clip_frames": _AT_LEAST_0,
+    "data_num_workers": _AT_LEAST_0,
+    "model_width": _POSITIVE,
+    "model_adapter_lambda": _AT_LEAST_1,
+    "model_bn_eps": _POSITIVE,
+    "pretrain_clip_len": _AT_LEAST_1,
+    "pretrain_batch_size": _AT_LEAST_1,
+    "pretrain_epochs": _AT_LEAST_1,
+    "pretrain_full_epochs": _AT_LEAST_1,
+    "pretrain_lr": _POSITIVE,
+    "pretrain_normal_pace": _AT_LEAST_0,
+    "pretrain_max_speed": _AT_LEAST_1,
+    "pretrain_num_segments": _AT_LEAST_1,
+    "pretrain_list_repeat": _AT_LEAST_1,
+    "pretrain_momentum": _FRACTION,
+    "pretrain_weight_decay": _AT_LEAST_0,
+    "pretrain_cosine_t_max": _AT_LEAST_1,
+    "pretrain_eta_min": _AT_LEAST_0,
+    "pretrain_dropout": _FRACTION,
+    "pretrain_general_epochs": _AT_LEAST_1,
+    "pretrain_general_curriculum_epochs": _AT_LEAST_0,
+    "pretrain_general_lr": _POSITIVE,
+    "pretrain_general_batch_size": _AT_LEAST_1,
+    "pretrain_general_weight_decay": _AT_LEAST_0,
+    "finetune_epochs": _AT_LEAST_0,
+    "finetune_batch_size": _AT_LEAST_0,
+    "finetune_lr_backbone": _AT_LEAST_0,
+    "finetune_lr_head": _AT_LEAST_0,
+    "finetune_exemplars": _AT_LEAST_1,
+    "finetune_val_fraction": _FRACTION,
+    "finetune_eval_batch_size": _AT_LEAST_1,
+    "finetune_bootstrap": _AT_LEAST_0,
+    "train_grad_accum_steps": _AT_LEAST_0,
+    "train_checkpoint_every_steps": _AT_LEAST_0,
+    "train_keep_checkpoints": _AT_LEAST_0,
+    "ablation_seeds": _AT_LEAST_1,
+    "ablation_folds": Range(1, 4),
+    "ablation_finetune_epochs": _AT_LEAST_0,
+}
+"""The accepted range of every numeric config key (0 means "the official value" where a key's comment says
+so); :func:`resolve` checks each value, from presets, notebooks, ``--set`` and CLI flags alike."""
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Raise unless a numeric value is finite and inside :data:`RANGES` (non-numeric values pass)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+    accepted = RANGES.get(key)
+    if accepted is not None and not accepted.holds(value):
+        raise ConfigError(f"config key {key!r} = {value!r} is out of range; accepted: {accepted}")
+
+
 def config_keys() -> tuple[str, ...]:
     """Names of every config key, in declaration order."""
     return tuple(f.name for f in fields(Config))
@@ -323,8 +410,8 @@ def resolve(preset: str = "smoke", **overrides: Any) -> Config:
         The frozen :class:`Config`.
 
     Raises:
-        ConfigError: On an unknown preset, an unknown key (with a suggestion) or a value
-            of the wrong type.
+        ConfigError: On an unknown preset, an unknown key (with a suggestion), a value of the
+            wrong type, or a number that is not finite or outside its :data:`RANGES` entry.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
@@ -339,6 +426,8 @@ def resolve(preset: str = "smoke", **overrides: Any) -> Config:
             )
         values[key] = value
     checked = {key: _check_type(key, value, annotations[key]) for key, value in values.items()}
+    for key, value in checked.items():
+        _check_range(key, value)
     return Config(preset=preset, **checked)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _pretrain_world import tiny_world
+from _worlds import tiny_world
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
@@ -36,6 +36,10 @@ def world(tmp_path_factory):
         (["--set", "pretrain_epochs=two"], "config key 'pretrain_epochs' expects int, got str 'two'"),
         (["--kinetics-weights", "/nonexistent/model_rgb.pth"], "--kinetics-weights /nonexistent/model_rgb.pth does not exist"),
         (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--epochs", "-3"], "config key 'pretrain_epochs' = -3 is out of range; accepted: 1 <= value"),
+        (["--lr", "nan"], "config key 'pretrain_lr' must be a finite number, got nan"),
+        (["--set", "pretrain_dropout=1.5"], "config key 'pretrain_dropout' = 1.5 is out of range; accepted: 0 <= value < 1"),
+        (["--seed", "-1"], "config key 'seed' = -1 is out of range"),
     ],
 )
 def test_bad_arguments_give_clear_errors(argv: list[str], message: str, tmp_path: Path, capsys) -> None:

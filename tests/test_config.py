@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
+
 import pytest
 import torch
 
-from pecop_lib.config import PRESETS, SMOKE_NOTICE, Config, ConfigError, config_keys, resolve, resolve_device
+from pecop_lib.config import (
+    PRESETS,
+    RANGES,
+    SMOKE_NOTICE,
+    Config,
+    ConfigError,
+    Range,
+    config_keys,
+    resolve,
+    resolve_device,
+)
 
 
 def test_presets_only_override_known_keys():
@@ -46,7 +59,7 @@ def test_unknown_preset_is_refused():
     ],
 )
 def test_wrong_types_are_refused(key, value, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         resolve("smoke", **{key: value})
 
 
@@ -102,3 +115,42 @@ def test_malformed_device_specs(spec):
 def test_device_must_be_a_string():
     with pytest.raises(ConfigError, match="device must be a string"):
         resolve_device(0)  # type: ignore[arg-type]
+
+
+def test_every_numeric_key_has_a_range_and_every_preset_respects_it():
+    numeric = {f.name for f in fields(Config) if f.type in ("int", "float")}
+    assert numeric == set(RANGES)
+    for preset in PRESETS:
+        cfg = resolve(preset)
+        assert all(RANGES[k].holds(getattr(cfg, k)) for k in numeric)
+
+
+def test_range_bounds_by_hand():
+    assert Range(1).holds(1) and not Range(1).holds(0.999)
+    assert not Range(0, low_open=True).holds(0) and Range(0, low_open=True).holds(1e-12)
+    fraction = Range(0, 1, high_open=True)
+    assert fraction.holds(0) and fraction.holds(0.999) and not fraction.holds(1)
+    assert str(fraction) == "0 <= value < 1" and str(Range(1, 4)) == "1 <= value <= 4"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("pretrain_epochs", 0, "'pretrain_epochs' = 0 is out of range; accepted: 1 <= value"),
+        ("pretrain_lr", 0.0, "'pretrain_lr' = 0.0 is out of range; accepted: 0 < value"),
+        ("pretrain_lr", float("inf"), "'pretrain_lr' must be a finite number, got inf"),
+        ("finetune_lr_head", float("nan"), "'finetune_lr_head' must be a finite number, got nan"),
+        ("finetune_val_fraction", 1, "'finetune_val_fraction' = 1.0 is out of range; accepted: 0 <= value < 1"),
+        ("seed", -1, "'seed' = -1 is out of range; accepted: 0 <= value"),
+        ("ablation_folds", 5, "'ablation_folds' = 5 is out of range; accepted: 1 <= value <= 4"),
+        ("data_num_workers", -2, "'data_num_workers' = -2 is out of range"),
+    ],
+)
+def test_out_of_range_numbers_are_refused(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        resolve("smoke", **{key: value})
+
+
+def test_zero_keeps_its_official_meaning_where_documented():
+    cfg = resolve("smoke", finetune_epochs=0, finetune_lr_head=0, data_clip_frames=0, train_grad_accum_steps=0)
+    assert cfg.finetune_epochs == 0 and cfg.finetune_lr_head == 0.0

@@ -19,7 +19,6 @@ Every file is written atomically and the config last, so a folder with a config 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from pecop_lib.atomic import atomic_path, atomic_write_json
+from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
 from pecop_lib.models.adapters import AdapterConfig, inject_adapters, is_adapter_key, list_adapters
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.loading import LoadReport, WeightsMismatchError, read_safetensors
@@ -138,7 +137,7 @@ def read_adapter_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {directory} is not an adapter checkpoint folder")
-    config = json.loads(path.read_text())
+    config = read_json(path, fix="save the adapters again (save_adapter_checkpoint) or restore the folder from a copy")
     if config.get("format") != FORMAT:
         raise ValueError(f"{path} has format {config.get('format')!r}, expected {FORMAT!r}")
     return config

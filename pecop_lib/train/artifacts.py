@@ -44,7 +44,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pecop_lib.atomic import atomic_path, atomic_write_json
+from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
 from pecop_lib.config import OPTIMIZERS, Config, cache_dir
 from pecop_lib.data.formats.kinetics import KineticsActions
 from pecop_lib.data.registry import first_fold
@@ -341,7 +341,8 @@ def load_stage1(folder: str | os.PathLike[str]) -> Stage1Artifact:
     record_path = folder / STAGE1_RECORD
     if not record_path.is_file():
         raise FileNotFoundError(f"{folder} is not a finished stage-1 artifact (no {STAGE1_RECORD})")
-    return Stage1Artifact(folder, json.loads(record_path.read_text()), trained=False)
+    record = read_json(record_path, fix=f"delete the folder {folder} and it is trained again")
+    return Stage1Artifact(folder, record, trained=False)
 
 
 def _run_info(context: DistributedContext, precision: str) -> dict[str, Any]:
@@ -668,7 +669,7 @@ def load_stage2(folder: str | os.PathLike[str]) -> Stage2Artifact:
     record_path = folder / STAGE2_RECORD
     if not record_path.is_file():
         raise FileNotFoundError(f"{folder} is not a finished stage-2 artifact (no {STAGE2_RECORD})")
-    record = json.loads(record_path.read_text())
+    record = read_json(record_path, fix=f"delete the folder {folder} and it is trained again")
     spec = record.get("spec")
     if isinstance(spec, dict) and "fold" not in spec:
         # written before stage 2 had a fold: JIGSAWS stage 2 then always read fold 0's training split

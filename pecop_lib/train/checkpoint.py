@@ -8,7 +8,6 @@ checkpoint behind and ``latest.json`` always names a complete one.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from pathlib import Path
@@ -16,10 +15,11 @@ from typing import Any
 
 import torch
 
-from pecop_lib.atomic import atomic_path, atomic_write_json
+from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
 
 CHECKPOINT_FORMAT = "pecop-train-checkpoint/1"
 LATEST_FILE = "latest.json"
+_INDEX_FIX = "delete it and resume from a checkpoint file named explicitly, or start the run again"
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
@@ -82,7 +82,7 @@ def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
     index = Path(folder) / LATEST_FILE
     if not index.is_file():
         return None
-    path = Path(folder) / json.loads(index.read_text())["latest"]
+    path = Path(folder) / read_json(index, fix=_INDEX_FIX)["latest"]
     if not path.is_file():
         raise FileNotFoundError(f"{index} names {path.name}, which is missing; pass the checkpoint file explicitly")
     return path
@@ -101,7 +101,7 @@ def record_checkpoint(folder: str | os.PathLike[str], name: str, *, keep_last: i
     """
     folder = Path(folder)
     index = folder / LATEST_FILE
-    files = json.loads(index.read_text())["files"] if index.is_file() else []
+    files = read_json(index, fix=_INDEX_FIX)["files"] if index.is_file() else []
     files = [f for f in files if f != name] + [name]
     removed: list[Path] = []
     if keep_last is not None:

@@ -45,7 +45,6 @@ evaluates the checkpoint's epoch if its evaluation is missing and continues.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -60,7 +59,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pecop_lib.atomic import atomic_write_json
+from pecop_lib.atomic import atomic_write_json, read_json
 from pecop_lib.config import Config, resolve_device
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.formats.mtl_aqa import ANNOTATION_FILES, find_info_dir
@@ -1163,7 +1162,7 @@ def _transitions(dataset: AQADataset, index: int) -> np.ndarray:
 def _read_evaluation(path: Path, header: dict[str, Any]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    stored = json.loads(path.read_text())
+    stored = read_json(path, fix="use a fresh run folder, or delete the file and resume")
     if stored.get("header") != header:
         raise ValueError(
             f"{path} belongs to another run ({stored.get('header')}), not {header}; use a fresh run folder or "

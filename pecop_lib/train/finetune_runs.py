@@ -11,7 +11,6 @@ an unfinished one continues from its newest checkpoint, and the others start.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pecop_lib.atomic import atomic_write_json
+from pecop_lib.atomic import atomic_write_json, read_json
 from pecop_lib.config import Config
 from pecop_lib.data.registry import dataset_record, first_fold
 from pecop_lib.eval import Interval
@@ -129,7 +128,7 @@ def load_result(run_dir: str | os.PathLike[str]) -> FinetuneResult:
     path = Path(run_dir) / RESULT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: the run in {run_dir} has not finished")
-    return result_from_json(json.loads(path.read_text()))
+    return result_from_json(read_json(path, fix=f"delete {path} and the run is done again"))
 
 
 def run_settings(
@@ -181,7 +180,7 @@ def run_settings(
                        "crop": crop, "clip_frames": clip_frames or None}
             done = run_dir / RESULT_FILE
             if resume and done.is_file():
-                stored = json.loads(done.read_text())
+                stored = read_json(done, fix=f"delete {done} and the run is done again")
                 if stored.get("request") == request:
                     results[label].append(result_from_json(stored))
                     continue

@@ -18,7 +18,6 @@ argument here; :mod:`pecop_lib.config` holds the official values in the ``paper`
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pecop_lib.atomic import atomic_write_json
+from pecop_lib.atomic import atomic_write_json, read_json
 from pecop_lib.config import OPTIMIZERS, resolve_device
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
@@ -504,7 +503,8 @@ def continual_pretrain(
     if resume:
         trainer.fit(data, 0, resume=resume)  # load the newest checkpoint, train nothing
         if path is not None and path.is_file():
-            records = [r for r in json.loads(path.read_text())["epochs"] if r["epoch"] <= len(trainer.history.epochs)]
+            stored = read_json(path, fix="delete it and resume (the held-out curve restarts at the resumed epoch)")
+            records = [r for r in stored["epochs"] if r["epoch"] <= len(trainer.history.epochs)]
 
     heldout_frames = DecodedFrames()  # the held-out videos, decoded once for every measurement
 

@@ -30,7 +30,7 @@ import pytest
 import torch
 from _reliability_support import REPO_ROOT, read_json, reliability_world, tiny_data, tiny_trainer
 
-from pecop_lib.atomic import atomic_write_json
+from pecop_lib.atomic import CorruptFileError, atomic_write_json
 from pecop_lib.config import ConfigError, resolve, resolve_device
 from pecop_lib.data import (
     MTLAQA,
@@ -474,6 +474,22 @@ def _disk_full(ctx: Ctx) -> Triggered:
                      old_checkpoint_survives)
 
 
+@case("corrupt-sidecar-json", "a truncated JSON sidecar (checkpoint index, stage record, result, manifest)",
+      CorruptFileError, "the file, its size and the JSON error", "start the run again")
+def _corrupt_index(ctx: Ctx) -> Triggered:
+    run = ctx.tmp / "run"
+    tiny_trainer(run).fit(tiny_data, 1)
+    index = run / "checkpoints" / LATEST_FILE
+    text = index.read_text()
+    index.write_text(text[: len(text) // 2])  # what a copy that stopped half-way leaves
+
+    def index_untouched() -> None:
+        assert index.read_text() == text[: len(text) // 2]
+
+    return Triggered(lambda: tiny_trainer(run).fit(tiny_data, 2, resume=True),
+                     [str(index), "is corrupt or truncated"], index_untouched)
+
+
 # --------------------------------------------------------------------------- configuration
 @case("unknown-config-key", "a misspelled config key (preset override, --set, notebook)", ConfigError,
       "the key and the closest valid key", "did you mean 'pretrain_lr'?")
@@ -485,6 +501,18 @@ def _unknown_key(ctx: Ctx) -> Triggered:
       "expects int")
 def _wrong_type(ctx: Ctx) -> Triggered:
     return Triggered(lambda: resolve("smoke", pretrain_epochs="two"), ["'pretrain_epochs'", "'two'"])
+
+
+@case("config-out-of-range", "a number outside its key's range (--epochs -3, --set pretrain_dropout=1.5)", ConfigError,
+      "the key, the value and the accepted range", "accepted: 1 <= value")
+def _out_of_range(ctx: Ctx) -> Triggered:
+    return Triggered(lambda: resolve("smoke", pretrain_epochs=-3), ["'pretrain_epochs'", "-3"])
+
+
+@case("config-not-finite", "a learning rate or other number that is NaN or infinite", ConfigError, "the key and the value",
+      "must be a finite number")
+def _not_finite(ctx: Ctx) -> Triggered:
+    return Triggered(lambda: resolve("smoke", pretrain_lr=float("nan")), ["'pretrain_lr'", "nan"])
 
 
 @case("misspelled-notebook-parameter", "a misspelled notebook parameter (-p SEDE=1)", NotebookParameterError,

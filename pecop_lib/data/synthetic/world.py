@@ -18,7 +18,6 @@ depend on the number of worker processes. :func:`synthetic_world` caches worlds 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pecop_lib.atomic import atomic_write_json, atomic_write_text
+from pecop_lib.atomic import atomic_write_json, atomic_write_text, read_json
 from pecop_lib.data.safe_pickle import dump_pickle
 from pecop_lib.data.synthetic import actions, diving, motor, render, surgery
 from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
@@ -105,7 +104,7 @@ class World:
         """The latent factors of dataset ``name``, one row per record id."""
         import pandas as pd
 
-        data = json.loads((self[name] / LATENTS_FILE).read_text())
+        data = read_json(self[name] / LATENTS_FILE, fix=f"delete {self.root} and the world is generated again")
         return pd.DataFrame.from_dict(data, orient="index").rename_axis("id").reset_index()
 
 
@@ -406,7 +405,7 @@ def load_world(root: str | os.PathLike[str]) -> World | None:
     path = Path(root) / MANIFEST
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path, fix=f"delete {Path(root)} and the world is generated again")
     if (manifest.get("generator_version"), manifest.get("actions_version")) != (GENERATOR_VERSION, ACTIONS_VERSION):
         return None
     return World(Path(root), manifest)
@@ -426,7 +425,7 @@ def actions_identity(actions_root: str | os.PathLike[str]) -> dict[str, Any] | N
     path = Path(actions_root).resolve().parent / MANIFEST
     if Path(actions_root).name != "Kinetics-synth" or not path.is_file():
         return None
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path, fix=f"delete {path.parent} and the world is generated again")
     if "actions_version" not in manifest or "spec" not in manifest:
         return None
     spec = manifest["spec"]
