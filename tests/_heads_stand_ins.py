@@ -1,4 +1,4 @@
-"""Small stand-ins for the heads tests: a tiny Backbone that counts its calls, synthetic clip sets, a training loop."""
+"""Small stand-ins shared by the tests: the one tiny Backbone (counts its calls), synthetic clip sets, a training loop."""
 
 from __future__ import annotations
 

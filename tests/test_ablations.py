@@ -36,7 +36,7 @@ from pecop_lib.train.finetune_runs import result_to_json
 from pecop_lib.train.loop import NonFiniteLossError
 from tests._ablation_stand_ins import ablation_result, cost, finetune_result
 from tests._heads_stand_ins import single_thread  # noqa: F401 (autouse fixture)
-from tests._pretrain_world import tiny_world
+from tests._worlds import tiny_world
 
 # ------------------------------------------------------------------------------------------ plans
 

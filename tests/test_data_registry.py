@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from _pretrain_world import TINY_SPEC, tiny_jigsaws, tiny_world
+from _worlds import TINY_SPEC, tiny_jigsaws, tiny_world
 
 from pecop_lib.data import JIGSAWS, MTLAQA, PD4T, FineDiving
 from pecop_lib.data.formats.jigsaws import TASKS as JIGSAWS_TASKS

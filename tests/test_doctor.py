@@ -8,16 +8,15 @@ import sys
 
 import pytest
 import torch
+from _worlds import TINY_SPEC
 
 from pecop_lib import doctor
-from pecop_lib.data.synthetic import WorldSpec, generate_world
-
-SPEC = WorldSpec(size=32, aqa_videos=8, jigsaws_trials=1, action_videos=2, action_frames=16, seed=5)
+from pecop_lib.data.synthetic import generate_world
 
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
-    return generate_world(tmp_path_factory.mktemp("doctor-world"), SPEC, datasets=("MTL-AQA", "JIGSAWS"))
+    return generate_world(tmp_path_factory.mktemp("doctor-world"), TINY_SPEC, datasets=("MTL-AQA", "JIGSAWS"))
 
 
 def levels(findings):

@@ -8,18 +8,14 @@ import subprocess
 import sys
 
 import pytest
+from _worlds import finetune_world
 
 from pecop_lib.cli import main
-from pecop_lib.data.synthetic import WorldSpec, generate_world
-from pecop_lib.data.synthetic.world import load_world
-
-SPEC = WorldSpec(size=32, aqa_videos=12, jigsaws_trials=1, action_videos=2, action_frames=16, seed=7)
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "finetune-cli-world"
-    return (load_world(root) or generate_world(root, SPEC, datasets=("PD4T",))).root
+    return finetune_world(tmp_path_factory.getbasetemp()).root
 
 
 @pytest.mark.slow

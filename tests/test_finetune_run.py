@@ -12,8 +12,6 @@ import pytest
 import torch
 
 from pecop_lib.config import resolve
-from pecop_lib.data.synthetic import WorldSpec, generate_world
-from pecop_lib.data.synthetic.world import load_world
 from pecop_lib.train.finetune import (
     EVALUATION_FILE,
     FinetuneOptions,
@@ -25,17 +23,15 @@ from pecop_lib.train.finetune import (
 )
 from pecop_lib.train.loop import CHECKPOINT_DIR
 from tests._heads_stand_ins import TinyBackbone, single_thread  # noqa: F401 (autouse fixture)
+from tests._worlds import finetune_world
 
-SPEC = WorldSpec(size=32, aqa_videos=12, jigsaws_trials=1, action_videos=2, action_frames=16, seed=7)
 OPTIONS = FinetuneOptions(epochs=2, batch_size=2, decode="expectation", exemplars=2, exemplar_missing="any",
                           val_fraction=0.25, eval_batch_size=4, bootstrap=50)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "finetune-world"
-    return load_world(root) or generate_world(root, SPEC, datasets=("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T",
-                                                                      "Kinetics-synth"))
+    return finetune_world(tmp_path_factory.getbasetemp())
 
 
 def _run(world, setting, tmp_path, options=OPTIONS, **kwargs):

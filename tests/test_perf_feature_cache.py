@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from _heads_stand_ins import TinyBackbone, single_thread  # noqa: F401 (autouse fixture)
-from _pretrain_world import tiny_world
+from _worlds import finetune_world as shared_finetune_world
+from _worlds import tiny_world
 
 from pecop_lib.data import MTLAQA, official_transform
 from pecop_lib.heads import TSA, Windowing
@@ -128,12 +129,7 @@ def test_a_filled_cache_serves_stored_features_and_refuses_unknown_videos() -> N
 
 @pytest.fixture(scope="module")
 def finetune_world(tmp_path_factory):
-    from pecop_lib.data.synthetic import WorldSpec, generate_world
-    from pecop_lib.data.synthetic.world import load_world
-
-    root = tmp_path_factory.getbasetemp() / "perf-finetune-world"
-    spec = WorldSpec(size=32, aqa_videos=12, jigsaws_trials=1, action_videos=2, action_frames=16, seed=7)
-    return load_world(root) or generate_world(root, spec, datasets=("MTL-AQA", "FineDiving"))
+    return shared_finetune_world(tmp_path_factory.getbasetemp())
 
 
 @pytest.mark.parametrize("head, dataset", [("core", "MTL-AQA"), ("tsa", "FineDiving"), ("usdl", "MTL-AQA")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _pretext_stand_ins import TinyBackbone
+from _heads_stand_ins import TinyBackbone
 
 from pecop_lib.data.gpu_augment import DeferredTransform, RawClip, augment_batch, collate_raw
 from pecop_lib.data.transforms import ClipTransform, official_transform

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _pretrain_world import TINY_SPEC, tiny_world
+from _worlds import TINY_SPEC, tiny_world
 from safetensors.torch import load_file
 
 from pecop_lib.config import resolve

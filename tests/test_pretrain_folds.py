@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from _pretrain_world import tiny_jigsaws
+from _worlds import tiny_jigsaws
 from safetensors.torch import save_file
 
 import pecop_lib

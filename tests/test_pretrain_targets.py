@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _pretrain_world import tiny_jigsaws, tiny_world
+from _worlds import tiny_jigsaws, tiny_world
 
 from pecop_lib.data import MTLAQA, safe_load
 from pecop_lib.data.video import open_source

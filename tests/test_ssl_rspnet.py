@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _pretext_stand_ins import TinyBackbone
+from _heads_stand_ins import TinyBackbone
 
 from pecop_lib.ssl import RSPNet, RSPNetOutput, RSPNetSampler, looped_indices, rspnet_loss
 

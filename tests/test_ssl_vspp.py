@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _pretext_stand_ins import TinyBackbone
+from _heads_stand_ins import TinyBackbone
 
 from pecop_lib.ssl import (
     PretextModel,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _worlds import finetune_world
 
 from pecop_lib.data import PD4T, KineticsActions, official_transform
-from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.data.transforms import ClipTransform, color_jitter
 from pecop_lib.data.video import write_frame_folder
 from pecop_lib.models import build_backbone
@@ -111,8 +111,7 @@ def test_clip_dataset_rejects_bad_settings(numbered_video: Path) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    spec = WorldSpec(size=32, aqa_videos=8, jigsaws_trials=1, action_videos=2, action_frames=16, seed=3)
-    return generate_world(tmp_path_factory.mktemp("world"), spec, datasets=("PD4T", "Kinetics-synth"))
+    return finetune_world(tmp_path_factory.getbasetemp())
 
 
 def test_target_videos_are_the_split_videos(world) -> None:

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from pecop_lib.data import official_transform
-from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.data.video import write_frame_folder
 from pecop_lib.models import build_backbone
 from pecop_lib.ssl import VSPPSampler
@@ -24,6 +23,7 @@ from pecop_lib.train.loop import StepOutput, Trainer
 from pecop_lib.train.pretrain import TargetVideo, continual_pretrain, domain_general_pretrain
 from pecop_lib.train.threads import cpu_training_threads, training_threads
 from tests._heads_stand_ins import TinyBackbone
+from tests._worlds import tiny_world
 
 finetune_module = importlib.import_module("pecop_lib.train.finetune")  # the package re-exports a function of this name
 pretrain_module = importlib.import_module("pecop_lib.train.pretrain")
@@ -146,9 +146,8 @@ def test_pretraining_stages_hand_their_workers_to_the_trainer(tmp_path, monkeypa
     assert torch.get_num_threads() == BEFORE
 
 
-def test_finetuning_hands_its_workers_to_the_trainer(tmp_path, monkeypatch) -> None:
-    spec = WorldSpec(size=32, aqa_videos=8, jigsaws_trials=1, action_videos=2, action_frames=8, seed=2)
-    world = generate_world(tmp_path / "world", spec, datasets=("MTL-AQA",))
+def test_finetuning_hands_its_workers_to_the_trainer(tmp_path_factory, monkeypatch) -> None:
+    world = tiny_world(tmp_path_factory.getbasetemp())
     setting = Setting("usdl", "MTL-AQA")
     data = open_finetune_data(world["MTL-AQA"], setting, crop=32, clip_frames=16, seed=0)
     seen: list[tuple[int, int]] = []
