@@ -53,12 +53,12 @@ MANIFEST_FILE = "manifest.json"
 
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
     "smoke": {"00": 20, "01": 40, "02": 30, "03": 60, "04": 60, "05": 60, "06": 60, "07": 120, "08": 60},
-    "course": {"00": 12, "01": 151, "02": 16, "03": 199, "04": 109, "05": 115, "06": 266, "07": 1757, "08": 170},
+    "course": {"00": 11, "01": 148, "02": 17, "03": 349, "04": 82, "05": 76, "06": 318, "07": 1503, "08": 90},
 }
 """Expected wall seconds per preset and two-digit notebook number on a 2-core CPU: the time-left
 estimate for notebooks that did not finish in the output folder's previous run of the same preset
 (see :func:`expected_seconds`). Course: measured from an empty cache on the 2-core development machine
-(2026-12-03, load about 1, docs/course.md sections 5-6); smoke: estimates."""
+(2026-12-03, load 1.1-1.9, reports/course-cpu/, docs/course.md section 7); smoke: estimates."""
 
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)(?:\s+#+)?\s*$", re.MULTILINE)
 _HEADING_NUMBER = re.compile(r"^\d{1,2}\s*[·.:)\-–—]\s*")
