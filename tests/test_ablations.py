@@ -106,8 +106,8 @@ def test_plan_follows_the_presets():
     assert len(tutorial["switches"]) == 6 * 3
     paper = ablation_plan(pecop_lib.resolve("paper", seed=4))
     assert {r.setting.fold for r in paper["table5"]} == {0, 1, 2, 3} and {r.seed for r in paper["fig5"]} == {4, 5, 6}
-    with pytest.raises(ValueError, match="ablation_seeds must be >= 1"):
-        ablation_plan(pecop_lib.resolve("smoke", ablation_seeds=0))
+    with pytest.raises(ValueError, match="'ablation_seeds' = 0 is out of range; accepted: 1 <= value"):
+        pecop_lib.resolve("smoke", ablation_seeds=0)  # refused before any plan is made
 
 
 def test_run_config_and_options():

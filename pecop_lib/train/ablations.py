@@ -218,9 +218,8 @@ def distribution_runs(seeds: Sequence[int], *, strategies: Sequence[str] = ("dom
 
 
 def ablation_seeds(cfg: Config) -> list[int]:
-    """Fine-tuning seeds of the ablations: ``cfg.seed, cfg.seed + 1, ...`` (``ablation_seeds`` of them)."""
-    if cfg.ablation_seeds < 1:
-        raise ValueError(f"ablation_seeds must be >= 1, got {cfg.ablation_seeds}")
+    """Fine-tuning seeds of the ablations: ``cfg.seed, cfg.seed + 1, ...`` (``ablation_seeds`` of them, >= 1 by
+    :data:`~pecop_lib.config.RANGES`)."""
     return [cfg.seed + k for k in range(cfg.ablation_seeds)]
 
 
