@@ -13,6 +13,7 @@ import pytest
 from pecop_lib.atomic import CorruptFileError, atomic_write_json, read_json
 from pecop_lib.data.synthetic.world import LATENTS_FILE, MANIFEST, World, actions_identity, load_world
 from pecop_lib.models.adapter_checkpoint import CONFIG_FILE, read_adapter_config
+from pecop_lib.train.ablation_report import collect_results
 from pecop_lib.train.artifacts import STAGE1_RECORD, STAGE2_RECORD, load_stage1, load_stage2
 from pecop_lib.train.checkpoint import LATEST_FILE, latest_checkpoint, record_checkpoint
 from pecop_lib.train.finetune_runs import RESULT_FILE, load_result
@@ -52,6 +53,8 @@ SIDECARS: dict[str, tuple[str, Callable[[Path], object], str]] = {
                                      "start the run again"),
     "adapter configuration": (CONFIG_FILE, read_adapter_config, "save the adapters again"),
     "fine-tuning result": (RESULT_FILE, load_result, "the run is done again"),
+    "fine-tuning result (notebook 08's collection)": (RESULT_FILE, lambda folder: collect_results(folder, "fig5"),
+                                                      "run the notebook that made it again"),
     "world manifest": (MANIFEST, load_world, "the world is generated again"),
     "world manifest (action set identity)": (MANIFEST, lambda root: actions_identity(root / "Kinetics-synth"),
                                              "the world is generated again"),

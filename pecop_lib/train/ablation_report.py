@@ -16,7 +16,6 @@ folds run (as published per task). The paper's numbers come from :mod:`pecop_lib
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pecop_lib.atomic import read_json
 from pecop_lib.data.registry import dataset_record
 from pecop_lib.eval import fisher_z_mean, seed_summary
 from pecop_lib.paper import paper_table
@@ -772,11 +772,11 @@ def collect_results(folder: str | os.PathLike[str], study: str) -> list[Ablation
     after them in the same runner folder. The label is the run's backbone label (``Dom-G``, ``PECoP``).
 
     Raises:
-        ValueError: If a ``result.json`` is not a fine-tuning result (naming the file).
+        ValueError: If a ``result.json`` is not a fine-tuning result, or is corrupt (``CorruptFileError``), naming the file.
     """
     out = []
     for path in sorted(Path(folder).rglob(RESULT_FILE)):
-        data = json.loads(path.read_text())
+        data = read_json(path, fix=f"delete {path.parent} and run the notebook that made it again")
         try:
             result = result_from_json(data)
         except ValueError as exc:

@@ -116,13 +116,14 @@ class KineticsActions(Dataset):
         Raises:
             ValueError: If a name is not a class of this set, or no clip is left.
         """
-        unknown = sorted(set(names) - set(self.classes))
+        left_out = set(names)
+        unknown = sorted(left_out - set(self.classes))
         if unknown:
             raise ValueError(f"{self.root}: no class {unknown} in this action set (its classes: {self.classes})")
         subset = copy.copy(self)
-        subset.entries = [e for e in self.entries if e.label not in set(names)]
+        subset.entries = [e for e in self.entries if e.label not in left_out]
         if not subset.entries:
-            raise ValueError(f"{self.root}: leaving out {sorted(names)} leaves no clip")
+            raise ValueError(f"{self.root}: leaving out {sorted(left_out)} leaves no clip")
         return subset
 
     def __getitem__(self, index: int) -> dict[str, Any]:
