@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="any config key, e.g. --set pretrain_list_repeat=20 (repeatable)")
     pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
     pretrain.set_defaults(func=_pretrain)
-    from pecop_lib.train.finetune import HEADS
+    from pecop_lib.heads import HEADS
 
     finetune = commands.add_parser(
         "finetune", help="fine-tune an AQA head (USDL, MUSDL, CoRe, TSA) on a pretrained backbone",

@@ -76,6 +76,7 @@ PAPER_TABLES: dict[str, PaperTable] = {
             "MTL-AQA and JIGSAWS (Spearman rho x 100; JIGSAWS: Suturing, Needle Passing, Knot Tying)",
             ("Method", "MTL-AQA", "S", "NP", "KT", "Avg"),
             (
+                ("I3D+MLP", 89.21, 61.0, 68.0, 66.0, 65.0),
                 ("USDL", 90.66, 64.0, 63.0, 61.0, 63.0),
                 ("MUSDL", 92.73, 71.0, 69.0, 71.0, 70.0),
                 ("MUSDL + HPT", 93.49, 69.0, 75.0, 72.0, 72.0),

@@ -72,4 +72,4 @@ def test_cli_checkpoint_errors(capsys, tmp_path):
     assert main(base + ["--backbone-checkpoint", str(tmp_path / "adapters")]) == 2
     assert "--base-weights" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: unknown head
-        main(["finetune", "--head", "mlp", "--dataset", "PD4T", "--backbone-checkpoint", "none", "--preset", "smoke"])
+        main(["finetune", "--head", "lstm", "--dataset", "PD4T", "--backbone-checkpoint", "none", "--preset", "smoke"])

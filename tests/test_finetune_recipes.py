@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pecop_lib.heads import USDL, usdl_spec
+from pecop_lib.heads import USDL, core_bounds, head_kind, usdl_spec
 from pecop_lib.models import AdapterConfig
 from pecop_lib.paper import paper_table
 from pecop_lib.train.finetune import (
@@ -19,7 +19,6 @@ from pecop_lib.train.finetune import (
     Reported,
     Setting,
     adam_two_rates,
-    core_bounds,
     get_recipe,
     select_epochs,
     set_trainable,
@@ -101,7 +100,7 @@ def test_trainable_modes_and_two_learning_rates():
     assert set_trainable(backbone, "frozen") == []
     with pytest.raises(ValueError, match="needs a backbone with adapters"):
         set_trainable(backbone, "adapters")
-    model = AQAModel(backbone, USDL(usdl_spec("jigsaws"), in_dim=32), "usdl", None)  # type: ignore[arg-type]
+    model = AQAModel(backbone, USDL(usdl_spec("jigsaws"), in_dim=32), head_kind("usdl"), None)  # type: ignore[arg-type]
     set_trainable(backbone, "all")
     opt = adam_two_rates(model, lr_backbone=1e-4, lr_head=1e-3, weight_decay=1e-5)
     assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-3]
@@ -225,12 +224,15 @@ def test_difficulty_baseline_by_hand():
 
 def test_usdl_targets_of_a_batch_are_what_the_head_is_trained_on():
     from pecop_lib.data.dataset import AQARecord
-    from pecop_lib.train.finetune import path_targets
 
+    usdl, musdl = head_kind("usdl"), head_kind("musdl")
     rec = AQARecord("a", "a", 60.0, "3.0", 3.0, judge_scores=(7.0, 6.5, 7.5, 8.0, 6.0, 7.0, 7.0))
-    assert path_targets(rec, "usdl").tolist() == [60.0]
-    assert path_targets(rec, "musdl").tolist() == [7.0, 6.5, 7.5, 8.0, 6.0, 7.0, 7.0]
+    assert usdl.path_targets(rec).tolist() == [60.0]
+    assert musdl.path_targets(rec).tolist() == [7.0, 6.5, 7.5, 8.0, 6.0, 7.0, 7.0]
     jig = AQARecord("b", "b", 18.0, "Suturing", subscores=(3, 3, 3, 3, 3, 3))
-    assert path_targets(jig, "musdl").shape == (6,)
+    assert musdl.path_targets(jig).shape == (6,)
+    # the training targets are the same numbers, as float32: the final score (), the judges (7,), the sub-scores (6,)
+    assert usdl.target(rec).dtype == torch.float32 and usdl.target(rec).shape == () and float(usdl.target(rec)) == 60.0
+    assert musdl.target(rec).tolist() == [7.0, 6.5, 7.5, 8.0, 6.0, 7.0, 7.0] and musdl.target(jig).shape == (6,)
     head = USDL(usdl_spec("mtl_aqa", multi_path=True))
-    assert head.targets(torch.tensor(path_targets(rec, "musdl"))[None]).shape == (1, 7, 21)
+    assert head.targets(musdl.target(rec)[None]).shape == (1, 7, 21)

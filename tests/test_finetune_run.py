@@ -46,6 +46,7 @@ def _run(world, setting, tmp_path, options=OPTIONS, **kwargs):
     Setting("usdl", "MTL-AQA"), Setting("musdl", "MTL-AQA"), Setting("musdl", "JIGSAWS", "Suturing", 1),
     Setting("usdl", "PD4T", "Gait"), Setting("core", "MTL-AQA"), Setting("core", "FineDiving"),
     Setting("core", "JIGSAWS", "Knot_Tying", 0), Setting("tsa", "FineDiving"),
+    Setting("mlp", "MTL-AQA"), Setting("mlp", "JIGSAWS", "Suturing", 1),  # the baseline: one file in heads/, no edit here
 ], ids=lambda s: s.label)
 def test_every_recipe_trains_and_reports_both_protocols(world, tmp_path, setting):
     result, _ = _run(world, setting, tmp_path)

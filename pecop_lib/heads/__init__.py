@@ -10,7 +10,9 @@ Typical use::
     loss = head.loss(log_p, judge_scores)
     scores = head.predict(log_p, difficulty=difficulty)           # middle three x difficulty
 
-Heads take tensors (features, scores), never the config; they never import ``train``.
+Heads take tensors (features, scores), never the config; they never import ``train``. Fine-tuning
+reaches every head through one interface, its :class:`HeadKind` (:func:`head_kind`): recipes, the
+data it needs, the loss, prediction and score scale (:mod:`pecop_lib.heads.interface`).
 """
 
 from pecop_lib.heads.core import (
@@ -18,6 +20,7 @@ from pecop_lib.heads.core import (
     CoRe,
     CoReSetting,
     RegressionTree,
+    core_bounds,
     group_bounds,
     leaf_targets,
     pair_deltas,
@@ -32,6 +35,9 @@ from pecop_lib.heads.exemplars import (
     training_partners,
 )
 from pecop_lib.heads.feature_store import FeatureStore, state_sha256
+from pecop_lib.heads.interface import FinetuneRecipe, HeadKind
+from pecop_lib.heads.mlp import ScoreMLP
+from pecop_lib.heads.registry import HEAD_KINDS, HEADS, head_kind, recipes
 from pecop_lib.heads.tsa import (
     TSA,
     CrossAttentionDecoder,
@@ -65,6 +71,8 @@ from pecop_lib.heads.windows import (
 
 __all__ = [
     "CORE_SETTINGS",
+    "HEADS",
+    "HEAD_KINDS",
     "MUSDL_SPECS",
     "OFFICIAL_WINDOWINGS",
     "TSA",
@@ -76,13 +84,17 @@ __all__ = [
     "ExemplarDraw",
     "FeatureCache",
     "FeatureStore",
+    "FinetuneRecipe",
+    "HeadKind",
     "PSNet",
     "RegressionTree",
     "ScoreBins",
+    "ScoreMLP",
     "USDLSpec",
     "WindowFeatures",
     "Windowing",
     "combine_paths",
+    "core_bounds",
     "decode",
     "draw_exemplars",
     "encode_windows",
@@ -90,11 +102,13 @@ __all__ = [
     "gaussian_soft_labels",
     "group_bounds",
     "group_members",
+    "head_kind",
     "kl_loss",
     "leaf_targets",
     "pair_deltas",
     "predict_transitions",
     "predict_with_exemplars",
+    "recipes",
     "relative_from_leaves",
     "resample_steps",
     "state_sha256",

@@ -36,8 +36,10 @@ with exemplars of the same action type.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pecop_lib.heads.exemplars import group_members
-from pecop_lib.heads.windows import WindowFeatures
+from pecop_lib.heads.interface import NO_CODE, FinetuneRecipe, HeadKind
+from pecop_lib.heads.windows import WindowFeatures, Windowing
 
 TREE_DEPTH = 5
 """``RT_depth``: 4 decision levels, 16 leaves."""
@@ -294,3 +297,66 @@ class CoRe(nn.Module):
     ) -> torch.Tensor:
         """:data:`~pecop_lib.heads.exemplars.RelativeFn` for test time: query minus exemplar ``(P,)``."""
         return self.relative(exemplar.video(), query.video(), s_exemplar)
+
+
+def core_bounds(values: np.ndarray, groups: Sequence[Hashable], score_range: float) -> np.ndarray:
+    """CoRe's group edges from the same-group training differences (:func:`group_bounds`).
+
+    Falls back (with a warning) to all training pairs when no two training videos share a group,
+    which only happens on tiny synthetic splits.
+    """
+    deltas = pair_deltas(values, groups)
+    if len(deltas) == 0:
+        warnings.warn("no two training videos share an exemplar group: CoRe's group bounds use all training pairs",
+                      stacklevel=2)
+        deltas = pair_deltas(values, ["all"] * len(values))
+    return group_bounds(deltas, high=score_range)
+
+
+# ------------------------------------------------------------------------------ the head's kind
+_CORE_RECIPE = {"lr_backbone": 1e-4, "lr_head": 1e-3, "weight_decay": 0.0, "batch_size": 1, "grad_accum_steps": 2,
+                "epochs": 200, "bn_mode": "frozen", "official_protocol": "official"}
+
+
+class CoReKind(HeadKind):
+    """CoRe for fine-tuning (:class:`~pecop_lib.heads.interface.HeadKind`): pairs, a regression tree
+    over group edges, completeness (score / difficulty) where the dataset's setting says so."""
+
+    name, display = "core", "CoRe"
+    pairs = True
+    recipes = {r.dataset: r for r in (
+        FinetuneRecipe("core", "MTL-AQA", "core_mtl_aqa", **_CORE_RECIPE),
+        FinetuneRecipe("core", "JIGSAWS", "musdl_jigsaws", source=NO_CODE, **_CORE_RECIPE),
+        FinetuneRecipe("core", "FineDiving", "tsa_finediving", max_crop=112, source=NO_CODE, **_CORE_RECIPE),
+        FinetuneRecipe("core", "PD4T", "core_mtl_aqa", source=NO_CODE, **_CORE_RECIPE),
+    )}
+
+    def values(self, records: Sequence[Any], dataset_key: str) -> np.ndarray:
+        """Completeness (score / difficulty) where :data:`CORE_SETTINGS` uses the difficulty, else the score."""
+        scores = super().values(records, dataset_key)
+        if CORE_SETTINGS[dataset_key].use_difficulty:
+            return scores / np.array([r.difficulty for r in records], dtype=np.float64)
+        return scores
+
+    def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
+              values: np.ndarray, groups: Sequence[str]) -> nn.Module:
+        """:class:`CoRe` with group edges from the training values (:func:`core_bounds`)."""
+        score_range = CORE_SETTINGS[dataset_key].score_range
+        return CoRe(core_bounds(values, groups, score_range), score_range, feature_dim)
+
+    def loss(self, head: nn.Module, batch: dict[str, torch.Tensor], a: WindowFeatures,
+             b: WindowFeatures | None = None) -> torch.Tensor:
+        """:meth:`CoRe.pair_loss` of the window-averaged features, both directions."""
+        assert b is not None, "CoRe learns from pairs"
+        return head.pair_loss(a.video(), b.video(), batch["value_a"], batch["value_b"])  # type: ignore[operator]
+
+    def relative(self, head: nn.Module, query: WindowFeatures, exemplar: WindowFeatures,
+                 s_exemplar: torch.Tensor) -> torch.Tensor:
+        """:meth:`CoRe.relative_to`."""
+        return head.relative_to(query, exemplar, s_exemplar)  # type: ignore[operator]
+
+    def final_scores(self, values: np.ndarray, records: Sequence[Any], dataset_key: str) -> np.ndarray:
+        """Completeness times difficulty where the dataset's setting regresses completeness."""
+        if CORE_SETTINGS[dataset_key].use_difficulty:
+            return values * np.array([r.difficulty for r in records])
+        return values

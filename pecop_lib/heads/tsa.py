@@ -36,13 +36,16 @@ Fidelity notes:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pecop_lib.heads.windows import WindowFeatures
+from pecop_lib.heads.interface import FinetuneRecipe, HeadKind
+from pecop_lib.heads.windows import WindowFeatures, Windowing
 
 NUM_STEPS = 3
 """Steps per dive (take-off | flight | entry): 2 transitions, even with 4-5 sub-action types."""
@@ -383,3 +386,38 @@ class TSA(nn.Module):
         tokens_q, _ = self._steps(seg_q, predict_transitions(seg_q.probs))
         _, maps_e = self._steps(seg_e, predict_transitions(seg_e.probs))
         return self._delta(tokens_q, maps_e)
+
+
+# ------------------------------------------------------------------------------ the head's kind
+class TSAKind(HeadKind):
+    """TSA for fine-tuning (:class:`~pecop_lib.heads.interface.HeadKind`): pairs of step-segmented
+    videos (feature maps, transitions, teacher forcing), raw scores."""
+
+    name, display = "tsa", "TSA"
+    pairs = maps = steps = True
+    recipes = {"FineDiving": FinetuneRecipe(
+        "tsa", "FineDiving", "tsa_finediving", lr_backbone=1e-4, lr_head=1e-3, weight_decay=0.0, batch_size=8,
+        grad_accum_steps=1, epochs=200, bn_mode="frozen", official_protocol="official", max_crop=112)}
+
+    def extras(self, epoch: int, epochs: int) -> dict[str, torch.Tensor]:
+        """The epoch's teacher-forcing flag (:func:`teacher_forcing`)."""
+        return {"teacher": torch.tensor(teacher_forcing(epoch, epochs))}
+
+    def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
+              values: np.ndarray, groups: Sequence[str]) -> nn.Module:
+        """:class:`TSA` for the windowing's windows and frames."""
+        return TSA(windowing.num_windows, windowing.clip_frames, feature_dim)
+
+    def loss(self, head: nn.Module, batch: dict[str, torch.Tensor], a: WindowFeatures,
+             b: WindowFeatures | None = None) -> torch.Tensor:
+        """:meth:`TSA.pair_loss`, segmenting with the true transitions when the batch says teacher forcing."""
+        assert b is not None, "TSA learns from pairs"
+        ta, tb = batch["transitions_a"], batch["transitions_b"]
+        forced = bool(batch["teacher"][0])
+        out = head.pair(a, b, ta if forced else None, tb if forced else None)  # type: ignore[operator]
+        return head.pair_loss(out, batch["value_a"], batch["value_b"], ta, tb)  # type: ignore[operator]
+
+    def relative(self, head: nn.Module, query: WindowFeatures, exemplar: WindowFeatures,
+                 s_exemplar: torch.Tensor) -> torch.Tensor:
+        """:meth:`TSA.relative_to`."""
+        return head.relative_to(query, exemplar, s_exemplar)  # type: ignore[operator]

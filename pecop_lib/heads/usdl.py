@@ -31,11 +31,16 @@ The loss is ``nn.KLDivLoss()`` with its default element-wise mean over ``batch x
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
+
+from pecop_lib.heads.interface import NO_CODE, FinetuneRecipe, HeadKind
+from pecop_lib.heads.windows import WindowFeatures, Windowing
 
 Decode = Literal["argmax", "expectation"]
 DECODE_MODES: tuple[str, ...] = ("argmax", "expectation")
@@ -306,3 +311,70 @@ class USDL(nn.Module):
         if not self.multi_path:
             return scores[:, 0]
         return combine_paths(scores, self.spec.combination, difficulty)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ the head's kind
+_USDL_RECIPE = {"lr_backbone": 1e-4, "lr_head": 1e-4, "batch_size": 4, "grad_accum_steps": 1, "bn_mode": "train"}
+
+
+class USDLKind(HeadKind):
+    """USDL for fine-tuning (:class:`~pecop_lib.heads.interface.HeadKind`): one distribution of the final score."""
+
+    name, display = "usdl", "USDL"
+    distributions = True
+    recipes = {r.dataset: r for r in (
+        FinetuneRecipe("usdl", "MTL-AQA", "musdl_mtl_aqa", weight_decay=0.0, epochs=100, official_protocol="official",
+                       transform="musdl_mtl", **_USDL_RECIPE),
+        FinetuneRecipe("usdl", "JIGSAWS", "musdl_jigsaws", weight_decay=0.0, epochs=80,
+                       official_protocol="official_last10", **_USDL_RECIPE),
+        FinetuneRecipe("usdl", "PD4T", "core_mtl_aqa", weight_decay=0.0, epochs=100, official_protocol="official",
+                       source=NO_CODE, **_USDL_RECIPE),
+    )}
+    multi_path = False
+
+    def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
+              values: np.ndarray, groups: Sequence[str]) -> nn.Module:
+        """:class:`USDL` with the dataset's spec (:func:`usdl_spec`)."""
+        return USDL(self.distribution_spec(dataset_key), feature_dim, decode=decode)  # type: ignore[arg-type]
+
+    def distribution_spec(self, dataset_key: str) -> USDLSpec:
+        """The dataset's :func:`usdl_spec` (one path for USDL, judges or sub-scores for MUSDL)."""
+        return usdl_spec(dataset_key, multi_path=self.multi_path)
+
+    def loss(self, head: nn.Module, batch: dict[str, torch.Tensor], a: WindowFeatures,
+             b: WindowFeatures | None = None) -> torch.Tensor:
+        """KL loss of the window-averaged features' distributions against ``batch["target"]``."""
+        return head.loss(head(a.video()), batch["target"])  # type: ignore[operator]
+
+    def score(self, head: nn.Module, feats: torch.Tensor,
+              difficulty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decoded (and, for MUSDL, combined) scores and the predicted distributions."""
+        log_p = head(feats)
+        return head.predict(log_p, difficulty=difficulty), log_p.exp()  # type: ignore[operator]
+
+
+class MUSDLKind(USDLKind):
+    """MUSDL for fine-tuning: one distribution per judge (MTL-AQA) or sub-score (JIGSAWS), combined by rule."""
+
+    name, display = "musdl", "MUSDL"
+    recipes = {r.dataset: r for r in (
+        FinetuneRecipe("musdl", "MTL-AQA", "musdl_mtl_aqa", weight_decay=1e-5, epochs=100,
+                       official_protocol="official", transform="musdl_mtl", **_USDL_RECIPE),
+        FinetuneRecipe("musdl", "JIGSAWS", "musdl_jigsaws", weight_decay=0.0, epochs=80,
+                       official_protocol="official_last10", **_USDL_RECIPE),
+    )}
+    main_datasets = 2  # the last-10 protocol of JIGSAWS is MUSDL's
+    multi_path = True
+
+    def lacking_targets(self, records: Sequence[Any], *, judged: bool) -> list[str]:
+        """On a judged dataset, the records without per-judge scores."""
+        return [r.id for r in records if r.judge_scores is None] if judged else []
+
+    def target(self, record: Any) -> torch.Tensor:
+        """The judges' scores ``(7,)`` or the JIGSAWS sub-scores ``(6,)``, float32."""
+        return torch.tensor(self.path_targets(record), dtype=torch.float32)
+
+    def path_targets(self, record: Any) -> np.ndarray:
+        """The judges' scores ``(7,)`` where present, else the sub-scores ``(6,)``, float64."""
+        scores = record.judge_scores if record.judge_scores is not None else record.subscores
+        return np.asarray(scores, dtype=np.float64)

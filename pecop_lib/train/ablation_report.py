@@ -29,8 +29,9 @@ from scipy import stats
 from pecop_lib.atomic import read_json
 from pecop_lib.data.registry import dataset_record
 from pecop_lib.eval import fisher_z_mean, seed_summary
+from pecop_lib.heads import head_kind
 from pecop_lib.paper import paper_table
-from pecop_lib.train.ablations import FIG5_TARGETS, SWITCHES, AblationResult, AblationRun
+from pecop_lib.train.ablations import FIG5_TARGETS, STUDY_HEAD, SWITCHES, AblationResult, AblationRun
 from pecop_lib.train.finetune import FinetuneResult, Setting, open_finetune_data
 from pecop_lib.train.finetune_report import official_protocol
 from pecop_lib.train.finetune_runs import RESULT_FILE, result_from_json
@@ -662,12 +663,10 @@ def score_spec(result: AblationResult) -> Any:
     Raises:
         ValueError: For a run of another head.
     """
-    from pecop_lib.heads import usdl_spec
-
-    head = result.run.setting.head
-    if head not in ("usdl", "musdl"):
-        raise ValueError(f"{result.run.setting.label} is not a USDL/MUSDL run: it predicts no score distribution")
-    return usdl_spec(dataset_record(result.run.setting.dataset).key, multi_path=head == "musdl")
+    setting = result.run.setting
+    if not setting.kind.distributions:
+        raise ValueError(f"{setting.label} is not a USDL/MUSDL run: it predicts no score distribution")
+    return setting.kind.distribution_spec(dataset_record(setting.dataset).key)
 
 
 def judge_table(result: AblationResult, protocol: str = "official") -> pd.DataFrame:
@@ -678,7 +677,8 @@ def judge_table(result: AblationResult, protocol: str = "official") -> pd.DataFr
         ValueError: For a run that is not MUSDL or kept no distributions.
     """
     r = result.result
-    if result.run.setting.head != "musdl" or r is None or r.distribution_targets is None:
+    if not result.run.setting.kind.distributions or score_spec(result).num_paths == 1 or r is None \
+            or r.distribution_targets is None:
         raise ValueError(f"{result.run.setting.label}: judge_table needs a finished MUSDL run")
     name = _protocol(r, protocol)
     dist = np.asarray(r.record(name)["distributions"], dtype=np.float64)
@@ -865,19 +865,18 @@ class VideoBrowser:
         if rows.empty:
             raise KeyError(f"no test video {choice!r}; choose one of browser.choices()")
         true = float(rows["true"].iloc[0])
-        names = rows["head"].map({"usdl": "USDL ", "musdl": "MUSDL ", "core": "", "tsa": "TSA "}) + rows["label"]
+        names = rows["head"].map(lambda h: "" if h == STUDY_HEAD else f"{head_kind(h).display} ") + rows["label"]
         predictions = rows.assign(name=names).groupby("name", sort=False)["pred"].mean().to_dict()
         card = VideoCard("", self._frames(task, video), true, {k: float(v) for k, v in predictions.items()})
-        for head in ("musdl", "usdl"):
-            run = next((r for r in self.results if r.run.setting.head == head and r.run.label == label
-                        and r.run.task == task and distribution_of(r, video) is not None), None)
-            if run is not None:
-                card.distribution, card.targets = distribution_of(run, video)
-                spec = score_spec(run)
-                card.bins, card.sigma = spec.bins, spec.sigma
-                card.path_names = ([f"judge {j + 1}" for j in range(len(card.targets))] if head == "musdl"
-                                   else ["final score"])
-                break
+        runs = [r for r in self.results if r.run.setting.kind.distributions and r.run.label == label
+                and r.run.task == task and distribution_of(r, video) is not None]
+        runs.sort(key=lambda r: -score_spec(r).num_paths)  # MUSDL's judges before USDL's one distribution
+        if runs:
+            card.distribution, card.targets = distribution_of(runs[0], video)
+            spec = score_spec(runs[0])
+            card.bins, card.sigma = spec.bins, spec.sigma
+            card.path_names = ([f"judge {j + 1}" for j in range(len(card.targets))] if spec.num_paths > 1
+                               else ["final score"])
         shown = ", ".join(f"{k} {v:.2f}" for k, v in card.predictions.items())
         card.caption = f"{task} video {video}: true {true:.2f}; predicted: {shown}"
         return card

@@ -37,6 +37,7 @@ from typing import Any
 
 from pecop_lib.config import Config, cache_dir, resolve
 from pecop_lib.data.registry import DATASETS, dataset_record
+from pecop_lib.heads import HEAD_KINDS
 from pecop_lib.models.strategies import get_strategy
 from pecop_lib.paper import FIG5_TASKS
 from pecop_lib.train.artifacts import Stage2Artifact, settings_key, stage2_costs
@@ -83,6 +84,11 @@ STUDIES: tuple[str, ...] = ("fig5", "table5", "table6", "switches")
 Log = Callable[[str], None]
 
 
+STUDY_HEAD = "core"
+"""The head of the strategy studies (Fig. 5, Tables 5 and 6 use CoRe, as the paper does)."""
+DISTRIBUTION_HEADS: tuple[str, ...] = tuple(name for name, kind in HEAD_KINDS.items() if kind.distributions)
+"""The heads that predict score distributions (notebook 08): USDL and MUSDL."""
+
 def parse_tasks(text: str, *, allowed: Sequence[str] = FIG5_TASKS, optional: bool = False) -> tuple[str, ...]:
     """Task names from a comma-separated config value (``"all"``: every allowed task, in order).
 
@@ -106,7 +112,7 @@ def parse_tasks(text: str, *, allowed: Sequence[str] = FIG5_TASKS, optional: boo
     return names
 
 
-def task_settings(task: str, *, folds: int = 1, head: str = "core") -> list[Setting]:
+def task_settings(task: str, *, folds: int = 1, head: str = STUDY_HEAD) -> list[Setting]:
     """The fine-tuning settings of a Fig. 5 task: one, or the first ``folds`` JIGSAWS test folds.
 
     Raises:
@@ -154,7 +160,7 @@ class AblationRun:
         return resolve(cfg.preset, **values)
 
 
-def strategy_runs(tasks: Sequence[str], seeds: Sequence[int], *, folds: int = 1, head: str = "core",
+def strategy_runs(tasks: Sequence[str], seeds: Sequence[int], *, folds: int = 1, head: str = STUDY_HEAD,
                   strategies: Sequence[str] = ABLATION_STRATEGIES, study: str = "fig5") -> list[AblationRun]:
     """Fig. 5: every strategy on every task, fold and seed (labels: the paper's strategy names)."""
     for strategy in strategies:
@@ -213,7 +219,7 @@ def distribution_runs(seeds: Sequence[int], *, strategies: Sequence[str] = ("dom
     sub-scores (JIGSAWS).
     """
     return [AblationRun(head, get_strategy(strategy).label, task, setting, seed, strategy=strategy)
-            for head in ("usdl", "musdl") for setting in task_settings(task, head=head)
+            for head in DISTRIBUTION_HEADS for setting in task_settings(task, head=head)
             for strategy in strategies for seed in seeds]
 
 

@@ -52,7 +52,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,25 +79,22 @@ from pecop_lib.eval import (
     tiou_accuracy,
 )
 from pecop_lib.heads import (
-    CORE_SETTINGS,
-    TSA,
-    USDL,
-    CoRe,
     ExemplarDraw,
     FeatureCache,
     FeatureStore,
+    FinetuneRecipe,
+    HeadKind,
     WindowFeatures,
     Windowing,
     draw_exemplars,
     encode_windows,
-    group_bounds,
-    pair_deltas,
+    head_kind,
     predict_with_exemplars,
-    teacher_forcing,
+    recipes,
     training_partners,
-    usdl_spec,
     windowing_for,
 )
+from pecop_lib.heads.interface import Protocol
 from pecop_lib.heads.usdl import DECODE_MODES
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.strategies import mark_parameters
@@ -107,7 +104,6 @@ from pecop_lib.train.loop import StepOutput, Trainer, TrainHistory
 from pecop_lib.train.precision import autocast, autocast_dtype
 from pecop_lib.train.rng import capture_rng_state, restore_rng_state
 
-HEADS: tuple[str, ...] = ("usdl", "musdl", "core", "tsa")
 TRAIN_BACKBONE: tuple[str, ...] = ("all", "adapters", "frozen")
 FEATURE_MODES: tuple[str, ...] = ("clips", "stored")
 """How the head sees the training videos: ``clips`` (decoded and augmented every step, the official
@@ -121,83 +117,7 @@ DISTRIBUTION_SAMPLES = 4
 MIN_VALIDATION = 2
 """Spearman needs at least two validation videos."""
 
-Protocol = Literal["official", "official_last10"]
-
-
-@dataclass(frozen=True)
-class FinetuneRecipe:
-    """One head on one dataset with its official (or closest official) hyperparameters.
-
-    Attributes:
-        head: ``usdl``, ``musdl``, ``core`` or ``tsa``.
-        dataset: One of :data:`DATASETS`.
-        windowing: Clip windowing scheme (:data:`pecop_lib.heads.OFFICIAL_WINDOWINGS`).
-        lr_backbone: Adam learning rate of the backbone (and its adapters).
-        lr_head: Adam learning rate of the head.
-        weight_decay: Adam weight decay (both groups).
-        batch_size: Training videos (USDL/MUSDL) or pairs (CoRe/TSA) per step.
-        grad_accum_steps: Micro-batches per optimiser step.
-        epochs: Official epoch count.
-        bn_mode: Backbone BatchNorm during training: ``train`` or ``frozen``.
-        official_protocol: ``official`` (best test epoch) or ``official_last10``.
-        transform: Clip transform convention, or ``None`` for the dataset's default.
-        max_crop: Largest crop the official code uses (FineDiving: 112).
-        source: Where the values come from.
-    """
-
-    head: str
-    dataset: str
-    windowing: str
-    lr_backbone: float
-    lr_head: float
-    weight_decay: float
-    batch_size: int
-    grad_accum_steps: int
-    epochs: int
-    bn_mode: str
-    official_protocol: Protocol
-    transform: str | None = None
-    max_crop: int = 224
-    source: str = "official code"
-
-    @property
-    def name(self) -> str:
-        """E.g. ``"musdl/MTL-AQA"``."""
-        return f"{self.head}/{self.dataset}"
-
-    @property
-    def pairs(self) -> bool:
-        """Whether the head learns from pairs (CoRe, TSA)."""
-        return self.head in ("core", "tsa")
-
-
-_USDL = {"lr_backbone": 1e-4, "lr_head": 1e-4, "batch_size": 4, "grad_accum_steps": 1, "bn_mode": "train"}
-_CORE = {"lr_backbone": 1e-4, "lr_head": 1e-3, "weight_decay": 0.0, "batch_size": 1, "grad_accum_steps": 2,
-         "epochs": 200, "bn_mode": "frozen", "official_protocol": "official"}
-_NO_CODE = "closest official recipe (no official code for this pairing)"
-
-RECIPES: dict[str, FinetuneRecipe] = {
-    r.name: r
-    for r in (
-        FinetuneRecipe("usdl", "MTL-AQA", "musdl_mtl_aqa", weight_decay=0.0, epochs=100, official_protocol="official",
-                       transform="musdl_mtl", **_USDL),
-        FinetuneRecipe("musdl", "MTL-AQA", "musdl_mtl_aqa", weight_decay=1e-5, epochs=100,
-                       official_protocol="official", transform="musdl_mtl", **_USDL),
-        FinetuneRecipe("usdl", "JIGSAWS", "musdl_jigsaws", weight_decay=0.0, epochs=80,
-                       official_protocol="official_last10", **_USDL),
-        FinetuneRecipe("musdl", "JIGSAWS", "musdl_jigsaws", weight_decay=0.0, epochs=80,
-                       official_protocol="official_last10", **_USDL),
-        FinetuneRecipe("usdl", "PD4T", "core_mtl_aqa", weight_decay=0.0, epochs=100, official_protocol="official",
-                       source=_NO_CODE, **_USDL),
-        FinetuneRecipe("core", "MTL-AQA", "core_mtl_aqa", **_CORE),
-        FinetuneRecipe("core", "JIGSAWS", "musdl_jigsaws", source=_NO_CODE, **_CORE),
-        FinetuneRecipe("core", "FineDiving", "tsa_finediving", max_crop=112, source=_NO_CODE, **_CORE),
-        FinetuneRecipe("core", "PD4T", "core_mtl_aqa", source=_NO_CODE, **_CORE),
-        FinetuneRecipe("tsa", "FineDiving", "tsa_finediving", lr_backbone=1e-4, lr_head=1e-3, weight_decay=0.0,
-                       batch_size=8, grad_accum_steps=1, epochs=200, bn_mode="frozen", official_protocol="official",
-                       max_crop=112),
-    )
-}
+RECIPES: dict[str, FinetuneRecipe] = recipes()
 """Every supported (head, dataset) pairing, keyed ``"head/dataset"`` (the paper's pairings)."""
 
 
@@ -208,13 +128,12 @@ def get_recipe(head: str, dataset: str) -> FinetuneRecipe:
         ValueError: On an unknown head or dataset, or a pairing without a recipe (listing the
             supported ones).
     """
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+    kind = head_kind(head)
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {tuple(DATASETS)}")
-    recipe = RECIPES.get(f"{head}/{dataset}")
+    recipe = kind.recipes.get(dataset)
     if recipe is None:
-        supported = sorted(r.dataset for r in RECIPES.values() if r.head == head)
+        supported = sorted(kind.recipes)
         raise ValueError(
             f"{head} has no recipe for {dataset}: it is supported on {supported} "
             "(MUSDL needs per-judge or sub-scores, TSA needs step annotations)"
@@ -312,8 +231,6 @@ class FinetuneOptions:
 
 # ------------------------------------------------------------------------------------ settings
 SCOPES: tuple[str, ...] = ("minimal", "main", "paper")
-_PAPER_DATASETS = {"usdl": ("MTL-AQA", "JIGSAWS", "PD4T"), "musdl": ("MTL-AQA", "JIGSAWS"),
-                   "core": ("MTL-AQA", "JIGSAWS", "FineDiving", "PD4T"), "tsa": ("FineDiving",)}
 
 
 @dataclass(frozen=True)
@@ -335,6 +252,11 @@ class Setting:
         return get_recipe(self.head, self.dataset)
 
     @property
+    def kind(self) -> HeadKind:
+        """The head's interface (:class:`~pecop_lib.heads.HeadKind`)."""
+        return head_kind(self.head)
+
+    @property
     def label(self) -> str:
         """E.g. ``"musdl/JIGSAWS/Suturing/fold0"``."""
         parts = [self.head, self.dataset] + ([self.task] if self.task else []) + (
@@ -348,25 +270,25 @@ def settings_for(head: str, scope: str = "main", *, datasets: Sequence[str] | No
     Args:
         head: One of :data:`HEADS`.
         scope: ``minimal``: the head's first paper dataset (MTL-AQA; FineDiving for TSA);
-            ``main``: that and, for MUSDL, the 4 folds of JIGSAWS Suturing (the last-10 protocol);
+            ``main``: the head's ``main_datasets`` (MUSDL: also the 4 folds of JIGSAWS Suturing,
+            the last-10 protocol);
             ``paper``: every dataset, task and fold of the paper's tables for the head.
         datasets: Run these of the head's datasets instead (tasks and folds as ``scope`` says).
 
     Returns:
         The settings, in table order.
     """
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
+    kind = head_kind(head)
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES}")
-    chosen = _PAPER_DATASETS[head]
+    chosen = tuple(kind.recipes)
     if datasets is not None:
         unknown = sorted(set(datasets) - set(chosen))
         if unknown:
             raise ValueError(f"{head} is not run on {unknown}; its datasets are {chosen}")
         chosen = tuple(d for d in chosen if d in datasets)
     if scope != "paper" and datasets is None:
-        chosen = (chosen[0], "JIGSAWS") if head == "musdl" and scope == "main" else chosen[:1]
+        chosen = chosen[: kind.main_datasets if scope == "main" else 1]
     out = []
     for dataset in chosen:
         record = dataset_record(dataset)
@@ -517,13 +439,12 @@ def open_finetune_data(
         return record.open(root, split, task=setting.task, fold=setting.fold, **common, **folder_options)
 
     data = FinetuneData(open_split("train", True), open_split("train", False), open_split("test", False))
-    if setting.head == "musdl" and record.judges:
-        lacking = [r.id for r in data.train.records + data.test.records if r.judge_scores is None]
-        if lacking:
-            raise ValueError(
-                f"MUSDL needs per-judge scores but records {lacking[:5]} have none; provide "
-                f"{ANNOTATION_FILES[1]} (MUSDL's release) in {find_info_dir(root)}"
-            )
+    lacking = setting.kind.lacking_targets(data.train.records + data.test.records, judged=record.judges)
+    if lacking:
+        raise ValueError(
+            f"{setting.kind.display} needs per-judge scores but records {lacking[:5]} have none; provide "
+            f"{ANNOTATION_FILES[1]} (MUSDL's release) in {find_info_dir(root)}"
+        )
     return data
 
 
@@ -553,32 +474,6 @@ def validation_split(data: FinetuneData, setting: Setting, fraction: float, seed
     return train, val
 
 
-def regression_values(records: Sequence[Any], setting: Setting) -> np.ndarray:
-    """The value CoRe/TSA regress per record: completeness (score / difficulty) where CoRe uses the
-    difficulty (MTL-AQA, FineDiving), else the raw score (TSA always regresses raw scores)."""
-    scores = np.array([r.score for r in records], dtype=np.float64)
-    if setting.head == "core" and CORE_SETTINGS[dataset_record(setting.dataset).key].use_difficulty:
-        return scores / np.array([r.difficulty for r in records], dtype=np.float64)
-    return scores
-
-
-def path_targets(record: Any, head: str) -> np.ndarray:
-    """The score(s) a (M)USDL head is trained towards for one record: ``(1,)`` final score (USDL),
-    ``(7,)`` judge scores (MUSDL, MTL-AQA) or ``(6,)`` sub-scores (MUSDL, JIGSAWS)."""
-    if head == "usdl":
-        return np.array([record.score], dtype=np.float64)
-    scores = record.judge_scores if record.judge_scores is not None else record.subscores
-    return np.asarray(scores, dtype=np.float64)
-
-
-def _single_target(sample: dict[str, Any], head: str) -> torch.Tensor:
-    if head == "usdl":
-        return sample["score"]
-    if "judge_scores" in sample:
-        return sample["judge_scores"]
-    return sample["subscores"]
-
-
 def _stored_item(features: WindowFeatures, index: int, suffix: str = "") -> dict[str, torch.Tensor]:
     """``{"feats<suffix>": (windows, C)}`` (and ``"maps<suffix>"``) of one video's stored features."""
     item = {f"feats{suffix}": features.pooled[index]}
@@ -588,16 +483,17 @@ def _stored_item(features: WindowFeatures, index: int, suffix: str = "") -> dict
 
 
 class ScoreSamples(Dataset):
-    """Training items of USDL/MUSDL: ``{"clip", "target", "difficulty"}`` of selected videos.
+    """Training items of a score head (USDL, MUSDL, MLP): ``{"clip", "target", "difficulty"}`` of selected videos.
 
-    ``target`` is the final score (USDL) or the judge / sub-scores (MUSDL); ``difficulty`` is 1
-    where the dataset has none. With ``features`` (stored features of every video of ``base``,
-    ``features="stored"``), items carry ``"feats"`` ``(windows, C)`` instead of a decoded ``"clip"``.
+    ``target`` is the head's :meth:`~pecop_lib.heads.HeadKind.target` (USDL: the final score; MUSDL:
+    the judge / sub-scores); ``difficulty`` is 1 where the dataset has none. With ``features``
+    (stored features of every video of ``base``, ``features="stored"``), items carry ``"feats"``
+    ``(windows, C)`` instead of a decoded ``"clip"``.
     """
 
-    def __init__(self, base: AQADataset, indices: Sequence[int], head: str,
+    def __init__(self, base: AQADataset, indices: Sequence[int], kind: HeadKind,
                  features: WindowFeatures | None = None) -> None:
-        self.base, self.indices, self.head, self.features = base, list(indices), head, features
+        self.base, self.indices, self.kind, self.features = base, list(indices), kind, features
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -608,39 +504,38 @@ class ScoreSamples(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         index = self.indices[i]
+        record = self.base.records[index]
         if self.features is not None:
-            record = self.base.records[index]
-            return {**_stored_item(self.features, index),
-                    "target": torch.as_tensor(path_targets(record, self.head)[0] if self.head == "usdl"
-                                              else path_targets(record, self.head), dtype=torch.float32),
+            return {**_stored_item(self.features, index), "target": self.kind.target(record),
                     "difficulty": torch.tensor(1.0 if record.difficulty is None else record.difficulty)}
         sample = self.base[index]
-        return {"clip": sample["clip"], "target": _single_target(sample, self.head),
+        return {"clip": sample["clip"], "target": self.kind.target(record),
                 "difficulty": sample.get("difficulty", torch.tensor(1.0))}
 
 
 class PairSamples(Dataset):
-    """Training pairs of CoRe/TSA: each video with a random other video of its group, per epoch.
+    """Training pairs of a pair head (CoRe, TSA): each video with a random other video of its group, per epoch.
 
     Item ``i`` is video ``i`` (``a``) and its partner (``b``), drawn by
-    :func:`pecop_lib.heads.training_partners` from ``default_rng([seed, epoch])``; values are
-    :func:`regression_values`. TSA items add both videos' ``transitions`` and the epoch's
-    teacher-forcing flag.
+    :func:`pecop_lib.heads.training_partners` from ``default_rng([seed, epoch])``; values are the
+    head's :meth:`~pecop_lib.heads.HeadKind.values`. Items of a head with ``steps`` (TSA) add both
+    videos' ``transitions``; every item adds the head's :meth:`~pecop_lib.heads.HeadKind.extras`
+    (TSA: the epoch's teacher-forcing flag).
 
     Args:
         base: Training split.
         indices: The training videos (the validation hold-out removed).
         values: Regressed value of every video of ``base``.
-        head: ``core`` or ``tsa``.
+        kind: The head's interface.
         epochs: Total epochs (decides teacher forcing).
         seed: Seed of the partner draws.
         features: Stored features of every video of ``base`` (``features="stored"``): items carry
             ``"feats_a"``/``"feats_b"`` (and ``"maps_*"``) instead of decoded clips.
     """
 
-    def __init__(self, base: AQADataset, indices: Sequence[int], values: np.ndarray, head: str, *, epochs: int,
+    def __init__(self, base: AQADataset, indices: Sequence[int], values: np.ndarray, kind: HeadKind, *, epochs: int,
                  seed: int, features: WindowFeatures | None = None) -> None:
-        self.base, self.indices, self.head, self.features = base, list(indices), head, features
+        self.base, self.indices, self.kind, self.features = base, list(indices), kind, features
         self._transitions: dict[int, torch.Tensor] = {}
         self.values = torch.as_tensor(values, dtype=torch.float32)
         self.groups = [base.records[i].group for i in self.indices]
@@ -666,94 +561,52 @@ class PairSamples(Dataset):
         item: dict[str, torch.Tensor] = {"value_a": self.values[a], "value_b": self.values[b]}
         if self.features is not None:
             item.update(_stored_item(self.features, a, "_a"), **_stored_item(self.features, b, "_b"))
-            if self.head == "tsa":
+            if self.kind.steps:
                 item.update(transitions_a=self._stored_transitions(a), transitions_b=self._stored_transitions(b))
         else:
             sample_a, sample_b = self.base[a], self.base[b]
             item.update(clip_a=sample_a["clip"], clip_b=sample_b["clip"])
-            if self.head == "tsa":
+            if self.kind.steps:
                 item.update(transitions_a=sample_a["transitions"], transitions_b=sample_b["transitions"])
-        if self.head == "tsa":
-            item["teacher"] = torch.tensor(teacher_forcing(self.epoch, self.epochs))
+        item.update(self.kind.extras(self.epoch, self.epochs))
         return item
 
 
 # --------------------------------------------------------------------------------------- model
-def build_head(setting: Setting, backbone: Backbone, windowing: Windowing, *, decode: str = "argmax",
-               bounds: np.ndarray | None = None) -> nn.Module:
-    """The head of a setting, sized for the backbone's feature width and the clip windowing.
-
-    Args:
-        setting: Head and dataset.
-        backbone: Gives the feature width.
-        windowing: Gives TSA's window and frame counts.
-        decode: (M)USDL decoding.
-        bounds: CoRe's group edges (:func:`core_bounds`).
-    """
-    key = dataset_record(setting.dataset).key
-    if setting.head in ("usdl", "musdl"):
-        spec = usdl_spec(key, multi_path=setting.head == "musdl")
-        return USDL(spec, backbone.feature_dim, decode=decode)  # type: ignore[arg-type]
-    if setting.head == "core":
-        if bounds is None:
-            raise ValueError("CoRe needs its group bounds (core_bounds(...))")
-        return CoRe(bounds, CORE_SETTINGS[key].score_range, backbone.feature_dim)
-    return TSA(windowing.num_windows, windowing.clip_frames, backbone.feature_dim)
-
-
-def core_bounds(values: np.ndarray, groups: Sequence[str], score_range: float) -> np.ndarray:
-    """CoRe's group edges from the same-group training differences.
-
-    Falls back (with a warning) to all training pairs when no two training videos share a group,
-    which only happens on tiny synthetic splits.
-    """
-    deltas = pair_deltas(values, groups)
-    if len(deltas) == 0:
-        warnings.warn("no two training videos share an exemplar group: CoRe's group bounds use all training pairs",
-                      stacklevel=2)
-        deltas = pair_deltas(values, ["all"] * len(values))
-    return group_bounds(deltas, high=score_range)
-
-
 class AQAModel(nn.Module):
     """Backbone + head; ``forward(batch) -> (loss, metrics)`` so that DDP sees the whole step.
 
     Args:
         backbone: The (adapted) backbone.
-        head: :class:`~pecop_lib.heads.USDL`, :class:`~pecop_lib.heads.CoRe` or :class:`~pecop_lib.heads.TSA`.
-        head_name: One of :data:`HEADS`.
+        head: The head module (:meth:`~pecop_lib.heads.HeadKind.build`).
+        kind: The head's interface: its loss, and whether it learns from pairs and needs maps.
         windowing: Clip windowing.
     """
 
-    def __init__(self, backbone: Backbone, head: nn.Module, head_name: str, windowing: Windowing) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module, kind: HeadKind, windowing: Windowing) -> None:
         super().__init__()
-        self.backbone, self.head, self.head_name, self.windowing = backbone, head, head_name, windowing
+        self.backbone, self.head, self.kind, self.windowing = backbone, head, kind, windowing
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss of a batch (see :class:`ScoreSamples` / :class:`PairSamples` for its keys).
 
         Batches with ``"feats"`` (``"feats_a"``/``"feats_b"``) carry stored features: the backbone is not run.
         """
-        if self.head_name in ("usdl", "musdl"):
+        if not self.kind.pairs:
             if "feats" in batch:
-                feats = WindowFeatures(batch["feats"]).video()
+                feats = WindowFeatures(batch["feats"])
             else:
-                feats = encode_windows(self.backbone, batch["clip"], self.windowing).video()
-            return self.head.loss(self.head(feats), batch["target"]), {}
+                feats = encode_windows(self.backbone, batch["clip"], self.windowing)
+            return self.kind.loss(self.head, batch, feats), {}
         if "feats_a" in batch:
             fa = WindowFeatures(batch["feats_a"], batch.get("maps_a"))
             fb = WindowFeatures(batch["feats_b"], batch.get("maps_b"))
         else:
             n = batch["clip_a"].shape[0]
             feats = encode_windows(self.backbone, torch.cat([batch["clip_a"], batch["clip_b"]]), self.windowing,
-                                   maps=self.head_name == "tsa")  # query and partner in one batch, as the official code
+                                   maps=self.kind.maps)  # query and partner in one batch, as the official code
             fa, fb = feats.select(slice(0, n)), feats.select(slice(n, None))
-        if self.head_name == "core":
-            return self.head.pair_loss(fa.video(), fb.video(), batch["value_a"], batch["value_b"]), {}
-        ta, tb = batch["transitions_a"], batch["transitions_b"]
-        forced = bool(batch["teacher"][0])
-        out = self.head.pair(fa, fb, ta if forced else None, tb if forced else None)
-        return self.head.pair_loss(out, batch["value_a"], batch["value_b"], ta, tb), {}
+        return self.kind.loss(self.head, batch, fa, fb), {}
 
 
 def _aqa_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
@@ -821,7 +674,7 @@ class _Evaluator:
     store: FeatureStore | None = None  # set when the backbone cannot change: features computed once, on disk
 
     def __post_init__(self) -> None:
-        if self.setting.recipe.pairs:
+        if self.setting.kind.pairs:
             exemplar_groups = [self.exemplar_set.records[i].group for i in self.exemplar_indices]
             self.draw = draw_exemplars([ds.records[i].group for ds, i in self.queries], exemplar_groups,
                                        self.options.exemplars, seed=self.seed, missing=self.options.exemplar_missing,
@@ -841,7 +694,7 @@ class _Evaluator:
         for dataset, _ in items:
             if id(dataset) not in loaded:
                 loaded[id(dataset)] = self.store.window_features(  # type: ignore[union-attr]
-                    self.model.backbone, dataset, self.model.windowing, maps=self.setting.head == "tsa",
+                    self.model.backbone, dataset, self.model.windowing, maps=self.setting.kind.maps,
                     amp_dtype=self.amp_dtype, batch_size=self.options.eval_batch_size)
         feats = WindowFeatures.cat([loaded[id(dataset)].select(slice(i, i + 1)) for dataset, i in items])
         return WindowFeatures(feats.pooled.to(device), None if feats.maps is None else feats.maps.to(device))
@@ -864,23 +717,23 @@ class _Evaluator:
                 with autocast(device, self.amp_dtype):
                     feats = encode_windows(backbone, clips, self.model.windowing).video()
                 difficulty = torch.stack([s.get("difficulty", torch.tensor(1.0)) for s in samples]).to(device)
-            log_p = head(feats.float())
-            pred = head.predict(log_p, difficulty=difficulty)
-            for q, p, lp in zip(chunk, pred.tolist(), log_p.exp().cpu().numpy(), strict=True):
-                out[q] = (p, lp if q < self.keep_distributions else None)
+            pred, dist = self.setting.kind.score(head, feats.float(), difficulty)
+            dists = [None] * len(chunk) if dist is None else list(dist.cpu().numpy())
+            for q, p, d in zip(chunk, pred.tolist(), dists, strict=True):
+                out[q] = (p, d if q < self.keep_distributions else None)
         return out
 
     def _pair_heads(self, mine: list[int]) -> dict[int, tuple[float, np.ndarray | None]]:
         backbone, head = self.model.backbone, self.model.head
         device = next(self.model.parameters()).device
-        tsa = self.setting.head == "tsa"
+        kind = self.setting.kind
 
         def relative(query: WindowFeatures, exemplar: WindowFeatures, s_exemplar: torch.Tensor) -> torch.Tensor:
             def f32(x: WindowFeatures) -> WindowFeatures:
                 return WindowFeatures(x.pooled.float(), None if x.maps is None else x.maps.float())
 
             with torch.autocast(device.type, enabled=False):  # the head decodes in fp32 (group edges)
-                return head.relative_to(f32(query), f32(exemplar), s_exemplar.float())
+                return kind.relative(head, f32(query), f32(exemplar), s_exemplar.float())
 
         draw = ExemplarDraw(self.draw.indices[mine])
         size, windowing = self.options.eval_batch_size, self.model.windowing
@@ -889,21 +742,21 @@ class _Evaluator:
             exemplars = FeatureCache.filled(self._stored([(self.exemplar_set, i) for i in self.exemplar_indices]),
                                             windowing)
         else:  # each query and exemplar encoded once per evaluation; TSA's transitions reuse the queries
-            queries = FeatureCache(backbone, windowing, lambda k: self._clip(mine[k]), maps=tsa, batch_size=size)
+            queries = FeatureCache(backbone, windowing, lambda k: self._clip(mine[k]), maps=kind.maps,
+                                   batch_size=size)
             exemplars = None
         with autocast(device, self.amp_dtype):
             values = predict_with_exemplars(
                 relative, backbone, windowing, query_clip=lambda k: self._clip(mine[k]),
                 num_queries=len(mine), exemplar_clip=lambda k: self.exemplar_set[self.exemplar_indices[k]]["clip"],
-                draw=draw, exemplar_scores=self.exemplar_values, cached=True, maps=tsa, batch_size=size,
+                draw=draw, exemplar_scores=self.exemplar_values, cached=True, maps=kind.maps, batch_size=size,
                 query_cache=queries, exemplar_cache=exemplars,
             ).cpu().numpy()
-        if self.setting.head == "core" and CORE_SETTINGS[dataset_record(self.setting.dataset).key].use_difficulty:
-            records = [self.queries[q][0].records[self.queries[q][1]] for q in mine]
-            values = values * np.array([r.difficulty for r in records])
+        records = [self.queries[q][0].records[self.queries[q][1]] for q in mine]
+        values = kind.final_scores(values, records, dataset_record(self.setting.dataset).key)
         out: dict[int, tuple[float, np.ndarray | None]] = {
             q: (float(v), None) for q, v in zip(mine, values, strict=True)}
-        if tsa:  # predicted transitions of the queries (tIoU), from the features already encoded
+        if kind.steps:  # predicted transitions of the queries (tIoU), from the features already encoded
             with torch.inference_mode():
                 for start in range(0, len(mine), size):
                     chunk = mine[start : start + size]
@@ -920,7 +773,7 @@ class _Evaluator:
         self.model.eval()
         try:
             with torch.inference_mode():
-                local = self._pair_heads(mine) if self.setting.recipe.pairs else self._score_heads(mine)
+                local = self._pair_heads(mine) if self.setting.kind.pairs else self._score_heads(mine)
         finally:
             self.model.train(was_training)
         merged: dict[int, tuple[float, np.ndarray | None]] = {}
@@ -928,7 +781,7 @@ class _Evaluator:
             merged.update(part)
         pred = np.array([merged[q][0] for q in range(len(self.queries))], dtype=np.float64)
         extra = [merged[q][1] for q in range(len(self.queries))]
-        if self.setting.head == "tsa":
+        if self.setting.kind.steps:
             return SplitPrediction(pred, transitions=np.stack(extra))
         dists = [e for e in extra if e is not None]
         return SplitPrediction(pred, distributions=np.stack(dists) if dists else None)
@@ -1068,7 +921,7 @@ class FinetuneResult:
             out[f"{name}_ci"] = None if rep.ci is None else [_finite(rep.ci.low), _finite(rep.ci.high)]
             out[f"{name}_l2"] = rep.l2
             out[f"{name}_rl2"] = rep.rl2
-        if self.setting.head == "tsa":
+        if self.setting.kind.steps:
             out["final_tiou_0.5"] = self.epochs[-1].get("test_tiou_0.5")
             out["final_tiou_0.75"] = self.epochs[-1].get("test_tiou_0.75")
         return out
@@ -1243,15 +1096,13 @@ def finetune(
     if stored and store is None:
         raise ValueError("features='stored' needs a feature store (feature_store=True or a FeatureStore)")
 
-    bounds = None
-    values = regression_values(data.train.records, setting)
-    if setting.head == "core":
-        bounds = core_bounds(values[train_idx], [data.train.records[i].group for i in train_idx],
-                             CORE_SETTINGS[dataset_record(setting.dataset).key].score_range)
+    kind, dataset_key = setting.kind, dataset_record(setting.dataset).key
+    values = kind.values(data.train.records, dataset_key)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = build_head(setting, backbone, windowing, decode=options.decode, bounds=bounds)
-    model = AQAModel(backbone, head, setting.head, windowing)
+        head = kind.build(backbone.feature_dim, windowing, dataset_key, decode=options.decode,
+                          values=values[train_idx], groups=[data.train.records[i].group for i in train_idx])
+    model = AQAModel(backbone, head, kind, windowing)
     optimizer = adam_two_rates(model, lr_backbone=float(hyper["lr_backbone"]), lr_head=float(hyper["lr_head"]),
                                weight_decay=recipe.weight_decay)
     train_features = None
@@ -1259,13 +1110,13 @@ def finetune(
         was_training = backbone.training
         backbone.to(context.device).eval()
         train_features = store.window_features(  # type: ignore[union-attr]
-            backbone, data.reference, windowing, maps=setting.head == "tsa",
+            backbone, data.reference, windowing, maps=kind.maps,
             amp_dtype=autocast_dtype(precision, context.device), batch_size=options.eval_batch_size,
             show_progress=show_progress)
         backbone.train(was_training)
-    samples: Dataset = (PairSamples(data.train, train_idx, values, setting.head, epochs=epochs, seed=seed,
+    samples: Dataset = (PairSamples(data.train, train_idx, values, kind, epochs=epochs, seed=seed,
                                     features=train_features)
-                        if recipe.pairs else ScoreSamples(data.train, train_idx, setting.head, features=train_features))
+                        if kind.pairs else ScoreSamples(data.train, train_idx, kind, features=train_features))
     loader = epoch_loader(samples, batch_size // context.world_size, seed=seed, num_workers=num_workers,
                           rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda")
     run = Path(run_dir) if run_dir is not None else None
@@ -1283,7 +1134,7 @@ def finetune(
                            autocast_dtype(precision, context.device), min(DISTRIBUTION_SAMPLES, len(test_true)),
                            store=store)
     test_transitions = None
-    if setting.head == "tsa":
+    if kind.steps:
         test_transitions = np.stack([_transitions(data.test, i) for i in range(len(data.test))])
     # what decides the per-epoch records; the epoch count may grow on resume (TSA's teacher-forcing window follows it)
     header = {"setting": setting.label, "seed": seed,
@@ -1342,8 +1193,8 @@ def finetune(
                  "windows": windowing.num_windows, "clip_frames": windowing.clip_frames, "recipe": recipe.source,
                  "train_videos": len(train_idx)}
     targets = None
-    if not recipe.pairs:
-        targets = np.stack([path_targets(r, setting.head) for r in data.test.records[:DISTRIBUTION_SAMPLES]])
+    if kind.distributions:
+        targets = np.stack([kind.path_targets(r) for r in data.test.records[:DISTRIBUTION_SAMPLES]])
     baseline = difficulty_baseline([data.train.records[i] for i in train_idx], data.test.records)
     difficulty = [r.difficulty for r in data.test.records]
     test_difficulty = None if any(d is None for d in difficulty) else np.asarray(difficulty, dtype=np.float64)

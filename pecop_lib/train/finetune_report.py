@@ -17,11 +17,10 @@ import numpy as np
 
 from pecop_lib.data.registry import dataset_record
 from pecop_lib.eval import fisher_z_mean, seed_summary, spearman
+from pecop_lib.heads import head_kind
 from pecop_lib.paper import paper_table
 from pecop_lib.train.finetune import FinetuneResult, Setting, open_finetune_data
 
-HEAD_NAMES: dict[str, str] = {"usdl": "USDL", "musdl": "MUSDL", "core": "CoRe", "tsa": "TSA"}
-"""Head -> its name in the paper's tables."""
 JIGSAWS_COLUMNS: dict[str, str] = {"Suturing": "S", "Needle_Passing": "NP", "Knot_Tying": "KT"}
 """JIGSAWS task -> the paper's column."""
 _PAPER_TABLES: dict[str, tuple[str, str | None]] = {
@@ -45,7 +44,7 @@ def paper_reference(head: str, dataset: str, task: str | None = None, *, pecop: 
     Returns:
         rho, or ``None`` where the paper has no such cell (e.g. USDL + PECoP on MTL-AQA).
     """
-    name = HEAD_NAMES[head] + (" + PECoP" if pecop else "")
+    name = head_kind(head).display + (" + PECoP" if pecop else "")
     if dataset not in _PAPER_TABLES:
         raise ValueError(f"unknown dataset {dataset!r}")
     key = _PAPER_TABLES[dataset][0 if backbone == "i3d" else 1]
@@ -147,7 +146,7 @@ def comparison_rows(runs: Mapping[str, Sequence[FinetuneResult]], *, pecop_label
                 agg = aggregate_folds(members)
                 for task in [*dict.fromkeys(r.setting.task for r in members), "avg"]:
                     key = task or ""
-                    rows.append({"head": HEAD_NAMES[head], "dataset": dataset, "task": "Avg (Fisher-z)" if task == "avg"
+                    rows.append({"head": head_kind(head).display, "dataset": dataset, "task": "Avg (Fisher-z)" if task == "avg"
                                  else f"{task} ({sum(r.setting.task == task for r in members)} folds)",
                                  "backbone": label, "official": _fmt(agg["official"].get(key)),
                                  "protocol": official_protocol(members[0]), "honest": _fmt(agg["honest"].get(key)),
@@ -158,7 +157,7 @@ def comparison_rows(runs: Mapping[str, Sequence[FinetuneResult]], *, pecop_label
                 proto = official_protocol(r)
                 off, hon = r.reported[proto], r.reported.get("honest")
                 rows.append({
-                    "head": HEAD_NAMES[head], "dataset": dataset, "task": r.setting.task or "", "backbone": label,
+                    "head": head_kind(head).display, "dataset": dataset, "task": r.setting.task or "", "backbone": label,
                     "official": _fmt(off.rho, None if off.ci is None else (off.ci.low, off.ci.high)),
                     "protocol": proto,
                     "honest": "n/a" if hon is None else _fmt(hon.rho, None if hon.ci is None else (hon.ci.low, hon.ci.high)),
@@ -269,7 +268,7 @@ def beats_baseline(runs: Mapping[str, Sequence[FinetuneResult]], baselines: Mapp
             if rep is None or rep.ci is None or not np.isfinite(rep.ci.low) or r.setting.dataset not in baselines:
                 continue
             name, base = baselines[r.setting.dataset]
-            entry = {"head": HEAD_NAMES[r.setting.head], "backbone": label, "rho": float(rep.rho),
+            entry = {"head": r.setting.kind.display, "backbone": label, "rho": float(rep.rho),
                      "ci_low": float(rep.ci.low), "ci_high": float(rep.ci.high), "baseline": name,
                      "baseline_rho": float(base), "margin": float(rep.ci.low) - float(base)}
             if r.setting.dataset not in out or entry["margin"] > out[r.setting.dataset]["margin"]:
