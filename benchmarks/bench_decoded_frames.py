@@ -6,7 +6,7 @@ Usage (repository root; generates the course world into the cache if it is not t
     python benchmarks/bench_decoded_frames.py --clips 600 --preset course
 
 For each target, the same VSPP training clips (course recipe: 16 frames, PECoP's transform at the
-preset's crop) are read through :class:`~pecop_lib.train.pretrain.PretextClips` twice in one
+preset's crop) are read through :class:`~pecop_lib.pretrain.pretext.PretextClips` twice in one
 process, one thread: first with ``decoded=DecodedFrames(0)`` (every read goes through the 32 open sources
 of :func:`~pecop_lib.data.source_cache.cached_source`), then with the default budget (the first
 pass over the videos decodes them whole, timed separately as "fill"). It checks that both read
@@ -28,9 +28,9 @@ from pecop_lib.data import official_transform
 from pecop_lib.data.registry import dataset_record
 from pecop_lib.data.source_cache import DecodedFrames
 from pecop_lib.data.synthetic.world import synthetic_world
+from pecop_lib.pretrain.pretext import PretextClips
+from pecop_lib.pretrain.targets import pretraining_videos
 from pecop_lib.ssl import VSPPSampler
-from pecop_lib.train.pretrain import PretextClips
-from pecop_lib.train.targets import pretraining_videos
 
 TARGETS = (("PD4T", "Gait"), ("MTL-AQA", None))
 

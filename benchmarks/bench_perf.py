@@ -61,17 +61,11 @@ from pecop_lib.data import official_transform
 from pecop_lib.data.gpu_augment import DeferredTransform, augment_batch, collate_raw
 from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.models import FastPath, apply_fast_path, build_backbone, list_adapters, mark_trainable
+from pecop_lib.pretrain import cosine_optimizer, pretext_model, pretext_step, pretraining_videos
+from pecop_lib.pretrain.pretext import PretextClips
 from pecop_lib.ssl import VSPPSampler
-from pecop_lib.train import (
-    Trainer,
-    cosine_optimizer,
-    epoch_loader,
-    pretext_model,
-    pretext_step,
-    pretraining_videos,
-)
+from pecop_lib.train import Trainer, epoch_loader
 from pecop_lib.train.device_augment import device_augmented
-from pecop_lib.train.pretrain import PretextClips
 
 GPU_SIZE = (32, 224, 16)
 CPU_SIZE = (8, 32, 4)

@@ -10,7 +10,7 @@ Two inputs, each run by the real :class:`~pecop_lib.train.loop.Trainer` (PECoP s
 and VSPP heads train, BatchNorm in training mode, SGD):
 
 * ``synthetic``: one random batch on the device, repeated (the model's step alone);
-* ``disk``: :func:`~pecop_lib.train.pretrain.continual_pretrain` end to end on a generated
+* ``disk``: :func:`~pecop_lib.pretrain.continual.continual_pretrain` end to end on a generated
   synthetic MTL-AQA (JPEG frame folders): VSPP sampling, decoding, PECoP's transform, loader workers.
 
 Modes: ``fp32``, ``bf16`` (autocast), and ``+compile`` (``torch.compile``, default inductor backend).
@@ -33,15 +33,15 @@ from pecop_lib.config import resolve_device
 from pecop_lib.data import official_transform
 from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.models import build_backbone, mark_trainable
-from pecop_lib.ssl import VSPPSampler
-from pecop_lib.train import (
-    Trainer,
+from pecop_lib.pretrain import (
     continual_pretrain,
     cosine_optimizer,
     pretext_model,
     pretext_step,
     pretraining_videos,
 )
+from pecop_lib.ssl import VSPPSampler
+from pecop_lib.train import Trainer
 
 GPU_SIZE = (32, 224, 16)
 CPU_SIZE = (8, 32, 4)

@@ -38,16 +38,17 @@ from pecop_lib.config import resolve
 from pecop_lib.data import KineticsActions
 from pecop_lib.data.synthetic import load_world, world_spec
 from pecop_lib.data.video import open_source
-from pecop_lib.heads import windowing_for
-from pecop_lib.models import build_backbone, mark_trainable
-from pecop_lib.train.artifacts import stage1_spec, stage2_spec
-from pecop_lib.train.finetune import (
+from pecop_lib.finetune import (
     FinetuneOptions,
     open_finetune_data,
     settings_for,
     validation_split,
 )
-from pecop_lib.train.targets import pretraining_videos
+from pecop_lib.heads import windowing_for
+from pecop_lib.models import build_backbone, mark_trainable
+from pecop_lib.pretrain.stage1_artifact import stage1_spec
+from pecop_lib.pretrain.stage2_artifact import stage2_spec
+from pecop_lib.pretrain.targets import pretraining_videos
 
 NOTEBOOK_HEADS = {"04": ("usdl", "musdl"), "05": ("core",), "06": ("tsa",)}
 BACKBONES = ("Dom-G", "PECoP")

@@ -53,21 +53,17 @@ from pecop_lib.models import (
 from pecop_lib.ssl import VSPPSampler, vspp_official_indices
 
 # training: stage 1 (the domain-general stand-in), stage 2 (continual pretraining), fine-tuning, studies
-from pecop_lib.train import (
-    FinetuneOptions,
-    NonFiniteLossError,
-    ablation_plan,
+from pecop_lib.finetune import FinetuneOptions, finetune, run_settings
+from pecop_lib.pretrain import (
     continual_pretrain,
     domain_general_pretrain,
-    finetune,
     pretrained_backbone,
-    run_ablation,
-    run_settings,
-    seed_everything,
     stage1_backbone,
     stage2_backbone,
     target_videos,
 )
+from pecop_lib.studies import ablation_plan, run_ablation
+from pecop_lib.train import NonFiniteLossError, seed_everything
 
 # AQA heads: score distributions (USDL/MUSDL), contrastive regression (CoRe), step-aware TSA
 from pecop_lib.heads import TSA, USDL, CoRe, usdl_spec

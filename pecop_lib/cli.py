@@ -3,9 +3,9 @@
 ``pecop notebooks run`` executes the notebook sequence (see :mod:`pecop_lib.notebooks`);
 ``pecop notebooks list`` shows the notebooks and their parameters; ``pecop pretrain`` runs
 continual pretraining (stage 1 from the cache or real weights, then stage 2; see
-:mod:`pecop_lib.train.pipeline`), also under ``torchrun``. Later stages register their own
+:mod:`pecop_lib.pretrain.pipeline`), also under ``torchrun``. Later stages register their own
 subcommands here (``doctor``). ``pecop finetune`` fine-tunes an AQA head on a pretrained backbone (see
-:mod:`pecop_lib.train.finetune_runs`).
+:mod:`pecop_lib.finetune.runs`).
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from pecop_lib.config import resolve
+    from pecop_lib.pretrain.pipeline import pretrain_run
+    from pecop_lib.pretrain.targets import check_fold, check_target
     from pecop_lib.train.distributed import init_distributed, shutdown_distributed
     from pecop_lib.train.loop import NonFiniteLossError
-    from pecop_lib.train.pipeline import pretrain_run
-    from pecop_lib.train.targets import check_fold, check_target
 
     try:
         cfg = resolve(args.preset, **_pretrain_overrides(args))
@@ -126,10 +126,10 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from pecop_lib.config import resolve
+    from pecop_lib.finetune.runs import finetune_command
     from pecop_lib.models.loading import WeightsMismatchError
     from pecop_lib.notebooks import parse_parameter
     from pecop_lib.train.distributed import init_distributed, shutdown_distributed
-    from pecop_lib.train.finetune_runs import finetune_command
     from pecop_lib.train.loop import NonFiniteLossError
 
     overrides: dict[str, object] = dict(parse_parameter(p) for p in args.set)

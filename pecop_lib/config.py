@@ -115,7 +115,7 @@ class Config:
     pretrain_general_optimizer: str = "sgd"  # stage 1: sgd (momentum pretrain_momentum) | adam
     pretrain_general_weight_decay: float = 1e-4  # stage 1 weight decay
 
-    # --- finetune: AQA heads on the pretrained backbone (pecop_lib.train.finetune); 0 = the recipe's official value ---
+    # --- finetune: AQA heads on the pretrained backbone (pecop_lib.finetune); 0 = the recipe's official value ---
     finetune_epochs: int = 30  # official: USDL/MUSDL 100 (JIGSAWS 80), CoRe/TSA 200
     finetune_batch_size: int = 8  # videos (USDL/MUSDL) or pairs (CoRe/TSA) per step; official 4 / 1 (accum 2) / 8
     finetune_lr_backbone: float = 0.0  # official 1e-4 (Adam)
@@ -138,7 +138,7 @@ class Config:
     train_checkpoint_every_steps: int = 0  # both stages; 0: checkpoint at epoch ends only
     train_keep_checkpoints: int = 2  # newest checkpoint files kept; 0 keeps all
 
-    # --- ablation: notebooks 07-08, the paper's ablations on our runs (pecop_lib.train.ablations) ---
+    # --- ablation: notebooks 07-08, the paper's ablations on our runs (pecop_lib.studies.plans) ---
     ablation_fig5_tasks: str = "all"  # Fig. 5 panels, comma-separated (MTL-AQA, Gait, ..., S, NP, KT) or "all"
     ablation_table5_tasks: str = "S,NP,KT"  # Table 5 (VSPP vs VideoPace vs RSPNet, CoRe): the paper's JIGSAWS tasks; none: off
     ablation_table6_tasks: str = "Gait,Finger tapping,Hand movement,Leg agility"  # Table 6 (R3D-18, CoRe); none: off

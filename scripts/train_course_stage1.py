@@ -4,7 +4,7 @@ The ``course`` preset stands in for Kinetics-400 with the synthetic action set, 
 (``model_width`` 0.25). Training it from scratch takes about half an hour on a 2-core CPU, longer
 than the whole course sequence may, so, like teaching notebooks that ship pretrained weights, the
 package ships this one checkpoint (about 3.6 MB) in ``pecop_lib/assets/stage1/``. Its key is the
-stage-1 settings plus the action set's content (:func:`pecop_lib.train.artifacts.stage1_key`), so
+stage-1 settings plus the action set's content (:func:`pecop_lib.pretrain.stage1_artifact.stage1_key`), so
 ``stage1_backbone`` uses it on any machine whose course world has the same action set, and trains
 otherwise (another seed, other sizes).
 
@@ -33,16 +33,14 @@ if str(REPO_ROOT) not in sys.path:
 from pecop_lib.atomic import atomic_write_json  # noqa: E402
 from pecop_lib.config import resolve  # noqa: E402
 from pecop_lib.data.synthetic.world import synthetic_world  # noqa: E402
-from pecop_lib.train.artifacts import (  # noqa: E402
-    SHIPPED_STAGE1,
-    STAGE1_RECORD,
-    WEIGHTS_FILE,
+from pecop_lib.pretrain.stage1_artifact import (
     load_stage1,
     shipped_stage1,
     stage1_backbone,
     stage1_key,
     stage1_spec,
 )
+from pecop_lib.pretrain.store import SHIPPED_STAGE1, STAGE1_RECORD, WEIGHTS_FILE
 
 MAX_BYTES = 10 * 1024 * 1024
 """A shipped checkpoint may take at most 10 MB of the repository."""

@@ -3,7 +3,7 @@
 VSPP asks a network for the speed and the position of the one re-paced segment of a clip. Before
 blaming the network when the pretext accuracy stays at chance, check that the labels are in the
 pixels at all: this probe draws VSPP clips of a synthetic target dataset exactly as stage 2 does
-(:class:`~pecop_lib.train.pretrain.PretextClips`, the official sampler and PECoP's transform),
+(:class:`~pecop_lib.pretrain.pretext.PretextClips`, the official sampler and PECoP's transform),
 reduces each clip to its motion-energy profile (mean absolute difference of consecutive frames,
 ``T - 1`` numbers) and fits a small MLP on 80 % of the clips; it prints held-out accuracies against
 chance. A re-paced segment moves faster, so its position shows in the profile; its speed only
@@ -29,10 +29,10 @@ import torch
 from pecop_lib.config import resolve
 from pecop_lib.data import official_transform
 from pecop_lib.outputs import progress
+from pecop_lib.pretrain import official_normal_pace, pretraining_videos
+from pecop_lib.pretrain.pipeline import synthetic_root
+from pecop_lib.pretrain.pretext import PretextClips
 from pecop_lib.ssl import VSPPSampler
-from pecop_lib.train import official_normal_pace, pretraining_videos
-from pecop_lib.train.pipeline import synthetic_root
-from pecop_lib.train.pretrain import PretextClips
 
 
 def motion_profiles(clips: PretextClips) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from pecop_lib.eval import Interval
-from pecop_lib.train.ablations import AblationResult, AblationRun, task_settings
-from pecop_lib.train.finetune import FinetuneResult, Reported, Setting
+from pecop_lib.finetune import FinetuneResult, Reported, Setting
+from pecop_lib.studies.plans import AblationResult, AblationRun, task_settings
 
 
 def finetune_result(setting: Setting, rho: float, *, label: str = "x", true=(1.0, 2.0, 3.0, 4.0),
@@ -42,7 +42,7 @@ def ablation_result(study: str, label: str, task: str, seed: int, rho: float, *,
 
 
 def cost(label: str, params: int, stored: int, epochs: int = 8, seconds_per_epoch: float = 2.0) -> dict:
-    """What :func:`pecop_lib.train.artifacts.stage2_costs` returns, for a strategy label."""
+    """What :func:`pecop_lib.pretrain.stage2_artifact.stage2_costs` returns, for a strategy label."""
     return {"strategy": label, "trainable_params": params, "head_params": 10, "epochs": epochs,
             "seconds": epochs * seconds_per_epoch, "seconds_per_epoch": seconds_per_epoch, "clips_per_s": 4.0,
             "stored_bytes": stored, "peak_memory_bytes": None, "device_name": "cpu", "folder": "/x"}

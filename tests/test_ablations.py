@@ -1,4 +1,4 @@
-"""Ablation grid (pecop_lib.train.ablations) and its report (pecop_lib.train.ablation_report): plans from
+"""Ablation grid (pecop_lib.studies.plans) and its report (pecop_lib.studies.tables, verdicts, explorer): plans from
 presets, per-seed values and summaries, the paper lookup, verdicts computed from numbers, Table 2 and
 switch tables, divergence handling, and load-or-train on a tiny world."""
 
@@ -14,10 +14,13 @@ import pytest
 import pecop_lib
 from pecop_lib.config import ConfigError
 from pecop_lib.eval import fisher_z_mean
+from pecop_lib.finetune import Setting
+from pecop_lib.finetune.runs import result_to_json
 from pecop_lib.paper import FIG5_TASKS
-from pecop_lib.train import ablation_report as report
-from pecop_lib.train import ablations
-from pecop_lib.train.ablations import (
+from pecop_lib.studies import explorer, tables
+from pecop_lib.studies import plans as ablations
+from pecop_lib.studies import verdicts as study_verdicts
+from pecop_lib.studies.plans import (
     SWITCHES,
     AblationRun,
     ablation_plan,
@@ -31,8 +34,6 @@ from pecop_lib.train.ablations import (
     switch_variants,
     task_settings,
 )
-from pecop_lib.train.finetune import Setting
-from pecop_lib.train.finetune_runs import result_to_json
 from pecop_lib.train.loop import NonFiniteLossError
 from tests._ablation_stand_ins import ablation_result, cost, finetune_result
 from tests._heads_stand_ins import single_thread  # noqa: F401 (autouse fixture)
@@ -132,11 +133,11 @@ def test_seed_values_average_folds_and_summaries_use_seeds():
     results = [ablation_result("fig5", "PECoP", "S", 0, 0.5, fold=0), ablation_result("fig5", "PECoP", "S", 0, 0.7, fold=1),
                ablation_result("fig5", "PECoP", "S", 1, 0.8, fold=0), ablation_result("fig5", "PECoP", "S", 1, 0.9, fold=1),
                ablation_result("fig5", "Dom-G", "S", 0, 0.1), ablation_result("fig5", "Dom-G", "S", 1, 0.0, error="nan")]
-    values = report.seed_values(results)
+    values = tables.seed_values(results)
     pecop = values[values["label"] == "PECoP"].set_index("seed")
     assert pecop.loc[0, "rho"] == pytest.approx(0.6) and pecop.loc[1, "rho"] == pytest.approx(0.85)
     assert (pecop["folds"] == 2).all()
-    summary = report.summarize(values).set_index("label")
+    summary = tables.summarize(values).set_index("label")
     assert summary.loc["PECoP", "mean"] == pytest.approx(0.725)
     assert summary.loc["PECoP", "std"] == pytest.approx(np.std([0.6, 0.85], ddof=1))
     assert summary.loc["Dom-G", "n"] == 1 and summary.loc["Dom-G", "missing"] == 1
@@ -144,29 +145,29 @@ def test_seed_values_average_folds_and_summaries_use_seeds():
 
 
 def test_paper_values_come_from_the_published_tables():
-    assert report.paper_value("fig5", "PECoP", "MTL-AQA") == pytest.approx(0.9520)
-    assert report.paper_value("fig5", "HPT", "S") == pytest.approx(0.80)
-    assert report.paper_value("fig5", "Dom-G", "Gait") == pytest.approx(0.7887)  # Table 4, "CoRe"
-    assert report.paper_value("fig5", "Dom-S", "MTL-AQA") is None  # drawn in Fig. 5, never printed
-    assert report.paper_value("table5", "VSPP", "NP") == pytest.approx(0.90)
-    assert report.paper_value("table5", "VSPP", "MTL-AQA") is None
-    assert report.paper_value("table6", "PECoP", "Hand movement") == pytest.approx(0.5537)
-    assert report.paper_value("switches", "official", "MTL-AQA") is None
+    assert tables.paper_value("fig5", "PECoP", "MTL-AQA") == pytest.approx(0.9520)
+    assert tables.paper_value("fig5", "HPT", "S") == pytest.approx(0.80)
+    assert tables.paper_value("fig5", "Dom-G", "Gait") == pytest.approx(0.7887)  # Table 4, "CoRe"
+    assert tables.paper_value("fig5", "Dom-S", "MTL-AQA") is None  # drawn in Fig. 5, never printed
+    assert tables.paper_value("table5", "VSPP", "NP") == pytest.approx(0.90)
+    assert tables.paper_value("table5", "VSPP", "MTL-AQA") is None
+    assert tables.paper_value("table6", "PECoP", "Hand movement") == pytest.approx(0.5537)
+    assert tables.paper_value("switches", "official", "MTL-AQA") is None
 
 
 def test_comparison_table_averages_like_the_paper():
     results = [ablation_result("table5", label, task, 0, rho)
                for label, values in {"VSPP": (0.5, 0.6, 0.7), "RSPNet": (0.2, 0.3, 0.4)}.items()
                for task, rho in zip(("S", "NP", "KT"), values)]
-    summary = report.summarize(report.seed_values(results))
-    table = report.comparison_table(summary, "table5", order=["VSPP", "RSPNet"]).set_index(["label", "task"])
+    summary = tables.summarize(tables.seed_values(results))
+    table = tables.comparison_table(summary, "table5", order=["VSPP", "RSPNet"]).set_index(["label", "task"])
     assert table.loc[("VSPP", "NP"), "ours"] == pytest.approx(60.0)
     assert table.loc[("VSPP", "NP"), "paper"] == pytest.approx(90.0)
     assert table.loc[("VSPP", "Avg"), "ours"] == pytest.approx(100 * fisher_z_mean([0.5, 0.6, 0.7]))
     assert table.loc[("VSPP", "Avg"), "paper"] == pytest.approx(100 * fisher_z_mean([0.88, 0.90, 0.88]))
     assert table.loc[("RSPNet", "S"), "ours - paper"] == pytest.approx(20.0 - 83.0)
     pd4t = [ablation_result("table6", "PECoP", task, 0, rho) for task, rho in (("Gait", 0.4), ("Leg agility", 0.6))]
-    t6 = report.comparison_table(report.summarize(report.seed_values(pd4t)), "table6").set_index(["label", "task"])
+    t6 = tables.comparison_table(tables.summarize(tables.seed_values(pd4t)), "table6").set_index(["label", "task"])
     assert t6.loc[("PECoP", "Avg"), "ours"] == pytest.approx(50.0)  # arithmetic over PD4T tasks
     assert t6.loc[("PECoP", "Avg"), "paper"] == pytest.approx((79.11 + 52.56) / 2)
 
@@ -179,8 +180,8 @@ def _fig5(values: dict[str, list[float]], task: str = "MTL-AQA") -> list:
 def test_verdicts_are_computed_from_the_numbers():
     results = _fig5({"Dom-G": [0.50, 0.52, 0.54], "Dom-S": [0.60, 0.61, 0.62], "HPT+BN": [0.40, 0.45, 0.50],
                      "HPT": [0.70, 0.71, 0.72], "PECoP": [0.51, 0.53, 0.55]})
-    summary = report.summarize(report.seed_values(results))
-    verdicts = {(v.source, v.better, v.worse): v for v in report.check_paper(summary, "fig5")}
+    summary = tables.summarize(tables.seed_values(results))
+    verdicts = {(v.source, v.better, v.worse): v for v in study_verdicts.check_paper(summary, "fig5")}
     # Table 1: CoRe 95.12 > CoRe + HPT 94.26, ours HPT (0.71) > Dom-G (0.52) by far more than the spread
     v = verdicts[("Table 1", "Dom-G", "HPT")]
     assert v.status == "disagrees" and v.clear and v.paper_margin == pytest.approx(0.0086)
@@ -191,9 +192,9 @@ def test_verdicts_are_computed_from_the_numbers():
     assert verdicts[("Fig. 5 text", "Dom-G", "Dom-S")].status == "disagrees"
     assert verdicts[("Fig. 5 text", "PECoP", "HPT+BN")].status == "agrees"
     assert ("Fig. 5 text", "Dom-G", "HPT+BN") not in verdicts  # stated for JIGSAWS only
-    facts = report.run_facts(results, preset="tutorial", synthetic=True)
+    facts = study_verdicts.run_facts(results, preset="tutorial", synthetic=True)
     assert (facts.seeds, facts.test_videos, facts.folds) == (3, 4, None)
-    text = report.verdict_text(list(verdicts.values()), facts, title="Fig. 5")
+    text = study_verdicts.verdict_text(list(verdicts.values()), facts, title="Fig. 5")
     agree = sum(v.status == "agrees" for v in verdicts.values())
     disagree = sum(v.status == "disagrees" for v in verdicts.values())
     assert f"**agree with {agree}**" in text and f"**disagree with {disagree}**" in text
@@ -202,22 +203,22 @@ def test_verdicts_are_computed_from_the_numbers():
 
 
 def test_reasons_follow_the_facts():
-    facts = report.RunFacts(preset="smoke", synthetic=False, seeds=1, epochs=1, official_epochs=200, folds=1,
+    facts = study_verdicts.RunFacts(preset="smoke", synthetic=False, seeds=1, epochs=1, official_epochs=200, folds=1,
                             test_videos=4, ci_half_width=0.4, diverged=("all paper (core/MTL-AQA, seed 0)",))
-    text = " ".join(report.reasons(facts))
+    text = " ".join(study_verdicts.reasons(facts))
     for part in ("**smoke**", "**one seed**", "**4 videos**", "+/-0.40", "**1 epoch**", "200", "**1 of the 4**",
                  "1 run(s) **diverged**", "all paper (core/MTL-AQA, seed 0)"):
         assert part in text
     assert "synthetic" not in text
-    quiet = report.RunFacts(preset="paper", synthetic=False, seeds=3, epochs=200, official_epochs=200, folds=4,
+    quiet = study_verdicts.RunFacts(preset="paper", synthetic=False, seeds=3, epochs=200, official_epochs=200, folds=4,
                             test_videos=300, ci_half_width=float("nan"))
-    assert report.reasons(quiet) == ["A test split holds about **300 videos**."]
+    assert study_verdicts.reasons(quiet) == ["A test split holds about **300 videos**."]
 
 
 def test_tie_and_not_measured():
     results = _fig5({"Dom-G": [0.5], "PECoP": [0.5]}) + [ablation_result("fig5", "HPT", "MTL-AQA", 0, 0, error="x")]
-    summary = report.summarize(report.seed_values(results))
-    statuses = {(v.better, v.worse): v.status for v in report.check_paper(summary, "fig5") if v.source == "Table 1"}
+    summary = tables.summarize(tables.seed_values(results))
+    statuses = {(v.better, v.worse): v.status for v in study_verdicts.check_paper(summary, "fig5") if v.source == "Table 1"}
     assert statuses == {("Dom-G", "HPT"): "not measured", ("PECoP", "Dom-G"): "tie", ("PECoP", "HPT"): "not measured"}
 
 
@@ -225,47 +226,47 @@ def test_cost_table_and_text():
     results = [ablation_result("fig5", "HPT", "MTL-AQA", 0, 0.5, strategy="hpt", costs=cost("HPT", 12_000_000, 48_000_000, 8, 4.0)),
                ablation_result("fig5", "PECoP", "MTL-AQA", 0, 0.5, costs=cost("PECoP", 1_000_000, 4_000_000, 8, 3.0)),
                ablation_result("fig5", "PECoP", "MTL-AQA", 1, 0.5, costs=cost("PECoP", 5, 5))]  # only the first counts
-    table = report.cost_table(results)
+    table = tables.cost_table(results)
     assert list(table["strategy"]) == ["HPT", "PECoP"]
     assert table.set_index("strategy").loc["PECoP", "stored_MB"] == pytest.approx(4.0)
     assert table.set_index("strategy").loc["HPT", "paper_trainable_params"] == pytest.approx(13e6)
-    text = report.cost_text(table)
+    text = tables.cost_text(table)
     assert "**12.0x** less for PECoP" in text and "is 13.0x: ours agrees with the paper" in text
     assert "HPT 8, PECoP 8 here" in text and "the paper: 16 and 8: a configuration choice" in text
     assert "HPT 4.00 s, PECoP 3.00 s (1.33x)" in text
-    assert "missing" in report.cost_text(table[table["strategy"] == "PECoP"])
-    assert report.cost_ratios(table) == {"trainable_params": 12.0, "stored_bytes": 12.0}
-    assert all(math.isnan(v) for v in report.cost_ratios(table[table["strategy"] == "HPT"]).values())
+    assert "missing" in tables.cost_text(table[table["strategy"] == "PECoP"])
+    assert tables.cost_ratios(table) == {"trainable_params": 12.0, "stored_bytes": 12.0}
+    assert all(math.isnan(v) for v in tables.cost_ratios(table[table["strategy"] == "HPT"]).values())
 
 
 def test_switch_table_and_text():
     results = [ablation_result("switches", "official", "MTL-AQA", s, r) for s, r in enumerate((0.5, 0.6))]
     results += [ablation_result("switches", "paper sampler", "MTL-AQA", s, r) for s, r in enumerate((0.7, 0.8))]
     results += [ablation_result("switches", "all paper", "MTL-AQA", 0, 0, error="pretraining: nan")]
-    summary = report.summarize(report.seed_values(results))
-    table = report.switch_table(summary).set_index("variant")
+    summary = tables.summarize(tables.seed_values(results))
+    table = study_verdicts.switch_table(summary).set_index("variant")
     assert table.loc["paper sampler", "minus official"] == pytest.approx(20.0)
     assert table.loc["paper sampler", "settings"] == "vspp_mode=paper"
     assert table.loc["all paper", "seeds"] == "0 (+1 nan)"
-    text = report.switch_text(summary)
+    text = study_verdicts.switch_text(summary)
     assert "paper sampler (MTL-AQA) raises rho by 20.0 points against the official settings (larger than the seed " \
            "spread)" in text
     assert "all paper (MTL-AQA): not measured" in text
-    assert "No switch ablation" in report.switch_text(summary[summary["study"] == "none"])
+    assert "No switch ablation" in study_verdicts.switch_text(summary[summary["study"] == "none"])
 
 
 def test_prediction_frame_spread_and_distributions():
     dist = np.eye(3)[[0, 1]][:, None, :]  # two kept videos, one path, three bins
     usdl = ablation_result("usdl", "PECoP", "MTL-AQA", 0, 0.8, pred=(2.0, 2.0, 3.0, 5.0), distributions=dist,
                            targets=[[1.0], [2.0]])
-    frame = report.prediction_frame([usdl, ablation_result("fig5", "Dom-G", "MTL-AQA", 0, 0, error="x")])
+    frame = explorer.prediction_frame([usdl, ablation_result("fig5", "Dom-G", "MTL-AQA", 0, 0, error="x")])
     assert list(frame["video"]) == ["a", "b", "c", "d"] and list(frame["pred"]) == [2.0, 2.0, 3.0, 5.0]
-    spread = report.spread_table(frame).iloc[0]
+    spread = explorer.spread_table(frame).iloc[0]
     assert spread["bias"] == pytest.approx(0.5) and spread["std_ratio"] == pytest.approx(np.std([2, 2, 3, 5]) / np.std([1, 2, 3, 4]))
-    kept, targets = report.distribution_of(usdl, "b")
+    kept, targets = explorer.distribution_of(usdl, "b")
     assert kept.tolist() == [[0.0, 1.0, 0.0]] and targets.tolist() == [2.0]
-    assert report.distribution_of(usdl, "c") is None  # only the first videos keep their distribution
-    assert report.distribution_of(usdl, "zz") is None
+    assert explorer.distribution_of(usdl, "c") is None  # only the first videos keep their distribution
+    assert explorer.distribution_of(usdl, "zz") is None
 
 
 def test_collect_results_reads_result_files(tmp_path):
@@ -273,14 +274,14 @@ def test_collect_results_reads_result_files(tmp_path):
     folder = tmp_path / "05_finetune_core" / "runs" / "PECoP" / "core-JIGSAWS"
     folder.mkdir(parents=True)
     (folder / "result.json").write_text(json.dumps(result_to_json(result, {"seed": 3})))
-    found = report.collect_results(tmp_path, "notebook 05")
+    found = tables.collect_results(tmp_path, "notebook 05")
     assert len(found) == 1
     run = found[0].run
     assert (run.study, run.label, run.task, run.seed, run.setting.fold) == ("notebook 05", "PECoP", "KT", 3, 2)
     assert found[0].rho() == pytest.approx(0.7)
     (folder / "result.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match=r"result.json: not a fine-tuning result"):
-        report.collect_results(tmp_path, "notebook 05")
+        tables.collect_results(tmp_path, "notebook 05")
 
 
 def test_divergence_is_reported_not_raised(monkeypatch):
@@ -294,7 +295,7 @@ def test_divergence_is_reported_not_raised(monkeypatch):
     done = run_ablation(cfg, switch_runs_all_paper(), data_root="/nowhere", log=lines.append)
     assert done[0].error.startswith("pretraining: non-finite loss") and math.isnan(done[0].rho())
     assert "diverged: pretraining: non-finite loss nan at epoch 1/1" in lines[0]
-    values = report.seed_values(done)
+    values = tables.seed_values(done)
     assert values["diverged"].tolist() == [1]
 
 
@@ -327,6 +328,6 @@ def test_run_ablation_trains_once_then_loads(tmp_path_factory, tmp_path, monkeyp
     other_seed = run_ablation(cfg, strategy_runs(["MTL-AQA"], [1], strategies=["dom_g"]), data_root=world.root,
                               show_progress=False, log=None)
     assert not other_seed[0].cached and other_seed[0].run_dir != first[0].run_dir
-    frame = report.prediction_frame(first)
+    frame = explorer.prediction_frame(first)
     assert set(frame["label"]) == {"Dom-G", "PECoP"} and frame["true"].notna().all()
-    assert isinstance(report.summarize(report.seed_values(first)), pd.DataFrame)
+    assert isinstance(tables.summarize(tables.seed_values(first)), pd.DataFrame)

@@ -15,12 +15,13 @@ from pecop_lib.data.dataset import AQARecord
 from pecop_lib.data.synthetic.world import ACTIONS_VERSION, MANIFEST, actions_identity
 from pecop_lib.data.transforms import ClipTransform
 from pecop_lib.eval.uncertainty import Interval
+from pecop_lib.finetune import FinetuneOptions, FinetuneResult, Reported, Setting
+from pecop_lib.finetune.report import beats_baseline, no_video_baseline
 from pecop_lib.models import build_backbone
 from pecop_lib.notebooks import declared_parameters, discover_notebooks
-from pecop_lib.train.ablation_report import compare_cells
-from pecop_lib.train.artifacts import SHIPPED_STAGE1, load_stage1, shipped_stage1, stage1_key, stage1_spec
-from pecop_lib.train.finetune import FinetuneOptions, FinetuneResult, Reported, Setting
-from pecop_lib.train.finetune_report import beats_baseline, no_video_baseline
+from pecop_lib.pretrain.stage1_artifact import load_stage1, shipped_stage1, stage1_key, stage1_spec
+from pecop_lib.pretrain.store import SHIPPED_STAGE1
+from pecop_lib.studies.tables import compare_cells
 
 
 def test_course_preset_resolves_with_its_notice(monkeypatch):
@@ -114,7 +115,7 @@ def test_stored_features_need_a_frozen_backbone_and_evaluation_drops_randomness(
 
 
 def test_course_notebook_07_runs_fig5_only_with_a_diving_and_a_motor_task():
-    from pecop_lib.train.ablations import ablation_plan
+    from pecop_lib.studies.plans import ablation_plan
 
     plan = ablation_plan(pecop_lib.resolve("course"))
     assert {study: len(runs) for study, runs in plan.items()} == {"fig5": 30, "table5": 0, "table6": 0, "switches": 0}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO_ROOT
 
 CARDS = ["mtl-aqa", "jigsaws", "finediving", "pd4t", "synthetic-actions", "synthetic-mtl-aqa",

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pecop_lib.heads import usdl_spec
-from pecop_lib.train import ablation_report as report
+from pecop_lib.studies import explorer
 from pecop_lib.viz.ablations import cell_values, label_colors, plot_ablation_panels
 from pecop_lib.viz.distributions import (
     calibration_points,
@@ -117,8 +117,8 @@ def test_video_browser_cards(monkeypatch):
     musdl = ablation_result("musdl", "PECoP", "MTL-AQA", 0, 0.5, pred=(60.0, 61.0, 62.0, 63.0), distributions=dist,
                             targets=np.full((2, 7), 8.0), head="musdl")
     core = [ablation_result("fig5", "PECoP", "MTL-AQA", seed, 0.9, pred=(1.0 + seed, 2, 3, 4)) for seed in (0, 1)]
-    browser = report.VideoBrowser(core + [musdl], "/nowhere", crop=32, clip_frames=16)
-    monkeypatch.setattr(report.VideoBrowser, "_frames", lambda self, task, video: np.zeros((2, 4, 4, 3), np.uint8))
+    browser = explorer.VideoBrowser(core + [musdl], "/nowhere", crop=32, clip_frames=16)
+    monkeypatch.setattr(explorer.VideoBrowser, "_frames", lambda self, task, video: np.zeros((2, 4, 4, 3), np.uint8))
     assert browser.choices() == ["MTL-AQA | a", "MTL-AQA | b", "MTL-AQA | c", "MTL-AQA | d"]
     card = browser.card("MTL-AQA | a", "PECoP")
     assert card.predictions == {"PECoP": 1.5, "MUSDL PECoP": 60.0}  # CoRe: mean of two seeds
@@ -127,7 +127,7 @@ def test_video_browser_cards(monkeypatch):
     assert browser.card("MTL-AQA | c", "PECoP").distribution is None  # only the first two videos kept one
     with pytest.raises(KeyError, match="no test video"):
         browser.card("MTL-AQA | zz", "PECoP")
-    table = report.judge_table(musdl)
+    table = explorer.judge_table(musdl)
     assert table["predicted mean"].tolist() == [5.0] * 7 and table["mean abs error"].tolist() == [3.0] * 7
     with pytest.raises(ValueError, match="needs a finished MUSDL run"):
-        report.judge_table(core[0])
+        explorer.judge_table(core[0])

@@ -12,9 +12,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from pecop_lib.data.synthetic import WorldSpec, generate_world
+from pecop_lib.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.train import init_distributed, shutdown_distributed
-from pecop_lib.train.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
 from tests._network import free_port
 
 SETTING = Setting("usdl", "MTL-AQA")

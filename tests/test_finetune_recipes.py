@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pecop_lib.heads import USDL, core_bounds, head_kind, usdl_spec
-from pecop_lib.models import AdapterConfig
-from pecop_lib.paper import paper_table
-from pecop_lib.train.finetune import (
+from pecop_lib.finetune import (
     RECIPES,
     AQAModel,
     FinetuneOptions,
@@ -24,7 +21,10 @@ from pecop_lib.train.finetune import (
     set_trainable,
     settings_for,
 )
-from pecop_lib.train.finetune_report import aggregate_folds, comparison_rows, paper_reference, summarize_seeds
+from pecop_lib.finetune.report import aggregate_folds, comparison_rows, paper_reference, summarize_seeds
+from pecop_lib.heads import USDL, core_bounds, head_kind, usdl_spec
+from pecop_lib.models import AdapterConfig
+from pecop_lib.paper import paper_table
 from tests._heads_stand_ins import TinyBackbone, single_thread  # noqa: F401 (autouse fixture)
 
 
@@ -213,7 +213,7 @@ def test_seed_summary_and_comparison_rows():
 
 def test_difficulty_baseline_by_hand():
     from pecop_lib.data.dataset import AQARecord
-    from pecop_lib.train.finetune import difficulty_baseline
+    from pecop_lib.finetune import difficulty_baseline
 
     train = [AQARecord("a", "a", 20.0, "2.0", 2.0), AQARecord("b", "b", 60.0, "3.0", 3.0)]  # completeness 10, 20
     test = [AQARecord(k, k, s, str(d), d) for k, s, d in (("c", 30.0, 2.0), ("d", 20.0, 3.0), ("e", 50.0, 3.5))]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pecop_lib.config import resolve
-from pecop_lib.train.finetune import (
+from pecop_lib.finetune import (
     EVALUATION_FILE,
     FinetuneOptions,
     Setting,
@@ -153,7 +153,7 @@ def _other_base(tmp_path):
 
 @pytest.mark.slow
 def test_backbone_loader_reads_pretraining_artifacts(world, tmp_path):
-    from pecop_lib.train.artifacts import Stage1Spec, stage1_backbone
+    from pecop_lib.pretrain.stage1_artifact import Stage1Spec, stage1_backbone
 
     artifact = stage1_backbone(Stage1Spec(clip_len=8, crop=32, epochs=1, batch_size=2), world["Kinetics-synth"],
                                root=tmp_path, device="cpu", show_progress=False)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pecop_lib.data.dataset import AQARecord
+from pecop_lib.finetune.report import paper_reference
 from pecop_lib.heads import HEAD_KINDS, HEADS, ScoreMLP, head_kind, recipes
 from pecop_lib.heads.windows import Windowing, encode_windows
-from pecop_lib.train.finetune_report import paper_reference
 from tests._heads_stand_ins import TinyBackbone, brightness_clips, single_thread, train_and_rank  # noqa: F401 (autouse fixture)
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pecop_lib"
@@ -88,8 +88,8 @@ def test_the_baseline_sits_next_to_the_papers_row():
     assert paper_reference("mlp", "MTL-AQA", pecop=True) is None  # the paper has no "+ PECoP" baseline
 
 
-@pytest.mark.parametrize("module", ["train/finetune.py", "train/finetune_report.py", "train/finetune_runs.py",
-                                    "eval/metrics.py", "eval/protocols.py", "eval/uncertainty.py"])
+@pytest.mark.parametrize("module", sorted(str(p.relative_to(PACKAGE)) for room in ("finetune", "eval")
+                                           for p in (PACKAGE / room).glob("*.py")))
 def test_fine_tuning_and_evaluation_never_name_a_head(module):
     """Every difference between heads goes through HeadKind: no head name appears as a string in these modules."""
     tree = ast.parse((PACKAGE / module).read_text())

@@ -178,8 +178,8 @@ def test_strategies_train_exactly_what_they_say(name: str) -> None:
 
 
 def test_finetuning_and_strategies_share_one_trainable_rule() -> None:
+    from pecop_lib.finetune import set_trainable
     from pecop_lib.models.strategies import STRATEGIES, TRAINS, mark_parameters
-    from pecop_lib.train.finetune import set_trainable
 
     model = build_backbone("r3d18", adapters=True, num_classes=400, seed=0)
     assert set_trainable(model, "adapters") == mark_parameters(model, "adapters") == mark_trainable(model, "pecop")

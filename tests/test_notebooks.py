@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import REPO_ROOT
 from nbformat.v4 import new_code_cell, new_notebook
 
 from pecop_lib.config import SMOKE_NOTICE
@@ -22,8 +23,6 @@ from pecop_lib.notebooks import (
     parse_parameter,
     run_notebooks,
 )
-
-from conftest import REPO_ROOT
 
 NOTEBOOKS = discover_notebooks(REPO_ROOT / "notebooks")
 STANDARD_PARAMETERS = (*RUNNER_PARAMETERS, "DATA_ROOT", "SEED")

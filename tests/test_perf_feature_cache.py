@@ -134,7 +134,7 @@ def finetune_world(tmp_path_factory):
 
 @pytest.mark.parametrize("head, dataset", [("core", "MTL-AQA"), ("tsa", "FineDiving"), ("usdl", "MTL-AQA")])
 def test_frozen_backbone_fine_tuning_evaluates_from_stored_features(finetune_world, tmp_path, head, dataset) -> None:
-    from pecop_lib.train.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
+    from pecop_lib.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
 
     setting = Setting(head, dataset)
     options = FinetuneOptions(epochs=2, batch_size=2, decode="expectation", exemplars=2, exemplar_missing="any",

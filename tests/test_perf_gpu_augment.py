@@ -10,10 +10,11 @@ from _heads_stand_ins import TinyBackbone
 from pecop_lib.data.gpu_augment import DeferredTransform, RawClip, augment_batch, collate_raw
 from pecop_lib.data.transforms import ClipTransform, official_transform
 from pecop_lib.data.video import write_frame_folder
+from pecop_lib.pretrain import pretext_model, pretext_step
+from pecop_lib.pretrain.pretext import PretextClips, TargetVideo
 from pecop_lib.ssl import VSPPSampler
-from pecop_lib.train import Trainer, epoch_loader, pretext_model, pretext_step
+from pecop_lib.train import Trainer, epoch_loader
 from pecop_lib.train.device_augment import device_augmented
-from pecop_lib.train.pretrain import PretextClips, TargetVideo
 
 TRANSFORMS = {
     "core_mtl_train": official_transform("core_mtl", train=True, crop=24),  # resize, random crop, flip
@@ -121,8 +122,8 @@ def test_pretext_training_with_device_augmentation_equals_worker_augmentation(tm
 
 def test_continual_pretrain_with_device_augmentation_matches_the_plain_run(tmp_path) -> None:
     from pecop_lib.models import FastPath, build_backbone, fast_path_of, list_adapters
+    from pecop_lib.pretrain import continual_pretrain
     from pecop_lib.ssl import RSPNetSampler
-    from pecop_lib.train import continual_pretrain
 
     frames = np.random.default_rng(2).integers(0, 256, (60, 36, 36, 3), dtype=np.uint8)
     videos = [TargetVideo(write_frame_folder(frames, tmp_path / "video", quality=95), 0, 60)]

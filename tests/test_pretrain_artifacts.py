@@ -20,33 +20,37 @@ from pecop_lib.models import build_backbone, export_state_dict, list_adapters
 from pecop_lib.models.adapter_checkpoint import bn_stats_state_dict
 from pecop_lib.models.adapters import is_adapter_key
 from pecop_lib.models.loading import WeightsMismatchError
-from pecop_lib.train import artifacts
-from pecop_lib.train.artifacts import (
-    CURRICULUM_DIR,
-    STAGE1_RECORD,
-    STAGE2_RECORD,
-    WEIGHTS_FILE,
-    BackboneSource,
+from pecop_lib.pretrain import store as artifacts
+from pecop_lib.pretrain.stage1_artifact import (
     Stage1Spec,
-    Stage2Artifact,
-    backbone_options,
-    file_sha256,
-    kinetics_source,
     load_stage1,
-    scratch_source,
     stage1_backbone,
     stage1_folder,
     stage1_key,
     stage1_spec,
+    train_stage1,
+)
+from pecop_lib.pretrain.stage2_artifact import (
+    Stage2Artifact,
     stage2_backbone,
     stage2_costs,
     stage2_folder,
     stage2_key,
     stage2_spec,
-    train_stage1,
 )
+from pecop_lib.pretrain.store import (
+    CURRICULUM_DIR,
+    STAGE1_RECORD,
+    STAGE2_RECORD,
+    WEIGHTS_FILE,
+    BackboneSource,
+    backbone_options,
+    file_sha256,
+    kinetics_source,
+    scratch_source,
+)
+from pecop_lib.pretrain.targets import pretraining_videos
 from pecop_lib.train.loop import CHECKPOINT_DIR
-from pecop_lib.train.targets import pretraining_videos
 
 SMOKE = resolve("smoke", seed=3)
 STAGE1 = stage1_spec(SMOKE)

@@ -18,23 +18,16 @@ from safetensors.torch import save_file
 
 import pecop_lib
 from pecop_lib.cli import main
+from pecop_lib.finetune import Setting
+from pecop_lib.finetune.runs import check_backbone_split, comparison_backbones
 from pecop_lib.models import build_backbone
 from pecop_lib.models.adapter_checkpoint import CONFIG_FILE, FORMAT
-from pecop_lib.train import ablations, artifacts
-from pecop_lib.train.artifacts import (
-    STAGE2_RECORD,
-    BackboneSource,
-    Stage2Spec,
-    backbone_options,
-    load_stage2,
-    stage2_folder,
-    stage2_key,
-    stage2_spec,
-)
-from pecop_lib.train.finetune import Setting
-from pecop_lib.train.finetune_runs import check_backbone_split, comparison_backbones
+from pecop_lib.pretrain import stage2_artifact as artifacts  # where stage 2 lists its videos
+from pecop_lib.pretrain.pipeline import pretrained_backbone
+from pecop_lib.pretrain.stage2_artifact import Stage2Spec, load_stage2, stage2_folder, stage2_key, stage2_spec
+from pecop_lib.pretrain.store import STAGE2_RECORD, BackboneSource, backbone_options
+from pecop_lib.studies import plans as ablations
 from pecop_lib.train.loop import NonFiniteLossError
-from pecop_lib.train.pipeline import pretrained_backbone
 
 SMOKE = pecop_lib.resolve("smoke", device="cpu")
 SOURCE = BackboneSource("stage1", "i3d", backbone_options("i3d"), "/x/model.safetensors", "abc")
@@ -134,7 +127,7 @@ def test_fine_tuning_each_fold_requests_its_own_stage2_artifact(monkeypatch) -> 
         requested.append((strategy, dataset, task, fold))
         return StandIn((strategy, dataset, task, fold))
 
-    monkeypatch.setattr("pecop_lib.train.pipeline.pretrained_backbone", pretrained)
+    monkeypatch.setattr("pecop_lib.pretrain.pipeline.pretrained_backbone", pretrained)
     settings = [Setting("musdl", "JIGSAWS", "Suturing", 1), Setting("musdl", "JIGSAWS", "Suturing", 3),
                 Setting("usdl", "MTL-AQA")]
     factories = comparison_backbones(SMOKE, settings)

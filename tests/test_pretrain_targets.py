@@ -11,7 +11,7 @@ from _worlds import tiny_jigsaws, tiny_world
 
 from pecop_lib.data import MTLAQA, safe_load
 from pecop_lib.data.video import open_source
-from pecop_lib.train.targets import (
+from pecop_lib.pretrain.targets import (
     JIGSAWS_FOLDS,
     TARGET_TASKS,
     check_evaluation_split,

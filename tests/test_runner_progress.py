@@ -16,16 +16,18 @@ from test_notebooks import WRITE_METRICS, write_notebook
 
 from pecop_lib import notebooks
 from pecop_lib.cli import build_parser, main
-from pecop_lib.notebooks import (
+from pecop_lib.notebook_progress import (
     EXPECTED_SECONDS,
     MANIFEST_FILE,
     SequenceProgress,
-    discover_notebooks,
     estimate_left,
     expected_seconds,
     format_estimate,
     notebook_stage,
     previous_wall_times,
+)
+from pecop_lib.notebooks import (
+    discover_notebooks,
 )
 
 TCP_WARNING = "Kernel is running over TCP without encryption"

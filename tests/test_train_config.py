@@ -9,10 +9,10 @@ import torch
 
 from pecop_lib.config import PRESET_NAMES, resolve
 from pecop_lib.models.strategies import STRATEGIES
+from pecop_lib.pretrain.pretext import CHANNEL_ORDERS
+from pecop_lib.pretrain.stage2_artifact import stage2_spec
 from pecop_lib.ssl import VSPP_MODES, VSPPSampler
 from pecop_lib.train import PRECISIONS, autocast_dtype
-from pecop_lib.train.artifacts import stage2_spec
-from pecop_lib.train.pretrain import CHANNEL_ORDERS
 
 
 def test_paper_preset_is_the_official_pecop_recipe() -> None:
@@ -50,7 +50,7 @@ def test_synthetic_world_follows_config_overrides(tmp_path, monkeypatch) -> None
     """``--set data_synthetic_size=...`` must reach the world: a preset name alone would ignore it."""
     from pecop_lib.data.synthetic import world_spec
     from pecop_lib.data.synthetic.world import MANIFEST
-    from pecop_lib.train.pipeline import synthetic_root
+    from pecop_lib.pretrain.pipeline import synthetic_root
 
     cfg = resolve("tutorial", seed=3, data_synthetic_size=32, data_synthetic_aqa_videos=8, data_synthetic_jigsaws_trials=1,
                   data_synthetic_action_videos=2, data_synthetic_action_frames=16)

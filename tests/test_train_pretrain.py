@@ -15,20 +15,18 @@ from pecop_lib.data.transforms import ClipTransform, color_jitter
 from pecop_lib.data.video import write_frame_folder
 from pecop_lib.models import build_backbone
 from pecop_lib.models.strategies import trainable_names
-from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
-from pecop_lib.ssl.vspp import VSPPLogits
-from pecop_lib.train.loop import NonFiniteLossError
-from pecop_lib.train.pretrain import (
-    HELDOUT_FILE,
+from pecop_lib.pretrain.continual import HELDOUT_FILE, continual_pretrain, cosine_optimizer
+from pecop_lib.pretrain.general import domain_general_pretrain
+from pecop_lib.pretrain.pretext import (
     HELDOUT_SEED,
     PretextClips,
     TargetVideo,
-    continual_pretrain,
-    cosine_optimizer,
-    domain_general_pretrain,
     pretext_accuracy,
     target_videos,
 )
+from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
+from pecop_lib.ssl.vspp import VSPPLogits
+from pecop_lib.train.loop import NonFiniteLossError
 
 STEP = 5  # frame k (1-based) has the uniform colour (STEP * k, 60, 200)
 
@@ -226,7 +224,9 @@ def test_heldout_accuracy_is_measured_before_and_after_every_epoch_and_resumes(w
 
 @pytest.mark.slow
 def test_heldout_values_that_are_not_finite_stop_the_run(world, tmp_path: Path, monkeypatch) -> None:
-    from pecop_lib.train import pretrain
+    from pecop_lib.pretrain import (
+        continual as pretrain,  # the module whose stage 2 measures the held-out clips
+    )
 
     calls = []
 

@@ -15,18 +15,20 @@ from torch import nn
 
 from pecop_lib.data import official_transform
 from pecop_lib.data.video import write_frame_folder
+from pecop_lib.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
 from pecop_lib.models import build_backbone
+from pecop_lib.pretrain.continual import continual_pretrain
+from pecop_lib.pretrain.general import domain_general_pretrain
+from pecop_lib.pretrain.pretext import TargetVideo
 from pecop_lib.ssl import VSPPSampler
 from pecop_lib.train import threads
-from pecop_lib.train.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
 from pecop_lib.train.loop import StepOutput, Trainer
-from pecop_lib.train.pretrain import TargetVideo, continual_pretrain, domain_general_pretrain
 from pecop_lib.train.threads import cpu_training_threads, training_threads
 from tests._heads_stand_ins import TinyBackbone
 from tests._worlds import tiny_world
 
-finetune_module = importlib.import_module("pecop_lib.train.finetune")  # the package re-exports a function of this name
-pretrain_module = importlib.import_module("pecop_lib.train.pretrain")
+finetune_module = importlib.import_module("pecop_lib.finetune.run")  # the package re-exports a function named run
+pretrain_modules = [importlib.import_module(f"pecop_lib.pretrain.{name}") for name in ("continual", "general")]
 
 BEFORE = 3  # intra-op threads set before each test (more than the 2 cores of the development machine is fine)
 CORES = 4  # what the tests pretend the process may run on
@@ -131,7 +133,8 @@ def _recording_trainer(seen: list[tuple[int, int]]) -> type[Trainer]:
 
 def test_pretraining_stages_hand_their_workers_to_the_trainer(tmp_path, monkeypatch) -> None:
     seen: list[tuple[int, int]] = []
-    monkeypatch.setattr(pretrain_module, "Trainer", _recording_trainer(seen))
+    for module in pretrain_modules:  # stage 2 and stage 1
+        monkeypatch.setattr(module, "Trainer", _recording_trainer(seen))
     frames = np.random.default_rng(0).integers(0, 255, (24, 16, 16, 3), dtype=np.uint8)
     video = TargetVideo(write_frame_folder(frames, tmp_path / "video"), 0, 24)
     with pytest.raises(_Stop):

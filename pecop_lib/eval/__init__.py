@@ -9,7 +9,14 @@ from pecop_lib.eval.metrics import (
     spearman,
     tiou_accuracy,
 )
-from pecop_lib.eval.protocols import PROTOCOLS, Selection, holdout_split, honest, official_best, official_last_mean
+from pecop_lib.eval.protocols import (
+    PROTOCOLS,
+    Selection,
+    holdout_split,
+    honest,
+    official_best,
+    official_last_mean,
+)
 from pecop_lib.eval.uncertainty import Interval, bootstrap_ci, seed_summary
 
 __all__ = [

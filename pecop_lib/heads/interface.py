@@ -1,6 +1,6 @@
 """The one interface every AQA head offers fine-tuning and evaluation: :class:`HeadKind`.
 
-Fine-tuning (:mod:`pecop_lib.train.finetune`) never names a head. It asks the head's *kind* (one
+Fine-tuning (:mod:`pecop_lib.finetune`) never names a head. It asks the head's *kind* (one
 object per head name, :data:`pecop_lib.heads.registry.HEAD_KINDS`) for everything that differs
 between heads:
 

@@ -92,7 +92,7 @@ EpochData = Callable[[int], Iterable[Any]]
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite: a training loss (training stopped before the weights were touched) or
-    a held-out pretext measurement after an epoch (:func:`~pecop_lib.train.pretrain.continual_pretrain`)."""
+    a held-out pretext measurement after an epoch (:func:`~pecop_lib.pretrain.continual.continual_pretrain`)."""
 
 
 @dataclass

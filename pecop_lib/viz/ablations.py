@@ -104,6 +104,6 @@ def plot_ablation_panels(
 
 
 def cell_values(frame: Any, study: str) -> dict[tuple[str, str], list[float]]:
-    """``{(label, task): per-seed rho}`` of one study from :func:`pecop_lib.train.ablation_report.seed_values`."""
+    """``{(label, task): per-seed rho}`` of one study from :func:`pecop_lib.studies.tables.seed_values`."""
     part = frame[frame["study"] == study]
     return {(label, task): group["rho"].tolist() for (label, task), group in part.groupby(["label", "task"], sort=False)}

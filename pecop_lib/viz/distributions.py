@@ -2,7 +2,7 @@
 (histograms with KDEs, violins, calibration), one video's card (frames, scores, predicted
 distribution against its Gaussian target), and MUSDL's per-judge view.
 
-Inputs are plain tables and arrays, e.g. :func:`pecop_lib.train.ablation_report.prediction_frame`:
+Inputs are plain tables and arrays, e.g. :func:`pecop_lib.studies.explorer.prediction_frame`:
 a :class:`pandas.DataFrame` with columns ``task, label, video, true, pred``. Nothing is trained or
 read from disk here.
 """

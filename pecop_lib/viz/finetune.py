@@ -1,7 +1,7 @@
 """Figures of fine-tuning results: per-epoch curves with the protocols' choices, predicted vs true
 scores, predicted score distributions next to their Gaussian targets.
 
-Inputs are plain arrays and dicts (e.g. from :class:`pecop_lib.train.finetune.FinetuneResult`).
+Inputs are plain arrays and dicts (e.g. from :class:`pecop_lib.finetune.FinetuneResult`).
 """
 
 from __future__ import annotations

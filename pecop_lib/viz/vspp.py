@@ -221,7 +221,7 @@ def plot_cost_comparison(measured: Sequence[Mapping[str, Any]], paper: Mapping[s
 
     Args:
         measured: Rows with ``"strategy"`` (``"HPT"``, ``"PECoP"``), ``"trainable_params"``,
-            ``"stored_bytes"`` and ``"seconds_per_epoch"`` (from :func:`pecop_lib.train.artifacts.stage2_costs`).
+            ``"stored_bytes"`` and ``"seconds_per_epoch"`` (from :func:`pecop_lib.pretrain.stage2_artifact.stage2_costs`).
         paper: ``{strategy: {"trainable parameters": ..., "stored size (MB)": ...}}`` (the paper's table2 rows).
         title: Figure title.
     """

@@ -44,17 +44,18 @@ from pecop_lib.data import (
 from pecop_lib.data.safe_pickle import dump_pickle, safe_load
 from pecop_lib.data.sampling import clamp
 from pecop_lib.data.synthetic import WorldSpec, generate_world
+from pecop_lib.finetune import Setting
+from pecop_lib.finetune.runs import check_backbone_split
 from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights, save_adapter_checkpoint
 from pecop_lib.models.loading import WeightsMismatchError
 from pecop_lib.notebooks import NotebookParameterError, run_notebooks
 from pecop_lib.outputs import prepare_out_dir
+from pecop_lib.pretrain.pipeline import pretrain_run
+from pecop_lib.pretrain.stage2_artifact import Stage2Spec
+from pecop_lib.pretrain.store import STAGE2_RECORD, scratch_source
+from pecop_lib.pretrain.targets import pretraining_videos
 from pecop_lib.train import NonFiniteLossError
-from pecop_lib.train.artifacts import STAGE2_RECORD, Stage2Spec, scratch_source
 from pecop_lib.train.checkpoint import LATEST_FILE, load_checkpoint
-from pecop_lib.train.finetune import Setting
-from pecop_lib.train.finetune_runs import check_backbone_split
-from pecop_lib.train.pipeline import pretrain_run
-from pecop_lib.train.targets import pretraining_videos
 
 DOC = REPO_ROOT / "docs" / "troubleshooting.md"
 

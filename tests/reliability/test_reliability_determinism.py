@@ -21,9 +21,9 @@ from _reliability_support import reliability_world, without_timing
 from safetensors.torch import load_file
 
 from pecop_lib.config import resolve
-from pecop_lib.train.finetune import FinetuneOptions, Setting
-from pecop_lib.train.finetune_runs import result_to_json, run_settings
-from pecop_lib.train.pipeline import pretrained_backbone
+from pecop_lib.finetune import FinetuneOptions, Setting
+from pecop_lib.finetune.runs import result_to_json, run_settings
+from pecop_lib.pretrain.pipeline import pretrained_backbone
 
 pytestmark = pytest.mark.slow
 

@@ -23,23 +23,14 @@ from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import Config
 from pecop_lib.data.synthetic import synthetic_world
 from pecop_lib.models.strategies import get_strategy
-from pecop_lib.train.artifacts import (
-    BackboneSource,
-    Stage1Artifact,
-    Stage2Artifact,
-    kinetics_source,
-    scratch_source,
-    stage1_backbone,
-    stage1_spec,
-    stage2_backbone,
-    stage2_spec,
-    train_stage2,
-)
+from pecop_lib.pretrain.pretext import _device
+from pecop_lib.pretrain.stage1_artifact import Stage1Artifact, stage1_backbone, stage1_spec
+from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_backbone, stage2_spec, train_stage2
+from pecop_lib.pretrain.store import BackboneSource, kinetics_source, scratch_source
+from pecop_lib.pretrain.targets import check_target
 from pecop_lib.train.checkpoint import LATEST_FILE
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
-from pecop_lib.train.pretrain import _device
-from pecop_lib.train.targets import check_target
 
 ACTIONS_DIR = "Kinetics-synth"
 RUN_CONFIG = "config.json"
@@ -128,7 +119,7 @@ def pretrained_backbone(
         distributed, show_progress: Training settings.
 
     Returns:
-        The :class:`~pecop_lib.train.artifacts.Stage2Artifact`; ``.build()`` gives the backbone.
+        The :class:`~pecop_lib.pretrain.stage2_artifact.Stage2Artifact`; ``.build()`` gives the backbone.
 
     Raises:
         ValueError: On an unknown target, strategy or pretext, or a bad fold.

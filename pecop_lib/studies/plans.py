@@ -12,7 +12,7 @@ task (and JIGSAWS fold) with one seed, on the backbone that one pretraining choi
   the paper text's: VSPP sampler bounds, BatchNorm mode, learning rate, colour jitter.
 
 :func:`run_ablation` is load-or-train at both levels. The pretrained backbone comes from the
-pretraining artifact cache (:func:`pecop_lib.train.pipeline.pretrained_backbone`, trained on first
+pretraining artifact cache (:func:`pecop_lib.pretrain.pipeline.pretrained_backbone`, trained on first
 use) and the fine-tuning result from the result cache ``cache_dir()/ablations/``::
 
     ablations/<stage-2 artifact folder>/ft-<key>/seed<S>/<strategy>/<setting>/result.json
@@ -37,15 +37,16 @@ from typing import Any
 
 from pecop_lib.config import Config, cache_dir, resolve
 from pecop_lib.data.registry import DATASETS, dataset_record
+from pecop_lib.finetune import FinetuneOptions, FinetuneResult, Setting
+from pecop_lib.finetune.report import official_protocol
+from pecop_lib.finetune.runs import RESULT_FILE, run_settings, slug
 from pecop_lib.heads import HEAD_KINDS
 from pecop_lib.models.strategies import get_strategy
 from pecop_lib.paper import FIG5_TASKS
-from pecop_lib.train.artifacts import Stage2Artifact, settings_key, stage2_costs
-from pecop_lib.train.finetune import FinetuneOptions, FinetuneResult, Setting
-from pecop_lib.train.finetune_report import official_protocol
-from pecop_lib.train.finetune_runs import RESULT_FILE, run_settings, slug
+from pecop_lib.pretrain.pipeline import data_roots, pretrained_backbone
+from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_costs
+from pecop_lib.pretrain.store import settings_key
 from pecop_lib.train.loop import NonFiniteLossError
-from pecop_lib.train.pipeline import data_roots, pretrained_backbone
 
 ABLATION_ROOT = "ablations"
 """Sub-folder of ``cache_dir()`` holding the fine-tuning results of ablation runs."""
@@ -261,7 +262,7 @@ class AblationResult:
         run: What was run.
         result: The fine-tuning result (test predictions per epoch, both protocols); ``None`` if
             training diverged.
-        pretrain: What its pretraining cost (:func:`~pecop_lib.train.artifacts.stage2_costs`) plus
+        pretrain: What its pretraining cost (:func:`~pecop_lib.pretrain.stage2_artifact.stage2_costs`) plus
             ``"folder"`` and, where a pretext was trained, ``"pretext_acc"`` of the last epoch
             (empty if pretraining diverged).
         run_dir: The run's folder in the result cache (``None`` if pretraining diverged).
@@ -283,7 +284,7 @@ class AblationResult:
         Args:
             protocol: ``official`` or ``honest``.
             metric: ``final`` (the final score) or ``execution`` (diving: the score before the
-                difficulty factor, :meth:`~pecop_lib.train.finetune.FinetuneResult.execution_rho`;
+                difficulty factor, :meth:`~pecop_lib.finetune.FinetuneResult.execution_rho`;
                 the final score where a dataset has no difficulty).
         """
         if metric not in METRICS:

@@ -17,9 +17,11 @@ import numpy as np
 
 from pecop_lib.data.registry import dataset_record
 from pecop_lib.eval import fisher_z_mean, seed_summary, spearman
+from pecop_lib.finetune.data import open_finetune_data
+from pecop_lib.finetune.recipes import Setting
+from pecop_lib.finetune.results import FinetuneResult
 from pecop_lib.heads import head_kind
 from pecop_lib.paper import paper_table
-from pecop_lib.train.finetune import FinetuneResult, Setting, open_finetune_data
 
 JIGSAWS_COLUMNS: dict[str, str] = {"Suturing": "S", "Needle_Passing": "NP", "Knot_Tying": "KT"}
 """JIGSAWS task -> the paper's column."""
@@ -124,7 +126,7 @@ def comparison_rows(runs: Mapping[str, Sequence[FinetuneResult]], *, pecop_label
 
     Values are rho x 100 as text with the 95 % bootstrap interval (single runs) and ``n/a`` where
     undefined; the paper column is the same setting's published number; ``difficulty only`` (diving)
-    is :func:`~pecop_lib.train.finetune.difficulty_baseline`, the rho a head gets without seeing the video.
+    is :func:`~pecop_lib.finetune.difficulty_baseline`, the rho a head gets without seeing the video.
 
     Args:
         runs: ``{backbone label: results}``, e.g. ``{"Dom-G": [...], "PECoP": [...]}``.
@@ -253,7 +255,7 @@ def beats_baseline(runs: Mapping[str, Sequence[FinetuneResult]], baselines: Mapp
     """Per dataset, the run whose test rho's bootstrap interval lies highest, against the no-video baseline.
 
     Args:
-        runs: ``{backbone label: results}`` (e.g. from :func:`~pecop_lib.train.finetune_runs.run_settings`).
+        runs: ``{backbone label: results}`` (e.g. from :func:`~pecop_lib.finetune.runs.run_settings`).
         baselines: ``{dataset: (description, rho)}`` (:func:`no_video_baseline` of its splits).
         protocol: Whose interval counts (``honest``: the epoch chosen on validation; the held-out claim).
 

@@ -2,7 +2,7 @@
 
 PECoP continues pretraining on the videos of the task it will later score, without their scores.
 :func:`pretraining_videos` opens a dataset's **training split** (test videos are never seen) and
-returns its distinct videos as :class:`~pecop_lib.train.pretrain.TargetVideo` spans:
+returns its distinct videos as :class:`~pecop_lib.pretrain.pretext.TargetVideo` spans:
 
 ============== ===================================================================================
 dataset        videos
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.registry import DATASETS, dataset_record
-from pecop_lib.train.pretrain import TargetVideo, target_videos
+from pecop_lib.pretrain.pretext import TargetVideo, target_videos
 
 TARGET_DATASETS: tuple[str, ...] = tuple(DATASETS)
 """Dataset names, equal to their folder names under a data root (:data:`~pecop_lib.data.registry.DATASETS`)."""

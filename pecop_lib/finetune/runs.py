@@ -3,7 +3,7 @@
 :func:`run_settings` is what ``pecop finetune`` and notebooks 04-06 call. Each run gets its own
 folder ``<out>/<backbone label>/<setting label>/`` holding the trainer's checkpoints and metrics,
 ``evaluation.json`` (every evaluated epoch) and, when finished, ``result.json`` (the whole
-:class:`~pecop_lib.train.finetune.FinetuneResult`). With ``resume=True`` a finished run whose
+:class:`~pecop_lib.finetune.FinetuneResult`). With ``resume=True`` a finished run whose
 request (setting, backbone label, seed, options, clip size) matches is loaded instead of trained,
 an unfinished one continues from its newest checkpoint, and the others start.
 :func:`finetune_command` is ``pecop finetune``: a config, a head, a dataset and a backbone checkpoint.
@@ -26,19 +26,15 @@ from pecop_lib.atomic import atomic_write_json, read_json
 from pecop_lib.config import Config
 from pecop_lib.data.registry import dataset_record, first_fold
 from pecop_lib.eval import Interval
+from pecop_lib.finetune.data import open_finetune_data
+from pecop_lib.finetune.recipes import FinetuneOptions, Setting
+from pecop_lib.finetune.results import FinetuneResult, Reported
+from pecop_lib.finetune.run import finetune
 from pecop_lib.models.backbone import Backbone
+from pecop_lib.pretrain.targets import check_evaluation_split
 from pecop_lib.train.checkpoint import latest_checkpoint
 from pecop_lib.train.distributed import DistributedContext
-from pecop_lib.train.finetune import (
-    FinetuneOptions,
-    FinetuneResult,
-    Reported,
-    Setting,
-    finetune,
-    open_finetune_data,
-)
 from pecop_lib.train.loop import CHECKPOINT_DIR, TrainHistory
-from pecop_lib.train.targets import check_evaluation_split
 
 RESULT_FILE = "result.json"
 RESULT_FORMAT = "pecop_lib.finetune_result/1"
@@ -154,14 +150,14 @@ def run_settings(
     """Fine-tune every backbone on every setting (see the module docstring).
 
     Args:
-        settings: The runs' data (:func:`~pecop_lib.train.finetune.settings_for`).
+        settings: The runs' data (:func:`~pecop_lib.finetune.settings_for`).
         backbones: ``{label: factory}``; each run loads a fresh backbone.
         data_root: Folder holding the datasets in their official layouts (``<root>/MTL-AQA``, ...).
         options: Fine-tuning options.
         out: Output folder.
         crop, clip_frames: Clip size (``clip_frames`` 0 / ``None``: official).
         device, precision, compile, keep_last, num_workers, seed, distributed, show_progress: As
-            :func:`~pecop_lib.train.finetune.finetune`.
+            :func:`~pecop_lib.finetune.finetune`.
         resume: Load finished runs, continue unfinished ones (see the module docstring).
         keep_checkpoints: Keep the trainer's checkpoints of finished runs (``False`` deletes them,
             keeping ``evaluation.json``, ``result.json`` and the trainer's metrics).
@@ -209,10 +205,11 @@ def check_backbone_split(checkpoint: str | os.PathLike[str], settings: Sequence[
     ``none``) carry no target and pass.
 
     Raises:
-        ValueError: See :func:`~pecop_lib.train.targets.check_evaluation_split`.
+        ValueError: See :func:`~pecop_lib.pretrain.targets.check_evaluation_split`.
     """
     from pecop_lib.models.adapter_checkpoint import CONFIG_FILE, read_adapter_config
-    from pecop_lib.train.artifacts import STAGE2_RECORD, load_stage2
+    from pecop_lib.pretrain.stage2_artifact import load_stage2
+    from pecop_lib.pretrain.store import STAGE2_RECORD
 
     source = Path(checkpoint)
     if (source / STAGE2_RECORD).is_file():
@@ -247,7 +244,7 @@ def finetune_command(
 
     Reads the ``finetune_*``, ``model_*``, ``data_*`` and ``train_*`` keys of ``cfg``. The backbone
     is loaded (and checked) before anything trains; see
-    :func:`~pecop_lib.train.finetune.load_finetune_backbone` for what ``backbone_checkpoint`` may be.
+    :func:`~pecop_lib.finetune.load_finetune_backbone` for what ``backbone_checkpoint`` may be.
     A backbone continually pretrained for one JIGSAWS fold is refused for the task's other folds
     (:func:`check_backbone_split`): their test trials were its pretraining videos.
 
@@ -258,10 +255,10 @@ def finetune_command(
     Raises:
         ValueError, FileNotFoundError, WeightsMismatchError: On bad arguments, before training.
     """
+    from pecop_lib.finetune.backbone import load_finetune_backbone
+    from pecop_lib.finetune.report import aggregate_folds, official_protocol
     from pecop_lib.outputs import write_metrics
-    from pecop_lib.train.finetune import load_finetune_backbone
-    from pecop_lib.train.finetune_report import aggregate_folds, official_protocol
-    from pecop_lib.train.pipeline import synthetic_root
+    from pecop_lib.pretrain.pipeline import synthetic_root
 
     folds: Sequence[int | None] = [fold] if fold is not None else dataset_record(dataset).folds or [None]
     settings = [Setting(head, dataset, task, f) for f in folds]
@@ -312,12 +309,12 @@ def comparison_backbones(
     3D-Adapters trained by the configured pretext (VSPP) on the unlabeled training videos of each
     setting's dataset and task (JIGSAWS: of the setting's fold, i.e. the other three folds' trials, so
     each fold has its own PECoP artifact). Both come from the pretraining artifact cache
-    (:func:`pecop_lib.train.pipeline.pretrained_backbone`): trained on first use, loaded afterwards.
+    (:func:`pecop_lib.pretrain.pipeline.pretrained_backbone`): trained on first use, loaded afterwards.
 
     Returns:
         ``{"Dom-G": factory, "PECoP": factory}``; a factory builds a fresh backbone for a setting.
     """
-    from pecop_lib.train.pipeline import pretrained_backbone
+    from pecop_lib.pretrain.pipeline import pretrained_backbone
 
     artifacts = {
         (strategy, s.dataset, s.task, s.fold): pretrained_backbone(
