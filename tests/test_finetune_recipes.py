@@ -21,7 +21,13 @@ from pecop_lib.finetune import (
     set_trainable,
     settings_for,
 )
-from pecop_lib.finetune.report import aggregate_folds, comparison_rows, paper_reference, summarize_seeds
+from pecop_lib.finetune.report import (
+    aggregate_folds,
+    comparison_rows,
+    comparison_table,
+    paper_reference,
+    summarize_seeds,
+)
 from pecop_lib.heads import USDL, core_bounds, head_kind, usdl_spec
 from pecop_lib.models import AdapterConfig
 from pecop_lib.paper import paper_table
@@ -236,3 +242,18 @@ def test_usdl_targets_of_a_batch_are_what_the_head_is_trained_on():
     assert musdl.target(rec).tolist() == [7.0, 6.5, 7.5, 8.0, 6.0, 7.0, 7.0] and musdl.target(jig).shape == (6,)
     head = USDL(usdl_spec("mtl_aqa", multi_path=True))
     assert head.targets(musdl.target(rec)[None]).shape == (1, 7, 21)
+
+
+def test_the_shared_notebook_cells_report_what_the_notebooks_wrote(capsys):
+    from pecop_lib.finetune.notebook import notebook_metrics
+
+    setting = Setting("core", "MTL-AQA")
+    runs = {"Dom-G": [_fake(setting, 0.8, 0.7)]}
+    table = comparison_table(runs)
+    best = {"MTL-AQA": {"margin": 0.1}}
+    metrics = notebook_metrics(runs, table, {"MTL-AQA": ("difficulty alone", 0.76)}, best, FinetuneOptions(),
+                               exemplar_encodings={"official": 20, "cached": 4})
+    assert list(metrics) == ["runs", "table", "baselines", "beats_baseline", "exemplar_encodings", "options"]
+    assert metrics["baselines"] == {"MTL-AQA": {"baseline": "difficulty alone", "rho": 0.76}}
+    assert metrics["runs"]["Dom-G core/MTL-AQA"]["official_rho"] == 0.8 and metrics["table"] == table.to_dict("records")
+    assert metrics["options"] == FinetuneOptions().__dict__
