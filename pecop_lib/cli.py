@@ -11,12 +11,14 @@ subcommands here (``doctor``). ``pecop finetune`` fine-tunes an AQA head on a pr
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pecop_lib import __version__
 from pecop_lib.config import OPTIMIZERS, PRESET_NAMES, ConfigError
+from pecop_lib.train.run_lock import RunFolderLockedError
 
 
 def _notebooks_run(args: argparse.Namespace) -> int:
@@ -38,7 +40,7 @@ def _notebooks_run(args: argparse.Namespace) -> int:
     except NotebookRunError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)
         return 1
-    except (NotebookParameterError, ConfigError, ValueError, FileNotFoundError) as exc:
+    except (NotebookParameterError, ConfigError, ValueError, FileNotFoundError, RunFolderLockedError) as exc:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(run_summary(report)))
@@ -104,9 +106,11 @@ def _pretrain(args: argparse.Namespace) -> int:
     except NonFiniteLossError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)
         return 1
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, RunFolderLockedError) as exc:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted(args, out)
     finally:
         shutdown_distributed()
     if context.is_main:
@@ -122,6 +126,14 @@ def _pretrain(args: argparse.Namespace) -> int:
               f"in {record['seconds']:.1f} s; last epoch: {summary or 'no training (dom_g)'}")
         print(f"pecop: run folder {out} (weights: {record['weights'] or 'none'}, {record['stored_bytes'] / 1e6:.2f} MB)")
     return 0
+
+
+def _interrupted(args: argparse.Namespace, out: Path) -> int:
+    """Ctrl-C during training: the checkpoints written so far stay; say how to continue. Exit status 130."""
+    argv = [a for a in args.argv if a not in ("--overwrite", "--resume")]
+    print(f"\npecop: interrupted; the checkpoints written so far are in {out}. Continue with:\n"
+          f"  pecop {shlex.join([*argv, '--resume'])}", file=sys.stderr)
+    return 130
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -147,15 +159,18 @@ def _finetune(args: argparse.Namespace) -> int:
         metrics = finetune_command(
             cfg, head=args.head, dataset=args.dataset, task=args.task, fold=args.fold,
             backbone_checkpoint=args.backbone_checkpoint, base_weights=args.base_weights, data_root=args.data_root,
-            out=out, label=args.label, resume=args.resume, distributed=context if context.is_distributed else None,
-            show_progress=not args.no_progress,
+            out=out, label=args.label, resume=args.resume, overwrite=args.overwrite,
+            distributed=context if context.is_distributed else None, show_progress=not args.no_progress,
         )
     except NonFiniteLossError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)
         return 1
-    except (ConfigError, ValueError, FileNotFoundError, WeightsMismatchError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, WeightsMismatchError,
+            RunFolderLockedError) as exc:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted(args, out)
     finally:
         shutdown_distributed()
     for run in metrics["runs"]:
@@ -309,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--label", default=None, help="backbone label in folder names and metrics")
     finetune.add_argument("--resume", action="store_true",
                           help="load finished runs in --out and continue unfinished ones from their checkpoints")
+    finetune.add_argument("--overwrite", action="store_true",
+                          help="replace the runs --out holds (without it, and without --resume, they are refused)")
     finetune.add_argument("--seed", type=int, default=None)
     finetune.add_argument("--epochs", type=int, default=None, help="0: the recipe's official count")
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -321,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pecop`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args.func(args)
 
 

@@ -39,6 +39,7 @@ from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import auto_preset, resolve, resolve_device
 from pecop_lib.environment import environment_report
 from pecop_lib.outputs import HEADLESS_ENV, METRICS_FILE
+from pecop_lib.train.run_lock import run_lock
 
 if TYPE_CHECKING:
     from traitlets.config import Config
@@ -365,6 +366,7 @@ def run_notebooks(
         pecop_lib.config.ConfigError: Unknown preset or unusable device.
         NotebookParameterError: A parameter is not declared by a notebook (nothing has run yet).
         NotebookRunError: A notebook failed or timed out (the manifest records it).
+        RunFolderLockedError: Another live sequence writes into ``out`` (:func:`~pecop_lib.train.run_lock.run_lock`).
     """
     preset = auto_preset() if preset == "auto" else preset
     cfg = resolve(preset, device=device)
@@ -386,48 +388,48 @@ def run_notebooks(
     cell_bars = sys.stdout.isatty() if progress is None else progress
     expected = expected_seconds(paths, preset, previous_wall_times(out_root, preset))
     lines = SequenceProgress([p.stem for p in paths], expected)
-    out_root.mkdir(parents=True, exist_ok=True)
-    report = RunReport(
-        preset=preset, out_dir=str(out_root), parameters={"device": device, "cell_timeout_s": cell_timeout,
-                                                          "kernel": kernel, **extra},
-        environment=environment_report(device), started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        notebooks=[NotebookRecord(name=p.stem) for p in paths],
-    )
-    report.save()
-    t_run = time.perf_counter()
-    with _headless():
-        for path, record in zip(paths, report.notebooks):
-            nb_out = out_root / path.stem
-            executed = out_root / path.name
-            record.out_dir, record.executed_notebook = str(nb_out), str(executed)
-            params = {"PRESET": preset, "DEVICE": device, "OUT_DIR": str(nb_out), "INTERACTIVE": False, **extra}
-            print(lines.started(notebook_stage(path), time.perf_counter() - t_run), flush=True)
-            t0 = time.perf_counter()
-            try:
-                _run_one(path, executed, params, kernel=kernel, cell_timeout=cell_timeout, progress=cell_bars,
-                         log_output=log_output)
-                metrics = nb_out / METRICS_FILE
-                if not metrics.exists():
-                    raise NotebookRunError(
-                        f"notebook {path.stem} ran but wrote no {METRICS_FILE} into {nb_out}; every notebook "
-                        "must call pecop_lib.write_metrics(OUT_DIR, ...)", notebook=path.stem, cell=None,
-                        output_path=executed,
-                    )
-            except NotebookRunError as exc:
-                record.status = "timeout" if exc.timed_out else "failed"
-                record.error, record.failed_cell = str(exc), exc.cell
-                raise
-            else:
-                record.status = "ok"
-                record.metrics_file = str(metrics)
-            finally:
-                record.wall_s = round(time.perf_counter() - t0, 2)
-                report.status = "failed" if record.status in ("failed", "timeout") else report.status
-                report.wall_s = round(time.perf_counter() - t_run, 2)
-                report.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                report.save()
-                if record.status != "pending":  # pending: interrupted, not ended
-                    print(lines.ended(record.wall_s, report.wall_s, _failure_text(record)), flush=True)
-    report.status = "ok"
-    report.save()
-    return report
+    with run_lock(out_root):  # one sequence per output folder
+        report = RunReport(
+            preset=preset, out_dir=str(out_root), parameters={"device": device, "cell_timeout_s": cell_timeout,
+                                                              "kernel": kernel, **extra},
+            environment=environment_report(device), started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            notebooks=[NotebookRecord(name=p.stem) for p in paths],
+        )
+        report.save()
+        t_run = time.perf_counter()
+        with _headless():
+            for path, record in zip(paths, report.notebooks):
+                nb_out = out_root / path.stem
+                executed = out_root / path.name
+                record.out_dir, record.executed_notebook = str(nb_out), str(executed)
+                params = {"PRESET": preset, "DEVICE": device, "OUT_DIR": str(nb_out), "INTERACTIVE": False, **extra}
+                print(lines.started(notebook_stage(path), time.perf_counter() - t_run), flush=True)
+                t0 = time.perf_counter()
+                try:
+                    _run_one(path, executed, params, kernel=kernel, cell_timeout=cell_timeout, progress=cell_bars,
+                             log_output=log_output)
+                    metrics = nb_out / METRICS_FILE
+                    if not metrics.exists():
+                        raise NotebookRunError(
+                            f"notebook {path.stem} ran but wrote no {METRICS_FILE} into {nb_out}; every notebook "
+                            "must call pecop_lib.write_metrics(OUT_DIR, ...)", notebook=path.stem, cell=None,
+                            output_path=executed,
+                        )
+                except NotebookRunError as exc:
+                    record.status = "timeout" if exc.timed_out else "failed"
+                    record.error, record.failed_cell = str(exc), exc.cell
+                    raise
+                else:
+                    record.status = "ok"
+                    record.metrics_file = str(metrics)
+                finally:
+                    record.wall_s = round(time.perf_counter() - t0, 2)
+                    report.status = "failed" if record.status in ("failed", "timeout") else report.status
+                    report.wall_s = round(time.perf_counter() - t_run, 2)
+                    report.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                    report.save()
+                    if record.status != "pending":  # pending: interrupted, not ended
+                        print(lines.ended(record.wall_s, report.wall_s, _failure_text(record)), flush=True)
+        report.status = "ok"
+        report.save()
+        return report

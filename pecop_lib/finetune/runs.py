@@ -35,6 +35,7 @@ from pecop_lib.pretrain.targets import check_evaluation_split
 from pecop_lib.train.checkpoint import latest_checkpoint
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR, TrainHistory
+from pecop_lib.train.run_lock import run_lock
 
 RESULT_FILE = "result.json"
 RESULT_FORMAT = "pecop_lib.finetune_result/1"
@@ -171,9 +172,8 @@ def run_settings(
     for label, factory in backbones.items():
         results[label] = []
         for setting in settings:
-            run_dir = out / slug(label) / slug(setting.label)
-            request = {"setting": setting.label, "backbone": label, "seed": seed, "options": asdict(options),
-                       "crop": crop, "clip_frames": clip_frames or None}
+            run_dir = run_folder(out, label, setting)
+            request = run_request(setting, label, options, seed=seed, crop=crop, clip_frames=clip_frames)
             done = run_dir / RESULT_FILE
             if resume and done.is_file():
                 stored = read_json(done, fix=f"delete {done} and the run is done again")
@@ -195,6 +195,61 @@ def run_settings(
             context.barrier()
             results[label].append(result)
     return results
+
+
+def run_folder(out: str | os.PathLike[str], label: str, setting: Setting) -> Path:
+    """The folder of one run: ``<out>/<backbone label>/<setting label>`` (folder-safe)."""
+    return Path(out) / slug(label) / slug(setting.label)
+
+
+def run_request(setting: Setting, label: str, options: FinetuneOptions, *, seed: int, crop: int,
+                clip_frames: int | None) -> dict[str, Any]:
+    """What decides a run's result, stored with it: a finished run is reused only for the same request."""
+    return {"setting": setting.label, "backbone": label, "seed": seed, "options": asdict(options), "crop": crop,
+            "clip_frames": clip_frames or None}
+
+
+def check_replacing(out: str | os.PathLike[str], label: str, settings: Sequence[Setting],
+                    request: Callable[[Setting], dict[str, Any]], *, resume: bool, overwrite: bool) -> list[Path]:
+    """Refuse to replace earlier runs in ``out`` unless told, before anything is written.
+
+    Args:
+        out, label, settings: The runs about to start (:func:`run_folder`).
+        request: Each setting's :func:`run_request`.
+        resume: Load finished runs of the same request and continue unfinished ones; a finished run of
+            another request is refused, naming what differs.
+        overwrite: Replace whatever the run folders hold.
+
+    Returns:
+        The run folders to delete before training (``overwrite``; empty otherwise).
+
+    Raises:
+        FileExistsError: If a run folder holds a run and neither ``resume`` nor ``overwrite`` is set.
+        ValueError: With ``resume``, if a finished run was made for another request.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: resume keeps the runs, overwrite replaces them")
+    taken = []
+    for setting in settings:
+        folder = run_folder(out, label, setting)
+        done = folder / RESULT_FILE
+        if not done.is_file() and latest_checkpoint(folder / CHECKPOINT_DIR) is None:
+            continue
+        if overwrite:
+            taken.append(folder)
+        elif not resume:
+            what = "a finished run (result.json)" if done.is_file() else "an unfinished run (checkpoints)"
+            raise FileExistsError(f"{folder} holds {what}; pass --resume to load or continue it, --overwrite to "
+                                  "replace it, or choose another --out")
+        elif done.is_file():
+            stored = read_json(done, fix=f"delete {done} and the run is done again").get("request", {})
+            wanted = request(setting)
+            changed = [f"{k}: {stored.get(k)!r} in the run, {wanted.get(k)!r} requested"
+                       for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+            if changed:
+                raise ValueError(f"--resume: {folder} holds a finished run of another request ({'; '.join(changed)}); "
+                                 "resume with its settings, pass --overwrite to replace it, or choose another --out")
+    return taken
 
 
 def check_backbone_split(checkpoint: str | os.PathLike[str], settings: Sequence[Setting]) -> None:
@@ -237,6 +292,7 @@ def finetune_command(
     data_root: str | os.PathLike[str] | None = None,
     label: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     distributed: DistributedContext | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
@@ -248,12 +304,17 @@ def finetune_command(
     A backbone continually pretrained for one JIGSAWS fold is refused for the task's other folds
     (:func:`check_backbone_split`): their test trials were its pretraining videos.
 
+    ``out`` is held for the whole command (:func:`~pecop_lib.train.run_lock.run_lock`); earlier runs in it are
+    replaced only with ``overwrite``, reused or continued only with ``resume`` (:func:`check_replacing`).
+
     Returns:
         The metrics written to ``out/metrics.json``: the backbone, one summary per run and, for
         JIGSAWS, the fold aggregation.
 
     Raises:
         ValueError, FileNotFoundError, WeightsMismatchError: On bad arguments, before training.
+        FileExistsError: If ``out`` holds runs and neither ``resume`` nor ``overwrite`` is set.
+        RunFolderLockedError: If another live run holds ``out``.
     """
     from pecop_lib.finetune.backbone import load_finetune_backbone
     from pecop_lib.finetune.report import aggregate_folds, official_protocol
@@ -277,20 +338,29 @@ def finetune_command(
     if data_root is None:
         data_root = synthetic_root(cfg, context)
     name = label or ("random-init" if str(backbone_checkpoint).lower() == "none" else Path(backbone_checkpoint).name)
-    results = run_settings(
-        settings, {name: factory}, data_root, options, out=out, crop=cfg.data_crop_size,
-        clip_frames=cfg.data_clip_frames or None, device=context.device if distributed else cfg.device,
-        precision=cfg.train_precision, compile=cfg.train_compile, keep_last=cfg.train_keep_checkpoints or None,
-        num_workers=cfg.data_num_workers, seed=cfg.seed, resume=resume, distributed=distributed,
-        show_progress=show_progress,
-    )[name]
-    metrics: dict[str, Any] = {"backbone": description, "label": name, "runs": [r.summary() for r in results]}
-    record = dataset_record(dataset)
-    if record.folds:
-        metrics[record.key] = {"folds": [r.setting.fold for r in results], "protocol": official_protocol(results[0]),
-                              **aggregate_folds(results)}
-    if context.is_main:
-        write_metrics(out, metrics, preset=cfg.preset)
+    clip_frames = cfg.data_clip_frames or None
+    with run_lock(out, enabled=context.is_main):
+        replaced = check_replacing(out, name, settings, lambda s: run_request(
+            s, name, options, seed=cfg.seed, crop=cfg.data_crop_size, clip_frames=clip_frames),
+            resume=resume, overwrite=overwrite)
+        if context.is_main:
+            for folder in replaced:
+                shutil.rmtree(folder)
+        context.barrier()
+        results = run_settings(
+            settings, {name: factory}, data_root, options, out=out, crop=cfg.data_crop_size, clip_frames=clip_frames,
+            device=context.device if distributed else cfg.device, precision=cfg.train_precision,
+            compile=cfg.train_compile, keep_last=cfg.train_keep_checkpoints or None,
+            num_workers=cfg.data_num_workers, seed=cfg.seed, resume=resume, distributed=distributed,
+            show_progress=show_progress,
+        )[name]
+        metrics: dict[str, Any] = {"backbone": description, "label": name, "runs": [r.summary() for r in results]}
+        record = dataset_record(dataset)
+        if record.folds:
+            metrics[record.key] = {"folds": [r.setting.fold for r in results],
+                                   "protocol": official_protocol(results[0]), **aggregate_folds(results)}
+        if context.is_main:
+            write_metrics(out, metrics, preset=cfg.preset)
     return metrics
 
 

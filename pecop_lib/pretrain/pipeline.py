@@ -17,9 +17,11 @@ is ``actions_root``, else ``<data_root>/Kinetics-synth`` when present, else the 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pecop_lib.atomic import atomic_write_json
+from pecop_lib.atomic import atomic_write_json, read_json
 from pecop_lib.config import Config
 from pecop_lib.data.synthetic import synthetic_world
 from pecop_lib.models.strategies import get_strategy
@@ -31,9 +33,30 @@ from pecop_lib.pretrain.targets import check_target
 from pecop_lib.train.checkpoint import LATEST_FILE
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
+from pecop_lib.train.run_lock import run_lock
 
 ACTIONS_DIR = "Kinetics-synth"
 RUN_CONFIG = "config.json"
+RUNTIME_KEYS: frozenset[str] = frozenset({"device", "data_num_workers", "train_compile", "train_keep_checkpoints",
+                                          "train_checkpoint_every_steps"})
+"""Config keys a resumed run may change: where and how fast it runs, not what it computes (also ``runner_*``)."""
+
+
+def resume_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """What a resumed run would change: ``"key: <stored> in the run, <requested> requested"`` per key.
+
+    Args:
+        stored, requested: ``{"config": {...}, "dataset", "task", "fold"}`` as in ``config.json``
+            (:data:`RUN_CONFIG`); :data:`RUNTIME_KEYS` and ``runner_*`` keys are not compared.
+    """
+    def flat(run: Mapping[str, Any]) -> dict[str, Any]:
+        config = {k: v for k, v in dict(run.get("config", {})).items()
+                  if k not in RUNTIME_KEYS and not k.startswith("runner_")}
+        return {**config, **{k: run.get(k) for k in ("dataset", "task", "fold")}}
+
+    old, new = flat(stored), flat(requested)
+    return [f"{key}: {old.get(key)!r} in the run, {new.get(key)!r} requested"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
 def _context(cfg: Config, distributed: DistributedContext | None) -> DistributedContext:
@@ -175,17 +198,38 @@ def pretrain_run(
         FileExistsError: If ``out`` already holds checkpoints and ``resume`` is not set.
         FileNotFoundError: If ``resume`` is set but ``out`` holds no checkpoint, or a data folder or
             the weights file is missing.
-        ValueError: On an unknown target, strategy or pretext, or a bad fold.
+        ValueError: On an unknown target, strategy or pretext, or a bad fold; with ``resume``, if the
+            run in ``out`` was started with another configuration (each differing key named, nothing
+            written).
+        RunFolderLockedError: If another live run holds ``out``.
     """
     out = Path(out)
     check_target(dataset, task)
     spec = stage2_spec(cfg, dataset=dataset, task=task, fold=fold)
+    context = _context(cfg, distributed)
+    with run_lock(out, enabled=context.is_main):
+        return _pretrain_run(cfg, out, spec, dataset=dataset, task=task, fold=fold, data_root=data_root,
+                             actions_root=actions_root, resume=resume, context=context, distributed=distributed,
+                             show_progress=show_progress)
+
+
+def _pretrain_run(cfg: Config, out: Path, spec: Any, *, dataset: str, task: str | None, fold: int | None,
+                  data_root: str | os.PathLike[str] | None, actions_root: str | os.PathLike[str] | None,
+                  resume: bool, context: DistributedContext, distributed: DistributedContext | None,
+                  show_progress: bool) -> tuple[Stage2Artifact, Stage1Artifact | None]:
+    """:func:`pretrain_run` once the run folder is held."""
     has_checkpoint = (out / CHECKPOINT_DIR / LATEST_FILE).is_file()
     if resume and not has_checkpoint:
         raise FileNotFoundError(f"--resume: {out / CHECKPOINT_DIR} holds no checkpoint; start without --resume")
     if not resume and (has_checkpoint or (out / "stage2.json").is_file()):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    context = _context(cfg, distributed)
+    requested = {"config": cfg.to_dict(), "dataset": dataset, "task": task, "fold": fold}
+    if resume and (out / RUN_CONFIG).is_file():
+        stored = read_json(out / RUN_CONFIG, fix=f"delete {out} and start the run again without --resume")
+        changed = resume_differences(stored, requested)
+        if changed:
+            raise ValueError(f"--resume: {out} holds a run of another configuration ({'; '.join(changed)}); resume "
+                             f"with the run's own settings (in {out / RUN_CONFIG}) or start a new run in another --out")
     targets, actions = data_roots(cfg, data_root=data_root, actions_root=actions_root, distributed=distributed)
     if not (targets / dataset).is_dir():
         raise FileNotFoundError(f"no {dataset} folder under {targets}; check --data-root")
@@ -196,8 +240,7 @@ def pretrain_run(
     else:
         source, stage1 = starting_point(cfg, actions, distributed=distributed, show_progress=show_progress)
     if context.is_main:
-        atomic_write_json(out / RUN_CONFIG, {"config": cfg.to_dict(), "dataset": dataset, "task": task, "fold": fold,
-                                             "data_root": str(targets.resolve())})
+        atomic_write_json(out / RUN_CONFIG, {**requested, "data_root": str(targets.resolve())})
     artifact = train_stage2(
         spec, source, targets / dataset, out, device=context.device, precision=cfg.train_precision,
         compile=cfg.train_compile, grad_accum_steps=cfg.train_grad_accum_steps or 1,

@@ -42,6 +42,7 @@ from pecop_lib.pretrain.store import (
     settings_key,
 )
 from pecop_lib.train.distributed import DistributedContext
+from pecop_lib.train.run_lock import run_lock
 
 # --------------------------------------------------------------------------------------------
 # stage 1
@@ -306,9 +307,10 @@ def stage1_backbone(
             _install_shipped(shipped, folder)
         context.barrier()
         return load_stage1(folder)
-    resume = not force and rank0_decides(context, has_checkpoint(folder) or has_checkpoint(folder / CURRICULUM_DIR))
-    return train_stage1(spec, actions_root, folder, device=context.device, precision=precision, num_workers=num_workers,
-                        distributed=distributed, resume=resume, show_progress=show_progress)
+    with run_lock(folder, enabled=context.is_main):  # two processes never train one artifact at once
+        resume = not force and rank0_decides(context, has_checkpoint(folder) or has_checkpoint(folder / CURRICULUM_DIR))
+        return train_stage1(spec, actions_root, folder, device=context.device, precision=precision,
+                            num_workers=num_workers, distributed=distributed, resume=resume, show_progress=show_progress)
 
 
 # --------------------------------------------------------------------------------------------

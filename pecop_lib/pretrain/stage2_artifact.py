@@ -54,6 +54,7 @@ from pecop_lib.pretrain.targets import (
 )
 from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
 from pecop_lib.train.distributed import DistributedContext
+from pecop_lib.train.run_lock import run_lock
 
 # --------------------------------------------------------------------------------------------
 # stage 2
@@ -363,10 +364,12 @@ def stage2_backbone(
     context = distributed or DistributedContext(device=_device(device))
     if not force and rank0_decides(context, (folder / STAGE2_RECORD).is_file()):
         return load_stage2(folder)
-    resume = not force and rank0_decides(context, has_checkpoint(folder) or has_checkpoint(folder / CURRICULUM_DIR))
-    return train_stage2(spec, source, target_root, folder, device=context.device, precision=precision, compile=compile,
-                        grad_accum_steps=grad_accum_steps, keep_last=1, num_workers=num_workers,
-                        distributed=distributed, resume=resume, keep_checkpoints=False, show_progress=show_progress)
+    with run_lock(folder, enabled=context.is_main):  # two processes never train one artifact at once
+        resume = not force and rank0_decides(context, has_checkpoint(folder) or has_checkpoint(folder / CURRICULUM_DIR))
+        return train_stage2(spec, source, target_root, folder, device=context.device, precision=precision,
+                            compile=compile, grad_accum_steps=grad_accum_steps, keep_last=1, num_workers=num_workers,
+                            distributed=distributed, resume=resume, keep_checkpoints=False,
+                            show_progress=show_progress)
 
 
 def stage2_costs(artifact: Stage2Artifact) -> dict[str, Any]:

@@ -108,6 +108,45 @@ def run_until_stall_then_kill(args: Sequence[str], env: Mapping[str, str], stall
     return log.read_text()
 
 
+HOLDER = """
+import sys, time
+from pecop_lib.train.run_lock import run_lock
+with run_lock(sys.argv[1], command="the holder test run"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_folder(folder: Path) -> subprocess.Popen[str]:
+    """Start a process that takes ``folder``'s run lock and sleeps (kill it when done); returns once it holds it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    line = proc.stdout.readline() if proc.stdout is not None else ""
+    if line.strip() != "held":
+        proc.kill()
+        raise AssertionError(f"the lock holder did not start: {line}{proc.communicate()[0][-2000:]}")
+    return proc
+
+
+def run_until_stall_then_signal(args: Sequence[str], env: Mapping[str, str], stall: str, marker: Path,
+                                sig: int, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Like :func:`run_until_stall_then_kill`, but send ``sig`` (e.g. SIGINT, Ctrl-C) and let the process end."""
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, str(STALLING_PECOP), *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**env, "RELIABILITY_STALL": stall, "RELIABILITY_STALL_MARKER": str(marker)})
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"pecop {args} did not stall at {stall} (status {proc.returncode}):\n{err[-3000:]}")
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def tiny_trainer(run_dir: Path) -> Trainer:
     """A two-weight regression trained by the real :class:`Trainer` (checkpoints, resume, metrics)."""
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ import torch
 
 from pecop_lib.cli import main
 
-finetune_module = importlib.import_module("pecop_lib.finetune")  # the attribute is the function finetune()
+finetune_module = importlib.import_module("pecop_lib.finetune.run")  # where evaluation.json is written
 
 MODE, _, TARGET = os.environ.get("RELIABILITY_STALL", "").partition(":")
 FILE, _, COUNT = TARGET.partition("#")

@@ -18,6 +18,7 @@ import errno
 import io
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _reliability_support import REPO_ROOT, read_json, reliability_world, tiny_data, tiny_trainer
+from _reliability_support import REPO_ROOT, hold_folder, read_json, reliability_world, tiny_data, tiny_trainer
 
 from pecop_lib.atomic import CorruptFileError, atomic_write_json
 from pecop_lib.config import ConfigError, resolve, resolve_device
@@ -45,7 +46,7 @@ from pecop_lib.data.safe_pickle import dump_pickle, safe_load
 from pecop_lib.data.sampling import clamp
 from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.finetune import Setting
-from pecop_lib.finetune.runs import check_backbone_split
+from pecop_lib.finetune.runs import check_backbone_split, finetune_command, run_folder
 from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights, save_adapter_checkpoint
 from pecop_lib.models.loading import WeightsMismatchError
 from pecop_lib.notebooks import NotebookParameterError, run_notebooks
@@ -56,6 +57,7 @@ from pecop_lib.pretrain.store import STAGE2_RECORD, scratch_source
 from pecop_lib.pretrain.targets import pretraining_videos
 from pecop_lib.train import NonFiniteLossError
 from pecop_lib.train.checkpoint import LATEST_FILE, load_checkpoint
+from pecop_lib.train.run_lock import RunFolderLockedError
 
 DOC = REPO_ROOT / "docs" / "troubleshooting.md"
 
@@ -423,6 +425,57 @@ def _folder_taken(ctx: Ctx) -> Triggered:
     return Triggered(lambda: pretrain_run(resolve("smoke"), out), [str(out)])
 
 
+@case("run-folder-in-use", "a second run is started in an output folder another live run is writing into",
+      RunFolderLockedError, "the folder, the holder's pid, host and command", "choose another output folder")
+def _folder_in_use(ctx: Ctx) -> Triggered:
+    out = ctx.tmp / "busy"
+    holder = hold_folder(out)
+
+    def release() -> None:
+        holder.kill()
+        holder.wait(timeout=60)
+
+    def call() -> None:
+        try:
+            pretrain_run(resolve("smoke"), out)
+        except BaseException:
+            release()
+            raise
+
+    return Triggered(call, [str(out), f"pid {holder.pid}", socket.gethostname(), "the holder test run"])
+
+
+@case("resume-another-configuration", "--resume with another configuration than the run's (e.g. another seed)",
+      ValueError, "each differing key with both values", "start a new run in another --out")
+def _resume_other_config(ctx: Ctx) -> Triggered:
+    out = ctx.tmp / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest.json").write_text('{"latest": "epoch_001.pt", "files": ["epoch_001.pt"]}')
+    atomic_write_json(out / "config.json", {"config": resolve("smoke", seed=0).to_dict(), "dataset": "MTL-AQA",
+                                            "task": None, "fold": None})
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def nothing_written() -> None:
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    return Triggered(lambda: pretrain_run(resolve("smoke", seed=1), out, resume=True),
+                     [str(out), "seed: 0 in the run, 1 requested"], nothing_written)
+
+
+@case("finetune-folder-holds-a-run", "pecop finetune into an output folder that holds a finished run",
+      FileExistsError, "the run folder", "--overwrite to replace it")
+def _finetune_folder_taken(ctx: Ctx) -> Triggered:
+    out = ctx.tmp / "finetune"
+    setting = Setting("usdl", "MTL-AQA")
+    folder = run_folder(out, "random-init", setting)
+    folder.mkdir(parents=True)
+    atomic_write_json(folder / "result.json", {"request": {}})
+    return Triggered(lambda: finetune_command(resolve("smoke", device="cpu"), head="usdl", dataset="MTL-AQA",
+                                              task=None, fold=None, backbone_checkpoint="none", out=out,
+                                              data_root=ctx.world_root, show_progress=False),
+                     [str(folder), "result.json"])
+
+
 @case("latest-names-missing-checkpoint", "checkpoints/latest.json names a deleted checkpoint", FileNotFoundError,
       "latest.json and the missing file", "pass the checkpoint file explicitly")
 def _latest_missing(ctx: Ctx) -> Triggered:
@@ -581,7 +634,8 @@ def test_catalogue_covers_the_issue() -> None:
                      "finediving-label-count", "unknown-dataset", "unknown-task", "checkpoint-other-architecture",
                      "adapter-checkpoint-missing-keys", "non-finite-loss", "unknown-config-key",
                      "misspelled-notebook-parameter", "cuda-without-gpu", "output-folder-not-writable",
-                     "disk-full-checkpoint"):
+                     "disk-full-checkpoint", "run-folder-in-use", "resume-another-configuration",
+                     "finetune-folder-holds-a-run"):
         assert required in ids
 
 
@@ -620,7 +674,9 @@ def render_troubleshooting() -> str:
         "Related checks: `pecop doctor` inspects the machine (packages, the `python3` kernel, video decoding,",
         "device, disk space, dataset roots in their official formats) and prints a fix for each problem.",
         "Interrupted runs resume with `--resume` (`pecop pretrain`, `pecop finetune`): checkpoints are written",
-        "atomically, so a crash or a full disk never leaves a truncated checkpoint under its real name.",
+        "atomically, so a crash or a full disk never leaves a truncated checkpoint under its real name, and Ctrl-C",
+        "prints the command that continues the run. One run at a time writes into an output folder: it holds",
+        "`<folder>/.pecop-lock` (pid, host, command); the lock of a run that was killed is taken over with a warning.",
         "",
     ]
     return "\n".join(lines)
