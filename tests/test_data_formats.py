@@ -98,9 +98,13 @@ def test_mtl_aqa_bad_inputs(world, tmp_path):
             MTLAQA(root, "train", judge_outliers="raise")
     path.write_bytes(pickle.dumps(good))
     split = root / "info" / "test_split_0.pkl"
+    official = split.read_bytes()
     split.write_bytes(pickle.dumps([(99, 99)]))
     with pytest.raises(DataFormatError, match=r"test_split_0\.pkl: split key \(99, 99\) has no annotation"):
         MTLAQA(root, "test")
+    with pytest.raises(DataFormatError, match=r"test_split_0\.pkl: split key"):  # opening train checks test too
+        MTLAQA(root, "train")
+    split.write_bytes(official)
     shutil.rmtree(root / "new_total_frames_256s")
     with pytest.raises(DataFormatError, match="frames folder .* does not exist"):
         MTLAQA(root, "train")

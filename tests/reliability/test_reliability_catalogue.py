@@ -292,6 +292,41 @@ def _missing_key(ctx: Ctx) -> Triggered:
     return Triggered(lambda: MTLAQA(root, "train", crop=32), [str(path), repr(key), "'final_score'"])
 
 
+def _mtl_splits(ctx: Ctx, edit: Callable[[list, list], None]) -> tuple[Path, Path, Path]:
+    """A copy of MTL-AQA whose split files were changed by ``edit(train, test)``: (root, train file, test file)."""
+    root = ctx.copy("MTL-AQA")
+    info = MTLAQA(root, "train", crop=32).annotation_file.parent
+    train_path, test_path = info / "train_split_0.pkl", info / "test_split_0.pkl"
+    train, test = safe_load(train_path), safe_load(test_path)
+    edit(train, test)
+    dump_pickle(train, train_path)
+    dump_pickle(test, test_path)
+    return root, train_path, test_path
+
+
+@case("split-lists-a-video-twice", "a split file lists a video twice (the training set silently doubled)",
+      DataFormatError, "the split file, the key and how many repeat", "remove the repeats")
+def _split_twice(ctx: Ctx) -> Triggered:
+    root, train_path, _ = _mtl_splits(ctx, lambda train, test: train.append(train[0]))
+    key = tuple(safe_load(train_path)[0])
+    return Triggered(lambda: MTLAQA(root, "test", crop=32), [str(train_path), repr(key), "listed 2 times"])
+
+
+@case("test-video-in-training", "a test video also appears in the training split (leakage)", DataFormatError,
+      "both split files, a shared key and their number", "a video is in training or in test, never both")
+def _leak(ctx: Ctx) -> Triggered:
+    root, train_path, test_path = _mtl_splits(ctx, lambda train, test: train.append(test[0]))
+    key = tuple(safe_load(test_path)[0])
+    return Triggered(lambda: MTLAQA(root, "train", crop=32), [str(train_path), str(test_path), repr(key), "1 key(s)"])
+
+
+@case("empty-split", "a split file lists no video", DataFormatError, "the split file",
+      "use the dataset's official split files")
+def _empty_split(ctx: Ctx) -> Triggered:
+    root, _, test_path = _mtl_splits(ctx, lambda train, test: test.clear())
+    return Triggered(lambda: MTLAQA(root, "train", crop=32), [str(test_path), "empty"])
+
+
 @case("score-out-of-range", "a score is outside its valid range (MTL-AQA final score > 30 x difficulty)",
       DataFormatError, "the annotation file, the record and the value", "correct the record")
 def _score_range(ctx: Ctx) -> Triggered:

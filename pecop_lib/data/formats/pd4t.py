@@ -24,6 +24,7 @@ import numpy as np
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
+from pecop_lib.data.formats.splits import check_split
 from pecop_lib.data.sampling import linspace_positions
 from pecop_lib.data.source_cache import cached_source
 from pecop_lib.data.transforms import ClipTransform, official_transform
@@ -130,6 +131,8 @@ class PD4T(AQADataset):
         self.root = Path(root)
         folder = self.root / "Annotations" / task
         train_rows, test_rows = read_csv(folder / "train.csv"), read_csv(folder / "test.csv")
+        for rows, name in ((train_rows, "train.csv"), (test_rows, "test.csv")):
+            check_split([e.video_id for e in rows], folder / name)
         check_subject_disjoint(train_rows, test_rows, str(folder))
         self.entries = train_rows if split == "train" else test_rows
         self.task, self.video_template, self.num_frames = task, video_template, num_frames

@@ -1,0 +1,39 @@
+"""What every train/test split must satisfy, whatever its format: not empty, each video once, and no video in
+both (a test video seen in training makes every test number a training number)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+
+from pecop_lib.data.errors import DataFormatError
+
+
+def check_split(keys: Sequence[Hashable], path: str | os.PathLike[str]) -> None:
+    """Refuse an empty split or one that lists a video more than once.
+
+    Raises:
+        DataFormatError: Naming the file, the repeated key and how many keys repeat.
+    """
+    if not keys:
+        raise DataFormatError(f"{path}: the split is empty; use the dataset's official split files")
+    repeated = [key for key, count in Counter(keys).items() if count > 1]
+    if repeated:
+        raise DataFormatError(f"{path}: key {repeated[0]!r} is listed {Counter(keys)[repeated[0]]} times "
+                              f"({len(repeated)} key(s) repeat); a split lists each video once: remove the repeats")
+
+
+def check_disjoint(train: Sequence[Hashable], test: Sequence[Hashable], train_path: str | os.PathLike[str],
+                   test_path: str | os.PathLike[str]) -> None:
+    """Refuse a test video that is also a training video (leakage).
+
+    Raises:
+        DataFormatError: Naming both files, the first shared key and how many keys are shared.
+    """
+    shared = sorted(set(train) & set(test), key=repr)
+    if shared:
+        raise DataFormatError(f"{Path(test_path)} and {Path(train_path)} share {len(shared)} key(s), e.g. "
+                              f"{shared[0]!r}: a video is in training or in test, never both; use the official "
+                              "split files")
