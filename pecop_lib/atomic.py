@@ -118,3 +118,16 @@ def read_json(path: str | os.PathLike[str], *, fix: str) -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         size = path.stat().st_size
         raise CorruptFileError(f"{path} is corrupt or truncated ({size} bytes, {exc}); {fix}") from exc
+
+
+def check_folder_path(folder: Path, fix: str) -> None:
+    """Refuse an output folder whose path is (or runs through) a file, naming that file and ``fix``.
+
+    Raises:
+        NotADirectoryError: If ``folder`` or one of its parents exists and is not a folder.
+    """
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise NotADirectoryError(f"output folder {folder}: {path} is a file, not a folder; {fix}")
+            return

@@ -40,7 +40,8 @@ def _notebooks_run(args: argparse.Namespace) -> int:
     except NotebookRunError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)
         return 1
-    except (NotebookParameterError, ConfigError, ValueError, FileNotFoundError, RunFolderLockedError) as exc:
+    except (NotebookParameterError, ConfigError, ValueError, FileNotFoundError, NotADirectoryError,
+            RunFolderLockedError) as exc:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(run_summary(report)))
@@ -106,7 +107,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     except NonFiniteLossError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)
         return 1
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, RunFolderLockedError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            RunFolderLockedError) as exc:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -165,7 +167,7 @@ def _finetune(args: argparse.Namespace) -> int:
     except NonFiniteLossError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)
         return 1
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, WeightsMismatchError,
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, WeightsMismatchError,
             RunFolderLockedError) as exc:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pecop_lib.atomic import check_folder_path
+
 LOCK_FILE = ".pecop-lock"
 
 
@@ -71,12 +73,14 @@ def run_lock(folder: str | os.PathLike[str], *, command: str | None = None, enab
 
     Raises:
         RunFolderLockedError: If a live process (or one on another host) holds the folder, naming it.
+        NotADirectoryError: If the folder's path is a file (:func:`check_folder_path`).
     """
     folder = Path(folder)
     lock = folder / LOCK_FILE
     if not enabled:
         yield lock
         return
+    check_folder_path(folder, "choose another output folder")
     folder.mkdir(parents=True, exist_ok=True)
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}

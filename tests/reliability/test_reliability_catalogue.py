@@ -480,6 +480,26 @@ def _folder_in_use(ctx: Ctx) -> Triggered:
     return Triggered(call, [str(out), f"pid {holder.pid}", socket.gethostname(), "the holder test run"])
 
 
+@case("output-path-is-a-file", "the output folder given is an existing file (or lies under one)", NotADirectoryError,
+      "the folder and the file", "choose another output folder")
+def _out_is_file(ctx: Ctx) -> Triggered:
+    taken = ctx.tmp / "results.txt"
+    taken.write_text("not a folder")
+
+    def unchanged() -> None:
+        assert taken.read_text() == "not a folder"
+
+    return Triggered(lambda: pretrain_run(resolve("smoke"), taken / "run"), [str(taken / "run"), str(taken)], unchanged)
+
+
+@case("notebook-output-is-a-file", "a notebook's OUT_DIR is an existing file", NotADirectoryError, "the file",
+      "set OUT_DIR elsewhere")
+def _notebook_out_is_file(ctx: Ctx) -> Triggered:
+    taken = ctx.tmp / "02_adapter_architecture"
+    taken.write_text("")
+    return Triggered(lambda: prepare_out_dir(taken), [str(taken)])
+
+
 @case("resume-another-configuration", "--resume with another configuration than the run's (e.g. another seed)",
       ValueError, "each differing key with both values", "start a new run in another --out")
 def _resume_other_config(ctx: Ctx) -> Triggered:
