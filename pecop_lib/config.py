@@ -431,8 +431,8 @@ def resolve(preset: str = "smoke", **overrides: Any) -> Config:
     return Config(preset=preset, **checked)
 
 
-def resolve_device(spec: str = "auto") -> "torch.device":  # noqa: F821 (torch imported lazily)
-    """Turn ``"auto" | "cpu" | "cuda" | "cuda:N"`` into a :class:`torch.device`.
+def resolve_device(spec: "str | torch.device" = "auto") -> "torch.device":  # noqa: F821 (torch imported lazily)
+    """Turn ``"auto" | "cpu" | "cuda" | "cuda:N"`` into a :class:`torch.device` (a device is returned as it is).
 
     Args:
         spec: ``"auto"`` picks the first CUDA GPU when one is usable, else the CPU.
@@ -445,6 +445,8 @@ def resolve_device(spec: str = "auto") -> "torch.device":  # noqa: F821 (torch i
     """
     import torch
 
+    if isinstance(spec, torch.device):
+        return spec
     if not isinstance(spec, str):
         raise ConfigError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:0', got {spec!r}")
     spec = spec.strip().lower()

@@ -115,6 +115,7 @@ def test_malformed_device_specs(spec):
 def test_device_must_be_a_string():
     with pytest.raises(ConfigError, match="device must be a string"):
         resolve_device(0)  # type: ignore[arg-type]
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")  # an already resolved device passes through
 
 
 def test_every_numeric_key_has_a_range_and_every_preset_respects_it():

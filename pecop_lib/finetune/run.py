@@ -114,7 +114,7 @@ def finetune(
     recipe = setting.recipe
     hyper = options.resolved(recipe)
     epochs, batch_size = int(hyper["epochs"]), int(hyper["batch_size"])
-    local = device if isinstance(device, torch.device) else resolve_device(device)
+    local = resolve_device(device)
     context = distributed or DistributedContext(device=local)
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pecop_lib.atomic import atomic_write_json, read_json
-from pecop_lib.config import OPTIMIZERS
+from pecop_lib.config import OPTIMIZERS, resolve_device
 from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
 from pecop_lib.data.source_cache import DecodedFrames
 from pecop_lib.data.transforms import ClipTransform
@@ -36,7 +36,6 @@ from pecop_lib.pretrain.pretext import (
     PretextClips,
     Sampler,
     TargetVideo,
-    _device,
     pretext_accuracy,
     pretext_model,
     pretext_step,
@@ -199,7 +198,7 @@ def continual_pretrain(
     trainable = mark_trainable(backbone, strategy)
     if spec.trains == "none":
         return PretrainResult(None, TrainHistory(), trainable, 0.0)
-    context = distributed or DistributedContext(device=_device(device))
+    context = distributed or DistributedContext(device=resolve_device(device))
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
     backbone.bn_mode = bn_mode

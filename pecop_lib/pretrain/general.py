@@ -12,11 +12,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pecop_lib.config import OPTIMIZERS
+from pecop_lib.config import OPTIMIZERS, resolve_device
 from pecop_lib.data.workers import worker_context
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.pretrain.continual import PretrainResult, cosine_optimizer
-from pecop_lib.pretrain.pretext import _device
 from pecop_lib.train.data import epoch_loader
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import StepOutput, Trainer
@@ -90,7 +89,7 @@ def domain_general_pretrain(
         raise ValueError(f"unknown stage-1 optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
     backbone.requires_grad_(True)
     backbone.bn_mode = "train"
-    context = distributed or DistributedContext(device=_device(device))
+    context = distributed or DistributedContext(device=resolve_device(device))
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
     model = _ActionClassifier(backbone)
@@ -131,7 +130,7 @@ def action_accuracy(
         raise RuntimeError(f"{backbone.name} has no classifier; build it with num_classes=<number of action classes>")
     if len(dataset) == 0:
         raise ValueError("the evaluation dataset is empty")
-    target = _device(device)
+    target = resolve_device(device)
     was_training = backbone.training
     backbone.to(target).eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pecop_lib.atomic import atomic_write_json, read_json
-from pecop_lib.config import Config
+from pecop_lib.config import Config, resolve_device
 from pecop_lib.data.synthetic import synthetic_world
 from pecop_lib.models.strategies import get_strategy
-from pecop_lib.pretrain.pretext import _device
 from pecop_lib.pretrain.stage1_artifact import Stage1Artifact, stage1_backbone, stage1_spec
 from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_backbone, stage2_spec, train_stage2
 from pecop_lib.pretrain.store import BackboneSource, kinetics_source, scratch_source
@@ -60,7 +59,7 @@ def resume_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) 
 
 
 def _context(cfg: Config, distributed: DistributedContext | None) -> DistributedContext:
-    return distributed or DistributedContext(device=_device(cfg.device))
+    return distributed or DistributedContext(device=resolve_device(cfg.device))
 
 
 def synthetic_root(cfg: Config, distributed: DistributedContext | None = None) -> Path:

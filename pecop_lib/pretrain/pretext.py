@@ -39,10 +39,6 @@ CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
 Sampler = VSPPSampler | PaceSampler | RSPNetSampler
 
 
-def _device(device: str | torch.device) -> torch.device:
-    return device if isinstance(device, torch.device) else resolve_device(device)
-
-
 @dataclass(frozen=True)
 class TargetVideo:
     """One unlabeled target video for stage 2: a frame source and the span of it to sample from.
@@ -269,7 +265,7 @@ def pretext_accuracy(
     """
     if isinstance(sampler, RSPNetSampler):
         raise TypeError("RSPNet is contrastive: it has no held-out accuracy; use VSPP or VideoPace")
-    target = _device(device)
+    target = resolve_device(device)
     clips = PretextClips(videos, sampler, transform, repeat=clips_per_video, channel_order=channel_order,
                          seed=seed + HELDOUT_SEED, decoded=decoded)
     loss_fn = vspp_loss if isinstance(sampler, VSPPSampler) else pace_loss

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
-from pecop_lib.config import Config
+from pecop_lib.config import Config, resolve_device
 from pecop_lib.data.formats.kinetics import KineticsActions
 from pecop_lib.data.synthetic.actions import TIMING_CLASSES
 from pecop_lib.data.synthetic.world import actions_identity
@@ -24,7 +24,6 @@ from pecop_lib.models.adapters import AdapterConfig
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.build import build_backbone
 from pecop_lib.pretrain.general import action_accuracy, domain_general_pretrain
-from pecop_lib.pretrain.pretext import _device
 from pecop_lib.pretrain.store import (
     CURRICULUM_DIR,
     SHIPPED_STAGE1,
@@ -212,7 +211,7 @@ def train_stage1(
         The artifact (``trained=True``).
     """
     folder = Path(folder)
-    context = distributed or DistributedContext(device=_device(device))
+    context = distributed or DistributedContext(device=resolve_device(device))
     train_set = KineticsActions(actions_root, "train", clip_len=spec.clip_len, crop=spec.crop, seed=spec.seed)
     val_set = KineticsActions(actions_root, "val", clip_len=spec.clip_len, crop=spec.crop, seed=spec.seed)
     backbone = build_backbone(spec.backbone, num_classes=len(train_set.classes), seed=spec.seed, **spec.options())
@@ -298,7 +297,7 @@ def stage1_backbone(
         cache instead of training; its record says so (``"shipped"``).
     """
     folder = stage1_folder(spec, actions_root, label=label, root=root)
-    context = distributed or DistributedContext(device=_device(device))
+    context = distributed or DistributedContext(device=resolve_device(device))
     if not force and rank0_decides(context, (folder / STAGE1_RECORD).is_file()):
         return load_stage1(folder)
     shipped = None if force else shipped_stage1(stage1_key(spec, actions_root))

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
-from pecop_lib.config import OPTIMIZERS, Config
+from pecop_lib.config import OPTIMIZERS, Config, resolve_device
 from pecop_lib.data.registry import first_fold
 from pecop_lib.data.transforms import official_transform
 from pecop_lib.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
@@ -28,7 +28,7 @@ from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.strategies import get_strategy
 from pecop_lib.models.weights import load_weights
 from pecop_lib.pretrain.continual import PretrainResult, continual_pretrain
-from pecop_lib.pretrain.pretext import PRETEXTS, Sampler, _device
+from pecop_lib.pretrain.pretext import PRETEXTS, Sampler
 from pecop_lib.pretrain.store import (
     ADAPTERS_DIR,
     CURRICULUM_DIR,
@@ -287,7 +287,7 @@ def train_stage2(
     """
     folder = Path(folder)
     source = _effective_source(spec, source)
-    context = distributed or DistributedContext(device=_device(device))
+    context = distributed or DistributedContext(device=resolve_device(device))
     videos = pretraining_videos(target_root, spec.dataset, task=spec.task, fold=spec.fold)
     heldout = heldout_videos(target_root, spec.dataset, task=spec.task, fold=spec.fold)
     backbone = source.build(spec.adapter_config() or False, seed=spec.seed)
@@ -361,7 +361,7 @@ def stage2_backbone(
         The artifact; ``artifact.trained`` says whether this call trained it.
     """
     folder = stage2_folder(spec, source, target_root, label=label, root=root)
-    context = distributed or DistributedContext(device=_device(device))
+    context = distributed or DistributedContext(device=resolve_device(device))
     if not force and rank0_decides(context, (folder / STAGE2_RECORD).is_file()):
         return load_stage2(folder)
     with run_lock(folder, enabled=context.is_main):  # two processes never train one artifact at once

@@ -223,7 +223,7 @@ class Trainer:
             raise ValueError(f"checkpoint_every_steps must be >= 1 or None, got {checkpoint_every_steps}")
         if loader_workers < 0:
             raise ValueError(f"loader_workers must be >= 0, got {loader_workers}")
-        self.dist = distributed or DistributedContext(device=device if isinstance(device, torch.device) else resolve_device(device))
+        self.dist = distributed or DistributedContext(device=resolve_device(device))
         self.device = self.dist.device
         if seed is not None:
             seed_everything(seed + self.dist.rank)
