@@ -27,7 +27,7 @@ import torch
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
-from pecop_lib.data.formats.splits import check_disjoint, check_split
+from pecop_lib.data.formats.splits import open_split
 from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.sampling import linspace_numbers
 from pecop_lib.data.transforms import ClipTransform, official_transform
@@ -145,15 +145,7 @@ class FineDiving(AQADataset):
         self.annotation_file = annotations / AQA_FILE
         self.annotations = load_aqa_annotations(self.annotation_file)
         paths = {name: annotations / f"{name}_split.pkl" for name in ("train", "test")}
-        splits = {name: load_split(path, self.annotations) for name, path in paths.items() if path.is_file()}
-        if split not in splits:
-            raise DataFormatError(f"FineDiving split file {paths[split]} does not exist; put the official split "
-                                  f"files in {annotations}")
-        for name, keys in splits.items():
-            check_split(keys, paths[name])
-        if len(splits) == 2:
-            check_disjoint(splits["train"], splits["test"], paths["train"], paths["test"])
-        self.keys = splits[split]
+        self.keys = open_split(paths, split, lambda path: load_split(path, self.annotations), "FineDiving")
         self.frames_root = self.root / frames_dir
         self.num_frames = num_frames
         self._first_frame: dict[int, int] = {}

@@ -30,7 +30,7 @@ import numpy as np
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
-from pecop_lib.data.formats.splits import check_disjoint, check_split
+from pecop_lib.data.formats.splits import open_split
 from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.sampling import leading_window, window_ending_at
 from pecop_lib.data.transforms import ClipTransform, official_transform
@@ -212,15 +212,7 @@ class MTLAQA(AQADataset):
         self.annotation_file = Path(annotation_file)
         self.annotations = load_annotations(self.annotation_file, judge_outliers=judge_outliers)
         paths = {name: info / f"{name}_split_{split_index}.pkl" for name in ("train", "test")}
-        splits = {name: load_split(path, self.annotations) for name, path in paths.items() if path.is_file()}
-        if split not in splits:
-            raise DataFormatError(f"MTL-AQA split file {paths[split]} does not exist; put the official split files "
-                                  f"in {info}")
-        for name, keys in splits.items():
-            check_split(keys, paths[name])
-        if len(splits) == 2:
-            check_disjoint(splits["train"], splits["test"], paths["train"], paths["test"])
-        self.keys = splits[split]
+        self.keys = open_split(paths, split, lambda path: load_split(path, self.annotations), "MTL-AQA")
         self.layout = layout
         self.frames_root = self.root / (frames_dir or (CORE_FRAMES_DIR if layout == "core" else MUSDL_FRAMES_DIR))
         if not self.frames_root.is_dir():

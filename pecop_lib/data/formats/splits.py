@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
 from pecop_lib.data.errors import DataFormatError
@@ -37,3 +37,30 @@ def check_disjoint(train: Sequence[Hashable], test: Sequence[Hashable], train_pa
         raise DataFormatError(f"{Path(test_path)} and {Path(train_path)} share {len(shared)} key(s), e.g. "
                               f"{shared[0]!r}: a video is in training or in test, never both; use the official "
                               "split files")
+
+
+def open_split(paths: Mapping[str, Path], split: str, load: Callable[[Path], list], dataset: str) -> list:
+    """Read the ``split`` of a dataset whose splits are files, checking every split file present.
+
+    Args:
+        paths: ``{"train": file, "test": file}``.
+        split: The split wanted.
+        load: Reads one split file (its keys; checks them against the annotations).
+        dataset: Name used in the error of a missing file.
+
+    Returns:
+        The keys of ``split``.
+
+    Raises:
+        DataFormatError: If the wanted file is missing, or a split present is empty, repeats a key, or
+            shares a key with the other (:func:`check_split`, :func:`check_disjoint`).
+    """
+    if not paths[split].is_file():
+        raise DataFormatError(f"{dataset} split file {paths[split]} does not exist; put the official split files in "
+                              f"{paths[split].parent}")
+    splits = {name: load(path) for name, path in paths.items() if path.is_file()}
+    for name, keys in splits.items():
+        check_split(keys, paths[name])
+    if len(splits) == 2:
+        check_disjoint(splits["train"], splits["test"], paths["train"], paths["test"])
+    return splits[split]
