@@ -35,7 +35,7 @@ from pecop_lib.pretrain.targets import check_evaluation_split
 from pecop_lib.train.checkpoint import latest_checkpoint
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR, TrainHistory
-from pecop_lib.train.run_lock import run_lock
+from pecop_lib.train.run_lock import changed_keys, run_lock
 
 RESULT_FILE = "result.json"
 RESULT_FORMAT = "pecop_lib.finetune_result/1"
@@ -243,9 +243,7 @@ def check_replacing(out: str | os.PathLike[str], label: str, settings: Sequence[
                                   "replace it, or choose another --out")
         elif done.is_file():
             stored = read_json(done, fix=f"delete {done} and the run is done again").get("request", {})
-            wanted = request(setting)
-            changed = [f"{k}: {stored.get(k)!r} in the run, {wanted.get(k)!r} requested"
-                       for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+            changed = changed_keys(stored, request(setting))
             if changed:
                 raise ValueError(f"--resume: {folder} holds a finished run of another request ({'; '.join(changed)}); "
                                  "resume with its settings, pass --overwrite to replace it, or choose another --out")

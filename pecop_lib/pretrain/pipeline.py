@@ -32,7 +32,7 @@ from pecop_lib.pretrain.targets import check_target
 from pecop_lib.train.checkpoint import LATEST_FILE
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
-from pecop_lib.train.run_lock import run_lock
+from pecop_lib.train.run_lock import changed_keys, run_lock
 
 ACTIONS_DIR = "Kinetics-synth"
 RUN_CONFIG = "config.json"
@@ -53,9 +53,7 @@ def resume_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) 
                   if k not in RUNTIME_KEYS and not k.startswith("runner_")}
         return {**config, **{k: run.get(k) for k in ("dataset", "task", "fold")}}
 
-    old, new = flat(stored), flat(requested)
-    return [f"{key}: {old.get(key)!r} in the run, {new.get(key)!r} requested"
-            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    return changed_keys(flat(stored), flat(requested))
 
 
 def _context(cfg: Config, distributed: DistributedContext | None) -> DistributedContext:

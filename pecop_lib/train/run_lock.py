@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,13 @@ LOCK_FILE = ".pecop-lock"
 
 class RunFolderLockedError(RuntimeError):
     """Another live run holds the output folder."""
+
+
+def changed_keys(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """What resuming a run with ``requested`` would change in it: ``"key: <stored> in the run, <requested>
+    requested"`` per differing key, sorted (the resume checks of ``pecop pretrain`` and ``pecop finetune``)."""
+    return [f"{key}: {stored.get(key)!r} in the run, {requested.get(key)!r} requested"
+            for key in sorted(set(stored) | set(requested)) if stored.get(key) != requested.get(key)]
 
 
 def _alive(pid: int) -> bool:
