@@ -15,14 +15,15 @@ fine-tuning, evaluation, the protocols and the reports need no edit.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pecop_lib.heads.interface import FinetuneRecipe, HeadKind
-from pecop_lib.heads.usdl import HIDDEN
+from pecop_lib.heads.interface import HeadKind
+from pecop_lib.heads.usdl import HIDDEN, USDLKind
 from pecop_lib.heads.windows import WindowFeatures, Windowing
 
 BASELINE_SOURCE = "USDL's recipe (the I3D + MLP baseline of USDL's paper has no public code)"
@@ -61,20 +62,12 @@ class ScoreMLP(nn.Module):
         return (z.double() * self.std + self.mean).to(z.dtype)
 
 
-_USDL_RECIPE = {"lr_backbone": 1e-4, "lr_head": 1e-4, "weight_decay": 0.0, "batch_size": 4, "grad_accum_steps": 1,
-                "bn_mode": "train", "source": BASELINE_SOURCE}
-
-
 class MLPKind(HeadKind):
     """The I3D + MLP baseline for fine-tuning (:class:`~pecop_lib.heads.interface.HeadKind`)."""
 
     name, display = "mlp", "I3D+MLP"
-    recipes = {r.dataset: r for r in (
-        FinetuneRecipe("mlp", "MTL-AQA", "musdl_mtl_aqa", epochs=100, official_protocol="official",
-                       transform="musdl_mtl", **_USDL_RECIPE),
-        FinetuneRecipe("mlp", "JIGSAWS", "musdl_jigsaws", epochs=80, official_protocol="official_last10",
-                       **_USDL_RECIPE),
-    )}
+    recipes = {dataset: replace(USDLKind.recipes[dataset], head="mlp", source=BASELINE_SOURCE)
+               for dataset in ("MTL-AQA", "JIGSAWS")}  # USDL's recipes: the closest official ones
 
     def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
               values: np.ndarray, groups: Sequence[str]) -> nn.Module:
