@@ -202,20 +202,15 @@ def pretext_model(
 
 def pretext_step(sampler: Sampler) -> StepFn:
     """The step function of the sampler's pretext task (loss and accuracies)."""
-    if isinstance(sampler, VSPPSampler):
-        def vspp_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+    if isinstance(sampler, (VSPPSampler, PaceSampler)):  # clips and their labels
+        loss_fn = vspp_loss if isinstance(sampler, VSPPSampler) else pace_loss
+
+        def labelled_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
             clips, labels = batch
-            loss, metrics = vspp_loss(model(clips), labels)
+            loss, metrics = loss_fn(model(clips), labels)
             return StepOutput(loss, metrics, count=len(clips))
 
-        return vspp_step
-    if isinstance(sampler, PaceSampler):
-        def pace_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
-            clips, labels = batch
-            loss, metrics = pace_loss(model(clips), labels)
-            return StepOutput(loss, metrics, count=len(clips))
-
-        return pace_step
+        return labelled_step
 
     def rspnet_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> StepOutput:
         loss, metrics = rspnet_loss(model(*batch))
