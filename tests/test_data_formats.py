@@ -89,7 +89,7 @@ def test_mtl_aqa_bad_inputs(world, tmp_path):
     for change, message in (
         (lambda r: r.pop("end_frame"), r"lacks key\(s\) \['end_frame'\]"),
         (lambda r: r.update(final_score=500.0), "final_score 500.0 outside"),
-        (lambda r: r.update(judge_scores=np.array([11.0] * 7)), "judge_scores .* must be 7 values in \\[0, 10\\]"),
+        (lambda r: r.update(judge_scores=np.array([11.0] * 7)), r"judge_scores\[0\] 11.0 outside \[0, 10\]"),
     ):
         bad = {k: dict(v) for k, v in good.items()}
         change(bad[key])
@@ -116,7 +116,7 @@ def test_mtl_aqa_real_annotations_with_musdl_layout(real_annotations, tmp_path):
     from pecop_lib.data.video import write_frame_folder
 
     musdl = real_annotations / "mtl-aqa-musdl"
-    with pytest.warns(UserWarning, match=r"record \(4, 49\): judge_scores .*45\.0"):
+    with pytest.warns(UserWarning, match=r"record \(4, 49\): judge_scores\[\d\] 45\.0 outside \[0, 10\]"):
         ann = mtl_aqa.load_annotations(musdl / "augmented_final_annotations_dict.pkl", need_judges=True)
     with pytest.raises(DataFormatError, match=r"augmented_final_annotations_dict\.pkl: record \(4, 49\)"):
         mtl_aqa.load_annotations(musdl / "augmented_final_annotations_dict.pkl", judge_outliers="raise")
@@ -179,9 +179,13 @@ def test_jigsaws_bad_inputs(world, tmp_path):
     path = root / "info" / "label.pkl"
     labels = pickle.loads(path.read_bytes())
     name = sorted(labels)[0]
-    path.write_bytes(pickle.dumps({**labels, name: [1, 2, 3, 4, 5, 6]}))
-    with pytest.raises(DataFormatError, match=rf"label\.pkl: record '{name}' has sub-scores \[1, 2, 3, 4, 5, 6\]"):
-        JIGSAWS(root, "Suturing", 0)
+    for bad, message in (([1, 2, 3, 4, 5, 6], r"sub-scores\[5\] 6 outside \[1, 5\]"),
+                         ([1, 2, 3.5, 4, 5, 2], r"sub-scores\[2\] 3.5 is not a whole number .*never truncated"),
+                         ([1, 2, float("nan"), 4, 5, 2], r"sub-scores\[2\] is nan \(not a finite number\)"),
+                         ([1, 2, 3], r"sub-scores \[1, 2, 3\] must be 6 numbers")):
+        path.write_bytes(pickle.dumps({**labels, name: bad}))
+        with pytest.raises(DataFormatError, match=rf"label\.pkl: record '{name}': {message}"):
+            JIGSAWS(root, "Suturing", 0)
     path.write_bytes(pickle.dumps(labels))
     splits = pickle.loads((root / "info" / "splits.pkl").read_bytes())
     splits["Suturing"] = splits["Suturing"][:3]
@@ -191,6 +195,12 @@ def test_jigsaws_bad_inputs(world, tmp_path):
     meta = root / "Suturing" / "meta_file_Suturing.txt"
     meta.write_text("Suturing_B001\t\tN\t\t13\t\t2\t\t2\t\t2\t\t3\t\t2\t\t3\n")
     with pytest.raises(DataFormatError, match=r"meta_file_Suturing\.txt:1: GRS 13 differs from the sum 14"):
+        jigsaws.read_meta_file(meta)
+    meta.write_text("Suturing_B001\t\tN\t\t13.5\t\t2\t\t2\t\t2\t\t3\t\t2\t\t3\n")
+    with pytest.raises(DataFormatError, match=r"meta_file_Suturing\.txt:1: GRS 13.5 is not a whole number"):
+        jigsaws.read_meta_file(meta)
+    meta.write_text("Suturing_B001\t\tN\t\t14\t\t2\t\ttwo\t\t2\t\t3\t\t2\t\t3\n")
+    with pytest.raises(DataFormatError, match=r"meta_file_Suturing\.txt:1: sub-scores 'two' is not a number"):
         jigsaws.read_meta_file(meta)
 
 
@@ -254,7 +264,18 @@ def test_pd4t_bad_inputs(world, tmp_path):
     csv_path = root / "Annotations" / "Gait" / "train.csv"
     rows = csv_path.read_text().splitlines()
     csv_path.write_text("\n".join(rows[:1] + [rows[1].rsplit(",", 1)[0] + ",7"] + rows[2:]) + "\n")
-    with pytest.raises(DataFormatError, match=r"train\.csv:2: .*score 7 an integer in 0..4"):
+    with pytest.raises(DataFormatError, match=r"train\.csv:2: score 7 outside \[0, 4\]"):
+        PD4T(root, "Gait")
+    for score, message in (("2.5", r"score 2.5 is not a whole number"), ("inf", r"score is inf \(not a finite"),
+                           ("nan", r"score is nan \(not a finite"), ("high", r"score 'high' is not a number")):
+        csv_path.write_text("\n".join(rows[:1] + [rows[1].rsplit(",", 1)[0] + "," + score] + rows[2:]) + "\n")
+        with pytest.raises(DataFormatError, match=rf"train\.csv:2: {message}"):
+            PD4T(root, "Gait")
+    # a UTF-8 byte order mark (as spreadsheet programs write it) reads as the same rows; another encoding is refused
+    csv_path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(rows) + "\n").encode())
+    assert [e.video_id for e in PD4T(root, "Gait").entries] == [r.split(",")[0] for r in rows if r]
+    csv_path.write_bytes(("\n".join(rows) + "\n").encode() + "caf\u00e9_001,90,1\n".encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"train\.csv is not UTF-8 text \(byte 0xe9 at offset \d+\); save it"):
         PD4T(root, "Gait")
     test_rows = (root / "Annotations" / "Gait" / "test.csv").read_text().splitlines()
     csv_path.write_text("\n".join(rows + test_rows[:1]) + "\n")

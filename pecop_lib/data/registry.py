@@ -140,7 +140,7 @@ class DatasetRecord:
 def _mtl_aqa_finetune_options(root: Path) -> dict[str, Any]:
     info = find_info_dir(root)
     # MUSDL needs the judges: prefer its own annotation file when both are present
-    annotation = info / ANNOTATION_FILES[1] if (info / ANNOTATION_FILES[1]).is_file() else None
+    annotation = info / ANNOTATION_FILES[1] if (info / ANNOTATION_FILES[1]).exists() else None
     # CoRe's whole-event frames when present (the synthetic world), else MUSDL's per-clip folders
     layout = "core" if (root / CORE_FRAMES_DIR).is_dir() or not (root / MUSDL_FRAMES_DIR).is_dir() else "musdl"
     return {"layout": layout, "annotation_file": annotation}

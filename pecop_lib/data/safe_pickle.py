@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pecop_lib.data.errors import DataFormatError, UnsafePickleError
+from pecop_lib.data.files import regular_file
 
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -83,9 +84,7 @@ def safe_load(path: str | os.PathLike[str]) -> Any:
         DataFormatError: If the file is missing (naming it) or unreadable.
         UnsafePickleError: If it references a disallowed global.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"annotation file {path} does not exist; check the dataset root")
+    path = regular_file(path, "annotation file", missing_fix="check the dataset root")
     return safe_loads(path.read_bytes(), str(path))
 
 

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from pecop_lib.data.errors import VideoDecodeError
+from pecop_lib.data.files import kind_of, regular_file
 from pecop_lib.data.sampling import clamp
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -77,6 +78,25 @@ def _check_length(path: Path, available: int, min_frames: int) -> None:
         )
 
 
+def _frame_files(folder: Path) -> list[str]:
+    """Names of the JPEG files of a frame folder; a FIFO, device, socket or broken link among them is refused
+    before anything is opened (decoding a FIFO would block forever)."""
+    names = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.lower().endswith(JPEG_SUFFIXES):
+                continue
+            if not entry.is_file():
+                try:
+                    kind = kind_of(entry.stat().st_mode)
+                except FileNotFoundError:
+                    kind = "a broken link"
+                raise VideoDecodeError(f"frame file {folder / entry.name} is {kind}, not a regular file (reading it "
+                                       "could block forever); replace it with the extracted frame")
+            names.append(entry.name)
+    return names
+
+
 class FrameFolder:
     """A folder of JPEG frames, ordered by file name.
 
@@ -91,7 +111,7 @@ class FrameFolder:
         self.path = Path(path)
         if not self.path.is_dir():
             raise VideoDecodeError(f"frame folder {self.path} does not exist; check the dataset root and layout")
-        names = sorted(n for n in os.listdir(self.path) if n.lower().endswith(JPEG_SUFFIXES))
+        names = sorted(_frame_files(self.path))
         if pattern is not None:
             rx = re.compile(pattern)
             bad = [n for n in names if not rx.fullmatch(n)]
@@ -166,9 +186,7 @@ class VideoFile:
     def __init__(self, path: str | os.PathLike[str], *, min_frames: int = 1, num_threads: int = 1) -> None:
         import decord
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise VideoDecodeError(f"video file {self.path} does not exist; check the dataset root and layout")
+        self.path = regular_file(path, "video file", error=VideoDecodeError)
         if self.path.stat().st_size == 0:
             raise VideoDecodeError(f"{self.path}: empty file (0 bytes); re-download or re-encode it")
         try:

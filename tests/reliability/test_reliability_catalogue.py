@@ -34,6 +34,7 @@ from _reliability_support import REPO_ROOT, hold_folder, read_json, reliability_
 from pecop_lib.atomic import CorruptFileError, atomic_write_json
 from pecop_lib.config import ConfigError, resolve, resolve_device
 from pecop_lib.data import (
+    JIGSAWS,
     MTLAQA,
     PD4T,
     DataFormatError,
@@ -335,6 +336,62 @@ def _score_range(ctx: Ctx) -> Triggered:
 
     root, path, key = _mtl_annotations(ctx, edit)
     return Triggered(lambda: MTLAQA(root, "train", crop=32), [str(path), repr(key), "final_score"])
+
+
+@case("annotation-not-finite", "a score is NaN or infinite (here: one MTL-AQA judge score is NaN)", DataFormatError,
+      "the annotation file, the record, the field and the value", "correct the record")
+def _not_finite(ctx: Ctx) -> Triggered:
+    def edit(rec: dict) -> None:
+        rec["judge_scores"] = np.where(np.arange(7) == 2, np.nan, np.asarray(rec["judge_scores"], dtype=np.float64))
+
+    root, path, key = _mtl_annotations(ctx, edit)
+    return Triggered(lambda: MTLAQA(root, "train", crop=32), [str(path), repr(key), "judge_scores[2] is nan"])
+
+
+@case("annotation-not-a-whole-number", "a whole-number field holds a fraction (a JIGSAWS sub-score of 3.5, once "
+      "truncated to 3)", DataFormatError, "the annotation file, the record, the field and the value",
+      "correct the record")
+def _not_whole(ctx: Ctx) -> Triggered:
+    root = ctx.copy("JIGSAWS")
+    path = root / "info" / "label.pkl"
+    labels = safe_load(path)
+    trial = sorted(labels)[0]
+    labels[trial] = [2, 3, 3.5, 2, 4, 3]
+    dump_pickle(labels, path)
+    return Triggered(lambda: JIGSAWS(root, "Suturing", 0, crop=32), [str(path), repr(trial), "sub-scores[2] 3.5"])
+
+
+@case("annotation-csv-not-utf8", "an annotation CSV is not UTF-8 (here Latin-1; a UTF-8 byte order mark is accepted)",
+      DataFormatError, "the file, the byte and its offset", "save it again as UTF-8")
+def _not_utf8(ctx: Ctx) -> Triggered:
+    root = ctx.copy("PD4T")
+    path = root / "Annotations" / "Gait" / "train.csv"
+    path.write_bytes(path.read_bytes() + "caf\u00e9_001,90,1\n".encode("latin-1"))
+    return Triggered(lambda: PD4T(root, "Gait", "train", crop=32), [str(path), "byte 0xe9"])
+
+
+@case("special-file-in-data-root", "a FIFO (named pipe), socket or device stands where an annotation file, video or "
+      "frame should be (reading it would block `pecop doctor` forever)", DataFormatError, "the path and what it is",
+      "replace it with the real file")
+def _fifo(ctx: Ctx) -> Triggered:
+    root = ctx.copy("MTL-AQA")
+    path = MTLAQA(root, "train", crop=32).annotation_file
+    path.unlink()
+    os.mkfifo(path)
+    return Triggered(lambda: MTLAQA(root, "train", crop=32), [str(path), "a FIFO (named pipe)"])
+
+
+@case("declared-frame-count-differs", "a video has another number of frames than its annotation declares (a "
+      "truncated copy; PD4T num_frames)", DataFormatError, "the video, both counts and the record",
+      "copy it again, or correct num_frames")
+def _frame_count(ctx: Ctx) -> Triggered:
+    root = ctx.copy("PD4T")
+    path = root / "Annotations" / "Gait" / "train.csv"
+    rows = path.read_text().splitlines()
+    video_id, frames, score = rows[0].split(",")
+    path.write_text("\n".join([f"{video_id},{int(frames) + 30},{score}"] + rows[1:]) + "\n")
+    ds = PD4T(root, "Gait", "train", crop=32)
+    return Triggered(lambda: ds[0], [str(ds.video_path(0)), f"declares {int(frames) + 30}", video_id])
 
 
 @case("finediving-label-count", "FineDiving frame labels and frame files differ in number (FineDiving issue #1)",

@@ -27,6 +27,7 @@ import torch
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
+from pecop_lib.data.formats.fields import FIX, Field, check_fields
 from pecop_lib.data.formats.splits import open_split
 from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.sampling import linspace_numbers
@@ -41,6 +42,12 @@ SUB_ACTION_TABLE = "Sub_action_Types_Table.pkl"
 FRAMES_DIR = "FINADiving_MTL_256s"
 FRAME_PATTERN = r"\d{5}\.jpg"
 NUM_FRAMES = 96
+FINEDIVING_FIELDS: tuple[Field, ...] = (
+    Field("final_score", low=0),  # and at most 30 x difficulty (checked with the record)
+    Field("difficulty", low=0, high=5, low_open=True),
+    Field("frame_labels", low=0, integer=True, count=0),
+)
+"""The numeric fields of a ``fine-grained_annotation_aqa.pkl`` record (positions 1, 2 and 4 of its list)."""
 RECORD_FIELDS = ("action_type", "dive_score", "difficulty", "start_frame", "end_frame", "sub-action_types",
                  "judge_scores", "frames_labels", "steps_transit_frames")
 """Fields of the coarse and fine-grained annotation dicts (FineDiving README)."""
@@ -81,17 +88,14 @@ def load_aqa_annotations(path: str | os.PathLike[str]) -> dict[tuple[str, int], 
         if not (isinstance(key, tuple) and len(key) == 2):
             raise DataFormatError(f"{path}: key {key!r} is not a (video_name, clip_idx) tuple")
         try:
-            action_type, score, difficulty, labels = rec[0], float(rec[1]), float(rec[2]), np.asarray(rec[4])
-        except (IndexError, TypeError, KeyError, ValueError) as exc:
+            action_type, fields = rec[0], {"final_score": rec[1], "difficulty": rec[2], "frame_labels": rec[4]}
+        except (IndexError, TypeError, KeyError) as exc:
             raise DataFormatError(
                 f"{where} is not [action_type, final_score, difficulty, _, frame_labels] ({exc})"
             ) from exc
-        if not 0 < difficulty <= 5:
-            raise DataFormatError(f"{where}: difficulty {difficulty} outside (0, 5]")
-        if not 0 <= score <= 30 * difficulty + 1e-6:
-            raise DataFormatError(f"{where}: final score {score} outside [0, 30 x difficulty]")
-        if labels.ndim != 1 or len(labels) == 0:
-            raise DataFormatError(f"{where}: frame labels must be a non-empty 1-D array, got shape {labels.shape}")
+        checked = check_fields(fields, FINEDIVING_FIELDS, where)
+        if not checked["final_score"] <= 30 * checked["difficulty"] + 1e-6:
+            raise DataFormatError(f"{where}: final score {rec[1]} outside [0, 30 x difficulty]; {FIX}")
         if not isinstance(action_type, str):
             raise DataFormatError(f"{where}: action type {action_type!r} is not a string")
     return data

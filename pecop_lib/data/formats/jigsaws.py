@@ -23,6 +23,8 @@ import numpy as np
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
+from pecop_lib.data.files import read_text
+from pecop_lib.data.formats.fields import Field, check_field, check_value, parse_number
 from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.sampling import linspace_positions
 from pecop_lib.data.transforms import ClipTransform, official_transform
@@ -40,12 +42,17 @@ SUBSCORE_NAMES = (
 NUM_FOLDS = 4
 NUM_FRAMES = 160
 SKILL_LEVELS = ("N", "I", "E")
+SUBSCORES = Field("sub-scores", low=1, high=5, integer=True, count=len(SUBSCORE_NAMES))
+"""The schema of a trial's six sub-scores: whole numbers 1..5 (a 3.5 is refused, never truncated)."""
+GRS = Field("GRS", low=6, high=30, integer=True)
+"""The global rating score of a meta-file line: the sum of the six sub-scores."""
+JIGSAWS_FIELDS: tuple[Field, ...] = (SUBSCORES, GRS)
 _TRIAL = re.compile(r"(?P<task>[A-Za-z_]+)_(?P<subject>[A-Z])(?P<trial>\d{3})")
 
 
 def _info_dir(root: Path) -> Path:
     for name in ("info", "data/info"):
-        if (root / name / "label.pkl").is_file():
+        if (root / name / "label.pkl").exists():  # a special file is refused when read
             return root / name
     raise DataFormatError(f"no JIGSAWS label.pkl under {root}/info or {root}/data/info; check the dataset root")
 
@@ -58,9 +65,7 @@ def load_labels(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
         raise DataFormatError(f"{path}: expected a dict trial -> 6 sub-scores, got {type(data).__name__}")
     out = {}
     for name, scores in data.items():
-        values = tuple(int(s) for s in np.asarray(scores).ravel())
-        if len(values) != len(SUBSCORE_NAMES) or min(values) < 1 or max(values) > 5:
-            raise DataFormatError(f"{path}: record {name!r} has sub-scores {list(values)}; expected 6 integers in 1..5")
+        values = check_field(SUBSCORES, scores, f"{path}: record {name!r}")
         if not _TRIAL.fullmatch(str(name)):
             raise DataFormatError(f"{path}: record key {name!r} is not '<Task>_<Subject><Trial>' (e.g. Suturing_B001)")
         out[str(name)] = values
@@ -96,11 +101,8 @@ def read_meta_file(path: str | os.PathLike[str]) -> dict[str, dict]:
     Raises:
         DataFormatError: On a malformed line (naming file and line) or a GRS that is not the sum.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"meta file {path} does not exist")
     out = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path, "JIGSAWS meta file").splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -108,7 +110,10 @@ def read_meta_file(path: str | os.PathLike[str]) -> dict[str, dict]:
             raise DataFormatError(
                 f"{path}:{number}: expected 'name skill GRS s1..s6' (9 fields, skill N/I/E), got {line!r}"
             )
-        grs, subs = int(fields[2]), tuple(int(x) for x in fields[3:])
+        where = f"{path}:{number}"
+        grs = int(check_value(GRS, parse_number(fields[2], "GRS", where), where))
+        subs = tuple(int(check_value(SUBSCORES, parse_number(x, SUBSCORES.name, where), where, f"sub-score {i + 1}"))
+                     for i, x in enumerate(fields[3:]))
         if grs != sum(subs):
             raise DataFormatError(f"{path}:{number}: GRS {grs} differs from the sum {sum(subs)} of the sub-scores")
         out[fields[0]] = {"skill": fields[1], "grs": grs, "subscores": subs}
@@ -173,7 +178,9 @@ class JIGSAWS(AQADataset):
         return next(i for i, f in enumerate(folds) if trial in f)
 
     def source(self, index: int) -> FrameSource:
-        return FrameFolder(self.frames_root / f"{self.trials[index]}_capture1")
+        frames = FrameFolder(self.frames_root / f"{self.trials[index]}_capture1")
+        frames.check_consecutive()  # a missing frame would shift the 160 linspace positions after it
+        return frames
 
     def positions(self, index: int, source: FrameSource, rng: np.random.Generator) -> np.ndarray:
         return linspace_positions(len(source), self.num_frames)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -25,10 +26,14 @@ import torch
 from torch.utils.data import Dataset
 
 from pecop_lib.data.errors import DataFormatError
+from pecop_lib.data.files import read_text
+from pecop_lib.data.formats.fields import Field, check_value, parse_number
 from pecop_lib.data.sampling import contiguous_window
 from pecop_lib.data.source_cache import cached_source
 from pecop_lib.data.transforms import ClipTransform
 
+TIME = Field("time", low=0, integer=True)
+"""A clip's start or end second in the source video (whole seconds, as the Kinetics lists give them)."""
 CSV_HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
 
 
@@ -50,22 +55,20 @@ class KineticsEntry:
 def read_csv(path: str | os.PathLike[str]) -> list[KineticsEntry]:
     """Read a Kinetics annotation CSV (with header), validating columns and times."""
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"Kinetics annotation file {path} does not exist; check the dataset root")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != CSV_HEADER:
-            raise DataFormatError(f"{path}: header must be {','.join(CSV_HEADER)}, got {reader.fieldnames}")
-        entries = []
-        for number, row in enumerate(reader, 2):
-            try:
-                entry = KineticsEntry(row["label"], row["youtube_id"], int(row["time_start"]), int(row["time_end"]),
-                                      row["split"])
-            except (TypeError, ValueError) as exc:
-                raise DataFormatError(f"{path}:{number}: malformed row {row!r} ({exc})") from exc
-            if entry.time_end <= entry.time_start:
-                raise DataFormatError(f"{path}:{number}: time_end {entry.time_end} <= time_start {entry.time_start}")
-            entries.append(entry)
+    reader = csv.DictReader(io.StringIO(read_text(path, "Kinetics annotation file"), newline=""))
+    if tuple(reader.fieldnames or ()) != CSV_HEADER:
+        raise DataFormatError(f"{path}: header must be {','.join(CSV_HEADER)}, got {reader.fieldnames}")
+    entries = []
+    for number, row in enumerate(reader, 2):
+        where = f"{path}:{number}"
+        if None in row or None in row.values():
+            raise DataFormatError(f"{where}: malformed row {row!r} (expected the {len(CSV_HEADER)} header columns)")
+        start, end = (int(check_value(TIME, parse_number(row[name], name, where), where, name))
+                      for name in ("time_start", "time_end"))
+        entry = KineticsEntry(row["label"], row["youtube_id"], start, end, row["split"])
+        if entry.time_end <= entry.time_start:
+            raise DataFormatError(f"{where}: time_end {entry.time_end} <= time_start {entry.time_start}")
+        entries.append(entry)
     return entries
 
 

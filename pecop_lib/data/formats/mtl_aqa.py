@@ -22,7 +22,7 @@ copy has 4.5; the final score is the same either way): judge scores outside 0..1
 from __future__ import annotations
 
 import os
-import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
+from pecop_lib.data.formats.fields import Field, check_fields
 from pecop_lib.data.formats.splits import open_split
 from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.sampling import leading_window, window_ending_at
@@ -64,12 +65,25 @@ def find_info_dir(root: str | os.PathLike[str]) -> Path:
     """The folder holding the annotation pickles (``info/`` or ``data/info/``)."""
     root = Path(root)
     for name in INFO_DIRS:
-        if any((root / name / f).is_file() for f in ANNOTATION_FILES):
+        if any((root / name / f).exists() for f in ANNOTATION_FILES):  # special files: refused when read
             return root / name
     raise DataFormatError(
         f"no MTL-AQA annotation file under {root}: expected one of {ANNOTATION_FILES} in "
         f"{' or '.join(INFO_DIRS)}; point the root at the folder that contains info/"
     )
+
+
+MTL_AQA_FIELDS: tuple[Field, ...] = (
+    Field("start_frame", low=0, integer=True),
+    Field("end_frame", low=0, integer=True),
+    Field("difficulty", low=0, high=5, low_open=True),
+    Field("final_score", low=0),  # and at most 30 x difficulty (checked with the record)
+    Field("judge_scores", low=0, high=10, count=NUM_JUDGES, required=False),
+    *(Field(name, low=0, integer=True, required=False)
+      for name in ("primary_view", "position", "armstand", "rotation_type", "ss_no", "tw_no")),
+)
+"""The numeric fields of an MTL-AQA record (:mod:`pecop_lib.data.formats.fields`); judge scores outside 0..10
+warn by default (the released MUSDL file has one, record (4, 49): 45.0 for 4.5)."""
 
 
 def _validate_record(key: Any, rec: Any, path: Path, need_judges: bool, judge_outliers: str) -> None:
@@ -85,24 +99,16 @@ def _validate_record(key: Any, rec: Any, path: Path, need_judges: bool, judge_ou
             f"{where} lacks key(s) {missing}; the file is not an MTL-AQA annotation dict: use the released "
             f"{' or '.join(ANNOTATION_FILES)}"
         )
-    if not 0 <= rec["start_frame"] <= rec["end_frame"]:
+    fields = [replace(f, outside="error" if judge_outliers == "raise" else "warn") if f.name == "judge_scores" else f
+              for f in MTL_AQA_FIELDS]
+    checked = check_fields(rec, fields, where)
+    if not checked["start_frame"] <= checked["end_frame"]:
         raise DataFormatError(f"{where}: start_frame {rec['start_frame']} / end_frame {rec['end_frame']} out of order")
-    if not 0 < rec["difficulty"] <= 5:
-        raise DataFormatError(f"{where}: difficulty {rec['difficulty']} outside (0, 5]")
-    if not 0 <= rec["final_score"] <= 30 * rec["difficulty"] + 1e-6:
+    if not checked["final_score"] <= 30 * checked["difficulty"] + 1e-6:
         raise DataFormatError(
             f"{where}: final_score {rec['final_score']} outside [0, 30 x difficulty = {30 * rec['difficulty']:.2f}]; "
             "correct the record (or restore the released annotation file)"
         )
-    if "judge_scores" in rec:
-        judges = np.asarray(rec["judge_scores"], dtype=np.float64)
-        if judges.shape != (NUM_JUDGES,):
-            raise DataFormatError(f"{where}: judge_scores {judges.tolist()} must be {NUM_JUDGES} values")
-        if judges.min() < 0 or judges.max() > 10:
-            message = f"{where}: judge_scores {judges.tolist()} must be {NUM_JUDGES} values in [0, 10]"
-            if judge_outliers == "raise":
-                raise DataFormatError(message)
-            warnings.warn(message + " (kept as published: annotation noise)", stacklevel=4)
 
 
 def load_annotations(
@@ -208,7 +214,7 @@ class MTLAQA(AQADataset):
         self.root = Path(root)
         info = find_info_dir(self.root)
         if annotation_file is None:
-            annotation_file = next(info / f for f in ANNOTATION_FILES if (info / f).is_file())
+            annotation_file = next(info / f for f in ANNOTATION_FILES if (info / f).exists())
         self.annotation_file = Path(annotation_file)
         self.annotations = load_annotations(self.annotation_file, judge_outliers=judge_outliers)
         paths = {name: info / f"{name}_split_{split_index}.pkl" for name in ("train", "test")}
@@ -237,8 +243,9 @@ class MTLAQA(AQADataset):
         folder = self.folder(index)
         if folder not in self._sources:  # cache the (large) event file lists
             frames = FrameFolder(folder)
-            if self.layout == "core":
-                frames.check_consecutive(first=1)  # ffmpeg's 1-based %08d.jpg: positions are frame numbers - 1
+            # no gaps in either layout: a missing frame would shift every later one; CoRe's event videos are
+            # ffmpeg's 1-based %08d.jpg, so positions are frame numbers - 1
+            frames.check_consecutive(first=1 if self.layout == "core" else None)
             self._sources[folder] = frames
         return self._sources[folder]
 

@@ -14,6 +14,7 @@ subject-disjoint (checked). Frame selection has no official rule; this package u
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import numpy as np
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
+from pecop_lib.data.files import read_text
+from pecop_lib.data.formats.fields import Field, check_value, parse_number
 from pecop_lib.data.formats.splits import check_split
 from pecop_lib.data.sampling import linspace_positions
 from pecop_lib.data.source_cache import cached_source
@@ -33,8 +36,15 @@ from pecop_lib.data.video import FrameSource
 TASKS = ("Gait", "Finger tapping", "Hand movement", "Leg agility")
 VIDEO_TEMPLATE = "Videos/{task}/{subject}/{stem}.mp4"
 NUM_FRAMES = 103
+FRAME_COUNT_TOLERANCE = 1
+"""Decodable and declared frame counts may differ by this much (tools count a last partial frame differently)."""
 PACE = {"Gait": 3, "Finger tapping": 1, "Hand movement": 1, "Leg agility": 1}
 """PECoP's normal pace ``fr`` per task (3 for the long gait videos)."""
+PD4T_FIELDS: tuple[Field, ...] = (
+    Field("num_frames", low=1, integer=True),
+    Field("score", low=0, high=4, integer=True),
+)
+"""The numeric columns of a PD4T CSV row (after the video id): a frame count and the UPDRS score 0..4."""
 _VIDEO_ID = re.compile(r"(?P<stem>.+)_(?P<subject>\d{3})")
 
 
@@ -65,26 +75,20 @@ def read_csv(path: str | os.PathLike[str]) -> list[PD4TEntry]:
             ``_<3-digit subject>`` suffix, a non-positive frame count or a score outside 0..4.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"PD4T annotation file {path} does not exist; check the dataset root and task name")
+    text = read_text(path, "PD4T annotation file")
     entries = []
-    with open(path, newline="") as handle:
-        for number, row in enumerate(csv.reader(handle), 1):
-            if not row:
-                continue
-            where = f"{path}:{number}"
-            if len(row) != 3:
-                raise DataFormatError(f"{where}: expected 3 columns (video_id, num_frames, score), got {row!r}")
-            video_id = row[0].strip()
-            if not _VIDEO_ID.fullmatch(video_id):
-                raise DataFormatError(f"{where}: video id {video_id!r} does not end with '_<3-digit subject>'")
-            try:
-                num_frames, score = int(row[1]), int(float(row[2]))
-            except ValueError as exc:
-                raise DataFormatError(f"{where}: num_frames and score must be numbers, got {row[1:]!r}") from exc
-            if num_frames < 1 or not 0 <= score <= 4 or float(row[2]) != score:
-                raise DataFormatError(f"{where}: num_frames {row[1]} must be >= 1 and score {row[2]} an integer in 0..4")
-            entries.append(PD4TEntry(video_id, num_frames, score))
+    for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+        if not row:
+            continue
+        where = f"{path}:{number}"
+        if len(row) != 3:
+            raise DataFormatError(f"{where}: expected 3 columns (video_id, num_frames, score), got {row!r}")
+        video_id = row[0].strip()
+        if not _VIDEO_ID.fullmatch(video_id):
+            raise DataFormatError(f"{where}: video id {video_id!r} does not end with '_<3-digit subject>'")
+        values = {f.name: check_value(f, parse_number(cell, f.name, where), where)
+                  for f, cell in zip(PD4T_FIELDS, row[1:])}
+        entries.append(PD4TEntry(video_id, values["num_frames"], values["score"]))
     if not entries:
         raise DataFormatError(f"{path}: no rows")
     return entries
@@ -151,7 +155,15 @@ class PD4T(AQADataset):
         return self.root / self.video_template.format(task=self.task, subject=e.subject, stem=e.stem)
 
     def source(self, index: int) -> FrameSource:
-        return cached_source(self.video_path(index))
+        source = cached_source(self.video_path(index))
+        declared = self.entries[index].num_frames
+        if abs(len(source) - declared) > FRAME_COUNT_TOLERANCE:
+            raise DataFormatError(
+                f"{source.path}: {len(source)} decodable frames, but {self.task}'s annotation file declares {declared} "
+                f"for {self.entries[index].video_id}; the video is truncated or another one: copy it again, or correct "
+                "num_frames in the CSV"
+            )
+        return source
 
     def positions(self, index: int, source: FrameSource, rng: np.random.Generator) -> np.ndarray:
         return linspace_positions(len(source), self.num_frames)

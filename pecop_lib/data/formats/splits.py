@@ -55,10 +55,10 @@ def open_split(paths: Mapping[str, Path], split: str, load: Callable[[Path], lis
         DataFormatError: If the wanted file is missing, or a split present is empty, repeats a key, or
             shares a key with the other (:func:`check_split`, :func:`check_disjoint`).
     """
-    if not paths[split].is_file():
+    if not paths[split].exists():  # a FIFO or other special file is refused by the loader, never opened
         raise DataFormatError(f"{dataset} split file {paths[split]} does not exist; put the official split files in "
                               f"{paths[split].parent}")
-    splits = {name: load(path) for name, path in paths.items() if path.is_file()}
+    splits = {name: load(path) for name, path in paths.items() if path.exists()}
     for name, keys in splits.items():
         check_split(keys, paths[name])
     if len(splits) == 2:
