@@ -119,6 +119,6 @@ def test_course_notebook_07_runs_fig5_only_with_a_diving_and_a_motor_task():
 
     plan = ablation_plan(pecop_lib.resolve("course"))
     assert {study: len(runs) for study, runs in plan.items()} == {"fig5": 30, "table5": 0, "table6": 0, "switches": 0}
-    assert {(r.setting.dataset, r.setting.task) for r in plan["fig5"]} == {("MTL-AQA", None), ("PD4T", "Gait")}
+    assert {(r.setting.dataset, r.setting.task) for r in plan["fig5"]} == {("MTL-AQA", None), ("PD4T", "Leg agility")}
     assert {r.strategy for r in plan["fig5"]} == {"dom_g", "dom_s", "hpt_bn", "hpt", "pecop"}
     assert {r.seed for r in plan["fig5"]} == {0, 1, 2}

@@ -17,6 +17,7 @@ from pecop_lib.pretrain.targets import (
     check_evaluation_split,
     check_fold,
     check_target,
+    named_target,
     official_normal_pace,
     open_target,
     pretraining_videos,
@@ -62,6 +63,25 @@ def test_target_checks_name_the_fix(world, tmp_path) -> None:
         open_target(world["MTL-AQA"], "Kinetics")
     with pytest.raises(FileNotFoundError, match="PD4T folder .* does not exist; check the data root"):
         pretraining_videos(tmp_path / "PD4T", "PD4T", task="Gait")
+
+
+def test_named_target_finds_the_dataset_of_a_task() -> None:
+    assert named_target("MTL-AQA") == ("MTL-AQA", None) and named_target("FineDiving") == ("FineDiving", None)
+    assert named_target("Leg agility") == ("PD4T", "Leg agility") and named_target("Suturing") == ("JIGSAWS", "Suturing")
+    for bad in ("PD4T", "Leg Agility", ""):  # a multi-task dataset needs its task; names are exact
+        with pytest.raises(ValueError, match=rf"unknown stage-2 target '{bad}': .*'MTL-AQA'.*'Leg agility'"):
+            named_target(bad)
+
+
+def test_course_notebook_03_pretrains_on_leg_agility_and_07_reuses_its_runs() -> None:
+    import pecop_lib
+    from pecop_lib.studies.plans import FIG5_TARGETS, parse_tasks
+
+    course, smoke = pecop_lib.resolve("course"), pecop_lib.resolve("smoke")
+    assert named_target(course.pretrain_demo_task) == ("PD4T", "Leg agility")
+    assert named_target(smoke.pretrain_demo_task) == ("MTL-AQA", None)
+    # notebook 03's stage-2 target is one of Fig. 5's tasks, so notebook 07 loads its PECoP and HPT runs
+    assert named_target(course.pretrain_demo_task) in {FIG5_TARGETS[t] for t in parse_tasks(course.ablation_fig5_tasks)}
 
 
 def test_official_normal_pace() -> None:

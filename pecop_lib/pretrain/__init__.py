@@ -43,6 +43,7 @@ from pecop_lib.pretrain.targets import (
     TARGET_DATASETS,
     check_evaluation_split,
     check_fold,
+    named_target,
     official_normal_pace,
     pretraining_videos,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "kinetics_source",
     "load_stage1",
     "load_stage2",
+    "named_target",
     "official_normal_pace",
     "pretext_model",
     "pretext_step",

@@ -38,6 +38,25 @@ JIGSAWS_FOLDS: tuple[int, ...] = DATASETS["JIGSAWS"].folds
 """JIGSAWS test folds; stage 2 for fold ``k`` reads the trials of the other three."""
 
 
+def named_target(name: str) -> tuple[str, str | None]:
+    """A stage-2 target by one name: a single-task dataset or a task of a dataset -> ``(dataset, task)``.
+
+    ``"MTL-AQA"`` -> ``("MTL-AQA", None)``, ``"Leg agility"`` -> ``("PD4T", "Leg agility")``,
+    ``"Suturing"`` -> ``("JIGSAWS", "Suturing")`` (how ``pretrain_demo_task`` names notebook 03's target).
+
+    Raises:
+        ValueError: On a name that is neither, or a multi-task dataset named without its task; the
+            message lists the valid names.
+    """
+    if name in TARGET_TASKS and not TARGET_TASKS[name]:
+        return name, None
+    for dataset, tasks in TARGET_TASKS.items():
+        if name in tasks:
+            return dataset, name
+    valid = [d for d, tasks in TARGET_TASKS.items() if not tasks] + [t for tasks in TARGET_TASKS.values() for t in tasks]
+    raise ValueError(f"unknown stage-2 target {name!r}: name a single-task dataset or a task, one of {valid}")
+
+
 def check_target(dataset: str, task: str | None) -> None:
     """Validate a (dataset, task) pair.
 
