@@ -17,6 +17,45 @@ from typing import Any
 
 DISK_FULL_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT})
 """``errno`` values of a full disk or quota: reported as such by :func:`atomic_path`."""
+NO_PERMISSION_ERRNOS: frozenset[int] = frozenset({errno.EACCES, errno.EPERM})
+"""``errno`` values of a folder this user may not write."""
+
+
+def not_writable(exc: OSError, folder: Path, what: str, fix: str) -> OSError:
+    """The error that says why ``what`` cannot be written in ``folder``: no permission or a read-only file system.
+
+    Args:
+        exc: The error the system call raised.
+        folder: The folder written to.
+        what: What was being written (``"output folder x"``, ``"x.json"``), for the message.
+        fix: What to do, e.g. ``"choose another output folder"``.
+
+    Returns:
+        :class:`PermissionError` (permissions), ``OSError(EROFS)`` (a read-only file system: a read-only mount, a
+        full or damaged disk the kernel turned read-only), or ``exc`` itself for any other error.
+    """
+    if exc.errno == errno.EROFS:
+        return OSError(errno.EROFS, f"cannot write {what}: {folder} lies on a read-only file system; {fix}")
+    if isinstance(exc, PermissionError) or exc.errno in NO_PERMISSION_ERRNOS:
+        return PermissionError(f"cannot write {what}: folder {folder} is not writable; {fix}")
+    return exc
+
+
+def writable_folder(folder: str | os.PathLike[str], fix: str) -> Path:
+    """Create ``folder`` (and its parents) or say in one message why it cannot be written.
+
+    Raises:
+        NotADirectoryError: If its path runs through a file (:func:`check_folder_path`).
+        PermissionError: If this user may not write there.
+        OSError: ``EROFS`` if it lies on a read-only file system.
+    """
+    folder = Path(folder)
+    check_folder_path(folder, fix)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise not_writable(exc, folder, f"output folder {folder}", fix) from exc
+    return folder
 
 
 @contextlib.contextmanager
@@ -34,7 +73,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     Raises:
         PermissionError: If the folder is not writable (the message names it).
-        OSError: With ``errno.ENOSPC`` / ``errno.EDQUOT`` when the disk or quota is full; the
+        OSError: ``EROFS`` on a read-only file system (:func:`not_writable`); with ``errno.ENOSPC`` / ``errno.EDQUOT`` when the disk or quota is full; the
             message names the file and says that the previous version is untouched.
     """
     target = Path(target)
@@ -42,10 +81,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except PermissionError as exc:
-        raise PermissionError(
-            f"cannot write {target}: folder {folder} is not writable; choose another output folder"
-        ) from exc
+    except OSError as exc:
+        raise not_writable(exc, folder, str(target), "choose another output folder") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions

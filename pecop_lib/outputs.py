@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pecop_lib.atomic import atomic_path, atomic_write_json, check_folder_path
+from pecop_lib.atomic import atomic_path, atomic_write_json, writable_folder
 from pecop_lib.config import PRESET_NOTICES
 
 T = TypeVar("T")
@@ -29,14 +29,11 @@ def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
 
     Raises:
         PermissionError: If the folder cannot be created, naming it and the fix.
+        OSError: ``EROFS`` if it lies on a read-only file system, naming it and the fix.
         NotADirectoryError: If its path is a file, naming the file and the fix.
     """
     path = Path(out_dir)
-    check_folder_path(path, "set OUT_DIR elsewhere")
-    try:
-        (path / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    except PermissionError as exc:
-        raise PermissionError(f"cannot create output folder {path}: not writable; set OUT_DIR elsewhere") from exc
+    writable_folder(path / FIGURES_DIR, "set OUT_DIR elsewhere")
     return path
 
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pecop_lib.atomic import check_folder_path
+from pecop_lib.atomic import not_writable, writable_folder
 
 LOCK_FILE = ".pecop-lock"
 
@@ -80,15 +80,14 @@ def run_lock(folder: str | os.PathLike[str], *, command: str | None = None, enab
 
     Raises:
         RunFolderLockedError: If a live process (or one on another host) holds the folder, naming it.
-        NotADirectoryError: If the folder's path is a file (:func:`check_folder_path`).
+        NotADirectoryError, PermissionError, OSError: If the folder cannot be written (:func:`writable_folder`).
     """
     folder = Path(folder)
     lock = folder / LOCK_FILE
     if not enabled:
         yield lock
         return
-    check_folder_path(folder, "choose another output folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    writable_folder(folder, "choose another output folder")
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     while True:
@@ -108,6 +107,8 @@ def run_lock(folder: str | os.PathLike[str], *, command: str | None = None, enab
                           f"({_describe(holder) if holder else 'unreadable lock file'})", stacklevel=3)
             lock.unlink(missing_ok=True)
             continue  # create it anew; another process may win the race, then it is live and we refuse
+        except OSError as exc:  # an existing folder on a read-only file system, or not this user's to write
+            raise not_writable(exc, folder, str(lock), "choose another output folder") from exc
         with os.fdopen(handle, "w") as out:
             json.dump(record, out)
         break

@@ -718,6 +718,22 @@ def _run_dir_read_only(ctx: Ctx) -> Triggered:
     return Triggered(lambda: tiny_trainer(run).fit(tiny_data, 1), [str(run / "metrics.json")])
 
 
+@case("read-only-file-system", "the output folder lies on a read-only file system (a read-only mount, or a disk the "
+      "kernel remounted read-only; simulated here, real in test_reliability_real_filesystems.py)", OSError,
+      "the folder", "choose another output folder", note="errno EROFS")
+def _read_only_fs(ctx: Ctx) -> Triggered:
+    run = ctx.tmp / "mounted-read-only" / "run"
+    inside, real_mkdir = str(run.parent), os.mkdir
+
+    def mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path).startswith(inside):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    ctx.monkeypatch.setattr(os, "mkdir", mkdir)
+    return Triggered(lambda: tiny_trainer(run).fit(tiny_data, 1), [str(run), "read-only file system"])
+
+
 # -------------------------------------------------------------------------------- the tests
 @pytest.fixture(scope="module")
 def world_root(tmp_path_factory) -> Path:

@@ -141,7 +141,8 @@ def check_field(field: Field, value: Any, where: str) -> Any:
 
 
 def _check_array(field: Field, values: np.ndarray, where: str) -> tuple:
-    """A numeric array checked at once (long label arrays); the first bad element is checked one by one."""
+    """A numeric array checked at once (long label arrays); a bad element is then named by :func:`check_value`
+    (the first one raises; where the range only warns, every element is checked so that each warns)."""
     floats = values.astype(np.float64)
     bad = ~np.isfinite(floats)
     if field.integer:
@@ -150,12 +151,12 @@ def _check_array(field: Field, values: np.ndarray, where: str) -> tuple:
         bad |= floats <= field.low if field.low_open else floats < field.low
     if field.high is not None:
         bad |= floats > field.high
-    if bad.any() and field.outside == "error":
-        i = int(np.flatnonzero(bad)[0])
-        check_value(field, values[i].item(), where, f"{field.name}[{i}]")  # raises with the value
-    if bad.any():
-        return tuple(check_value(field, v, where, f"{field.name}[{i}]") for i, v in enumerate(values.tolist()))
-    return tuple(values.astype(np.int64).tolist() if field.integer else floats.tolist())
+    if not bad.any():
+        return tuple(values.astype(np.int64).tolist() if field.integer else floats.tolist())
+    if field.outside == "error":
+        first = int(np.flatnonzero(bad)[0])
+        check_value(field, values[first].item(), where, f"{field.name}[{first}]")  # raises, naming the value
+    return tuple(check_value(field, v, where, f"{field.name}[{i}]") for i, v in enumerate(values.tolist()))
 
 
 def check_fields(record: Mapping[str, Any], fields: Sequence[Field], where: str) -> dict[str, Any]:
