@@ -29,6 +29,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Convention = Literal["musdl_mtl", "core_mtl", "musdl_jigsaws", "tsa_finediving", "plain"]
 
 
+class FramesSmallerThanCropError(ValueError):
+    """The (resized) frames are smaller than the transform's crop (a dataset names the video: :class:`AQADataset`)."""
+
+
 @dataclass(frozen=True)
 class ClipTransform:
     """Resize, crop, flip and normalise a clip.
@@ -75,7 +79,7 @@ class ClipTransform:
         top = left = 0
         if self.crop is not None:
             if height < self.crop or width < self.crop:
-                raise ValueError(
+                raise FramesSmallerThanCropError(
                     f"frames of {height}x{width} are smaller than the crop {self.crop}; "
                     "set a resize or a smaller crop size"
                 )

@@ -263,6 +263,13 @@ def _missing_frame_mtl(ctx: Ctx) -> Triggered:
     return Triggered(lambda: MTLAQA(root, "train", crop=32)[0], [str(missing)])
 
 
+@case("frames-smaller-than-crop", "a dataset's frames are smaller than the crop (e.g. 32 px frames read at 224 px)",
+      DataFormatError, "the video, the record and both sizes", "set a resize or a smaller crop size")
+def _smaller_than_crop(ctx: Ctx) -> Triggered:
+    ds = PD4T(ctx.copy("PD4T"), "Gait", "train", crop=224)
+    return Triggered(lambda: ds[0], [str(ds.video_path(0)), ds.records[0].id, "smaller than the crop 224"])
+
+
 @case("corrupt-jpeg", "a frame JPEG is corrupt", VideoDecodeError, "the frame file", "re-extract this frame")
 def _corrupt_jpeg(ctx: Ctx) -> Triggered:
     ds = MTLAQA(ctx.copy("MTL-AQA"), "test", crop=32)
