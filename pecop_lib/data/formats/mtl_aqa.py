@@ -22,6 +22,7 @@ copy has 4.5; the final score is the same either way): judge scores outside 0..1
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,7 @@ import numpy as np
 
 from pecop_lib.data.dataset import AQADataset, AQARecord
 from pecop_lib.data.errors import DataFormatError
-from pecop_lib.data.formats.fields import Field, check_fields
+from pecop_lib.data.formats.fields import FIX, Field, check_fields
 from pecop_lib.data.formats.splits import open_split
 from pecop_lib.data.safe_pickle import safe_load
 from pecop_lib.data.sampling import leading_window, window_ending_at
@@ -86,7 +87,7 @@ MTL_AQA_FIELDS: tuple[Field, ...] = (
 warn by default (the released MUSDL file has one, record (4, 49): 45.0 for 4.5)."""
 
 
-def _validate_record(key: Any, rec: Any, path: Path, need_judges: bool, judge_outliers: str) -> None:
+def _validate_record(key: Any, rec: Any, path: Path, need_judges: bool, fields: Sequence[Field]) -> None:
     where = f"{path}: record {key!r}"
     if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, (int, np.integer)) for k in key)):
         raise DataFormatError(f"{path}: key {key!r} is not an (event, clip) tuple of ints")
@@ -99,15 +100,12 @@ def _validate_record(key: Any, rec: Any, path: Path, need_judges: bool, judge_ou
             f"{where} lacks key(s) {missing}; the file is not an MTL-AQA annotation dict: use the released "
             f"{' or '.join(ANNOTATION_FILES)}"
         )
-    fields = [replace(f, outside="error" if judge_outliers == "raise" else "warn") if f.name == "judge_scores" else f
-              for f in MTL_AQA_FIELDS]
     checked = check_fields(rec, fields, where)
     if not checked["start_frame"] <= checked["end_frame"]:
         raise DataFormatError(f"{where}: start_frame {rec['start_frame']} / end_frame {rec['end_frame']} out of order")
     if not checked["final_score"] <= 30 * checked["difficulty"] + 1e-6:
         raise DataFormatError(
-            f"{where}: final_score {rec['final_score']} outside [0, 30 x difficulty = {30 * rec['difficulty']:.2f}]; "
-            "correct the record (or restore the released annotation file)"
+            f"{where}: final_score {rec['final_score']} outside [0, 30 x difficulty = {30 * rec['difficulty']:.2f}]; {FIX}"
         )
 
 
@@ -130,8 +128,10 @@ def load_annotations(
         raise DataFormatError(f"{path}: expected a non-empty dict (event, clip) -> record, got {type(data).__name__}")
     if judge_outliers not in ("warn", "raise"):
         raise ValueError(f"judge_outliers must be 'warn' or 'raise', got {judge_outliers!r}")
+    outside = "error" if judge_outliers == "raise" else "warn"
+    fields = [replace(f, outside=outside) if f.name == "judge_scores" else f for f in MTL_AQA_FIELDS]
     for key, rec in data.items():
-        _validate_record(key, rec, path, need_judges, judge_outliers)
+        _validate_record(key, rec, path, need_judges, fields)
     return data
 
 
