@@ -14,9 +14,11 @@
    wall time and status, git commit);
 6. stop at the first failure with :class:`NotebookRunError`, naming the notebook and the cell.
 
-Kernels are started with CurveZMQ transport encryption where their kernelspec supports it
-(:func:`kernel_config`), which is what ipykernel's start-up warning "Kernel is running over TCP
-without encryption" asks for; the warning is then not emitted at all, instead of once per notebook.
+Kernels are started with CurveZMQ transport encryption where their kernelspec supports it, which
+is what ipykernel's start-up warning "Kernel is running over TCP without encryption" asks for; the
+warning is then not emitted at all, instead of once per notebook. What a kernel process itself
+prints (C libraries' messages, not cell output) goes to ``<out>/<stem>.kernel.log``, kept only when
+it is not empty and named when the notebook fails (:mod:`pecop_lib.notebook_kernel`).
 """
 
 from __future__ import annotations
@@ -33,16 +35,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import auto_preset, resolve, resolve_device
 from pecop_lib.environment import environment_report
-from pecop_lib.outputs import HEADLESS_ENV, METRICS_FILE
-from pecop_lib.train.run_lock import run_lock
-
-if TYPE_CHECKING:
-    from traitlets.config import Config
 from pecop_lib.notebook_progress import (
     MANIFEST_FILE,
     SequenceProgress,
@@ -51,6 +48,8 @@ from pecop_lib.notebook_progress import (
     notebook_stage,
     previous_wall_times,
 )
+from pecop_lib.outputs import HEADLESS_ENV, METRICS_FILE
+from pecop_lib.train.run_lock import run_lock
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[A-Za-z0-9_]+\.ipynb$")
 """Names the runner picks up: two digits, an underscore, a topic."""
@@ -95,6 +94,7 @@ class NotebookRecord:
     metrics_file: str | None = None
     error: str | None = None
     failed_cell: int | None = None
+    kernel_log: str | None = None  # kept only when the kernel process printed something
 
 
 @dataclass
@@ -278,39 +278,38 @@ def run_summary(report: RunReport) -> list[str]:
     ]
 
 
-def kernel_config() -> Config:
-    """Configuration of the runner's kernel managers: CurveZMQ transport encryption where possible.
+KERNEL_LOG_SUFFIX = ".kernel.log"
+"""``<out>/<stem>.kernel.log``: what the notebook's kernel process printed outside its cells."""
 
-    ipykernel 7 warns at every kernel start that "Kernel is running over TCP without encryption"
-    unless the kernel manager provisions CurveZMQ keys. With ``transport_encryption = "auto"``,
-    jupyter_client (8.9 and later, which ipykernel 7 requires) provisions them for kernels whose
-    kernelspec declares ``supported_encryption: curve``, as ipykernel 7's does; the warning then has
-    no cause. An older jupyter_client (its ipykernel does not warn) would report the setting as
-    unknown, and pyzmq built without CurveZMQ would refuse it: both get an empty configuration.
+KERNEL_LOG_TAIL_LINES = 20
+"""How many last lines of the kernel log a failure message quotes."""
 
-    Returns:
-        The configuration for papermill's notebook client (passed on to its kernel manager).
-    """
-    import zmq
-    from jupyter_client import KernelManager
-    from traitlets.config import Config
 
-    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
-        return Config({"KernelManager": {"transport_encryption": "auto"}})
-    return Config()
+def _kernel_log_tail(log: Path) -> str:
+    """The last :data:`KERNEL_LOG_TAIL_LINES` lines of a kernel log, or a note that it is empty."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    if not lines:
+        return "the kernel process printed nothing"
+    tail = "\n".join(f"    {ln}" for ln in lines[-KERNEL_LOG_TAIL_LINES:])
+    return f"the kernel process's last output ({log}):\n{tail}"
 
 
 def _run_one(path: Path, output_path: Path, parameters: dict[str, Any], *, kernel: str, cell_timeout: int,
-             progress: bool, log_output: bool) -> None:
-    """Execute one notebook; translate papermill/nbclient failures into :class:`NotebookRunError`."""
+             progress: bool, log_output: bool, kernel_log: Path) -> None:
+    """Execute one notebook; translate papermill/nbclient failures into :class:`NotebookRunError`.
+
+    The kernel process's own stdout and stderr are appended to ``kernel_log``.
+    """
     import papermill
-    from nbclient.exceptions import CellTimeoutError
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    from pecop_lib.notebook_kernel import kernel_config
 
     try:
         papermill.execute_notebook(
             str(path), str(output_path), parameters=parameters, kernel_name=kernel, cwd=str(path.parent),
             progress_bar=progress, log_output=log_output, execution_timeout=cell_timeout,
-            config=kernel_config(),
+            config=kernel_config(str(kernel_log)),
         )
     except papermill.PapermillExecutionError as exc:
         first = next((ln for ln in exc.source.splitlines() if ln.strip()), "")
@@ -325,6 +324,13 @@ def _run_one(path: Path, output_path: Path, parameters: dict[str, Any], *, kerne
             f"notebook {path.stem} timed out in cell {cell} after the per-cell limit of {cell_timeout} s; "
             f"raise it with --cell-timeout. Partial notebook kept at {output_path}. {exc}",
             notebook=path.stem, cell=cell, output_path=output_path, timed_out=True,
+        ) from exc
+    except DeadKernelError as exc:
+        raise NotebookRunError(
+            f"notebook {path.stem}: its kernel died ({exc}). A kernel killed without a word was most often "
+            "killed by the system for lack of memory (see `dmesg`; try a smaller preset or batch size); "
+            f"{_kernel_log_tail(kernel_log)}\nPartial notebook kept at {output_path}",
+            notebook=path.stem, cell=None, output_path=output_path,
         ) from exc
 
 
@@ -401,13 +407,15 @@ def run_notebooks(
             for path, record in zip(paths, report.notebooks):
                 nb_out = out_root / path.stem
                 executed = out_root / path.name
+                kernel_log = out_root / f"{path.stem}{KERNEL_LOG_SUFFIX}"
+                kernel_log.unlink(missing_ok=True)  # the previous run's, like its executed notebook
                 record.out_dir, record.executed_notebook = str(nb_out), str(executed)
                 params = {"PRESET": preset, "DEVICE": device, "OUT_DIR": str(nb_out), "INTERACTIVE": False, **extra}
                 print(lines.started(notebook_stage(path), time.perf_counter() - t_run), flush=True)
                 t0 = time.perf_counter()
                 try:
                     _run_one(path, executed, params, kernel=kernel, cell_timeout=cell_timeout, progress=cell_bars,
-                             log_output=log_output)
+                             log_output=log_output, kernel_log=kernel_log)
                     metrics = nb_out / METRICS_FILE
                     if not metrics.exists():
                         raise NotebookRunError(
@@ -423,6 +431,9 @@ def run_notebooks(
                     record.status = "ok"
                     record.metrics_file = str(metrics)
                 finally:
+                    if kernel_log.exists() and kernel_log.stat().st_size == 0:
+                        kernel_log.unlink()
+                    record.kernel_log = str(kernel_log) if kernel_log.exists() else None
                     record.wall_s = round(time.perf_counter() - t0, 2)
                     report.status = "failed" if record.status in ("failed", "timeout") else report.status
                     report.wall_s = round(time.perf_counter() - t_run, 2)

@@ -100,6 +100,43 @@ def test_runner_reports_cell_timeout(tmp_path):
     assert manifest["notebooks"][0]["status"] == "timeout"
 
 
+# What a kernel process writes to its own descriptors (C libraries' messages, e.g. libzmq's shutdown
+# assertion seen on CI) is not cell output: it goes to <out>/<stem>.kernel.log, not the terminal.
+WRITE_TO_FD2 = "import os\nos.write(2, b'native library says: hello from fd 2\\n')"
+
+
+def test_kernel_process_output_goes_to_its_log_not_the_terminal(tmp_path, capfd):
+    write_notebook(tmp_path, "00_noisy.ipynb", WRITE_TO_FD2, WRITE_METRICS)
+    write_notebook(tmp_path, "01_quiet.ipynb", WRITE_METRICS)
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "01_quiet.kernel.log").write_text("left by an earlier run\n")
+    report = run_notebooks("smoke", device="cpu", out=out, notebooks_dir=tmp_path, progress=False)
+    captured = capfd.readouterr()
+    assert "hello from fd 2" not in captured.out + captured.err
+    noisy, quiet = report.notebooks
+    assert noisy.kernel_log == str(out / "00_noisy.kernel.log")
+    assert "native library says: hello from fd 2" in (out / "00_noisy.kernel.log").read_text()
+    assert quiet.kernel_log is None and not (out / "01_quiet.kernel.log").exists()  # empty: removed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [n["kernel_log"] for n in manifest["notebooks"]] == [noisy.kernel_log, None]
+
+
+def test_dead_kernel_is_a_notebook_failure_that_quotes_the_kernel_log(tmp_path):
+    # ipykernel forwards fd 2 through a pipe and a thread: give the thread a moment before the kill
+    talks = WRITE_TO_FD2 + "\nimport time\ntime.sleep(1)"
+    dies = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    write_notebook(tmp_path, "00_dies.ipynb", talks, dies)
+    out = tmp_path / "out"
+    with pytest.raises(NotebookRunError, match=r"notebook 00_dies: its kernel died .*lack of memory") as err:
+        run_notebooks("smoke", device="cpu", out=out, notebooks_dir=tmp_path, progress=False, cell_timeout=60)
+    assert "native library says: hello from fd 2" in str(err.value)
+    assert str(out / "00_dies.kernel.log") in str(err.value)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["notebooks"][0]["status"] == "failed"
+    assert manifest["notebooks"][0]["kernel_log"] == str(out / "00_dies.kernel.log")
+
+
 def test_runner_refuses_misspelled_parameter_before_running(tmp_path):
     write_notebook(tmp_path, "00_a.ipynb", WRITE_METRICS)
     with pytest.raises(NotebookParameterError, match=r"parameter 'SEDE' \(did you mean 'SEED'\?\) is not declared"):
