@@ -37,9 +37,9 @@ from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
 if TYPE_CHECKING:
     from pecop_lib.config import Config
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 """Bump when generated content changes: cached worlds of other versions are not reused."""
-ACTIONS_VERSION = 2
+ACTIONS_VERSION = 3
 """Version of the domain-general action set's content alone (bump with any change to
 :mod:`pecop_lib.data.synthetic.actions`): a stage-1 backbone depends on the action set only, so a
 shipped stage-1 checkpoint stays valid when the AQA generators change (:func:`actions_identity`)."""
