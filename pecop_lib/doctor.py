@@ -3,7 +3,8 @@
 Each check returns :class:`Finding` records (``ok``, ``warn`` or ``error``) with a fix for anything
 that is not ok. Checks: Python and package versions, the Jupyter kernel ``python3`` that papermill
 will start, video decoding with decord (a tiny mp4 is written and read back), the device, free disk
-space for the cache and outputs, and optional dataset roots in their official formats.
+space for the cache and outputs, and optional dataset roots in their official formats (their layout,
+the first clip, and every video's frame size and rate against the rest of the dataset).
 """
 
 from __future__ import annotations
@@ -176,7 +177,74 @@ def check_dataset(name: str, root: str | Path, crop: int | None = None) -> list[
         return [Finding("error", f"data:{name}", f"{type(exc).__name__}: {exc}",
                         f"compare {root} with data_cards/{name}.md (official layout)")]
     sizes = ", ".join(str(len(d)) for d in datasets)
-    return [Finding("ok", f"data:{name}", f"{root}: splits of {sizes} records; first clip {tuple(sample['clip'].shape)}")]
+    found = [Finding("ok", f"data:{name}", f"{root}: splits of {sizes} records; first clip {tuple(sample['clip'].shape)}")]
+    try:
+        return found + check_media(name, datasets)
+    except Exception as exc:  # noqa: BLE001 (a video the first clip did not reach: a finding, as above)
+        return found + [Finding("error", f"media:{name}", f"{type(exc).__name__}: {exc}",
+                                f"compare {root} with data_cards/{name}.md (official layout)")]
+
+
+MEDIA_LISTED = 10
+"""How many differing videos a media finding names before it counts the rest."""
+
+
+def _geometry(size: tuple[int, int], fps: float | None) -> str:
+    text = f"{size[1]}x{size[0]} px"
+    return text if fps is None else f"{text} at {fps:g} fps"
+
+
+def check_media(name: str, datasets: list[Any]) -> list[Finding]:
+    """Frame size and frame rate of every video of a dataset, against the dataset's usual ones.
+
+    A video of another size is resized by the transform, but one of another frame rate changes what
+    a clip's frame step means in time (VSPP's speeds, the official windows): both are warnings that
+    name each such video (the first :data:`MEDIA_LISTED`), since a dataset may mix them on purpose.
+    Frame folders store no rate: only their size is compared.
+
+    Args:
+        name: The dataset's name, for the finding.
+        datasets: The dataset's splits (every video of each is opened once; frame folders read one header).
+
+    Returns:
+        One ``ok`` finding, or one ``warn`` finding per differing property (size, rate).
+    """
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    media: dict[str, tuple[tuple[int, int], float | None]] = {}
+    for dataset in datasets:
+        for index in tqdm(range(len(dataset)), desc=f"media of {name}", unit="video", leave=False, disable=None):
+            source = dataset.source(index)
+            if str(source.path) not in media:
+                fps = None if source.fps is None else round(source.fps, 3)
+                media[str(source.path)] = (source.frame_size(), fps)
+    findings = []
+    for what, pick in (("frame size", lambda m: m[0]), ("frame rate", lambda m: m[1])):
+        counts = Counter(pick(m) for m in media.values())
+        usual, n_usual = counts.most_common(1)[0]
+        odd = sorted(path for path, m in media.items() if pick(m) != usual)
+        if not odd:
+            continue
+        shown = "; ".join(f"{path} ({_geometry(*media[path])})" for path in odd[:MEDIA_LISTED])
+        more = f"; and {len(odd) - MEDIA_LISTED} more" if len(odd) > MEDIA_LISTED else ""
+        usual_text = f"{usual[1]}x{usual[0]} px" if what == "frame size" else ("no rate" if usual is None else f"{usual:g} fps")
+        if what == "frame size":
+            fix = f"re-encode or re-extract them at {usual_text} (e.g. ffmpeg -i <file> -vf scale={usual[1]}:{usual[0]} <new>)"
+        elif usual is None:
+            fix = "extract their frames into folders like the others'"
+        else:
+            fix = f"re-encode them at {usual_text} (e.g. ffmpeg -i <file> -r {usual:g} <new>.mp4)"
+        findings.append(Finding(
+            "warn", f"media:{name}",
+            f"{len(odd)} of {len(media)} videos differ in {what} from the other {n_usual} ({usual_text}): {shown}{more}",
+            f"{fix}, or check that they belong to this dataset",
+        ))
+    if findings:
+        return findings
+    (size, fps), = {m for m in media.values()}
+    return [Finding("ok", f"media:{name}", f"all {len(media)} videos are {_geometry(size, fps)}")]
 
 
 def run_doctor(device: str = "auto", data_roots: dict[str, str | Path] | None = None,

@@ -6,12 +6,14 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from _worlds import TINY_SPEC
 
 from pecop_lib import doctor
-from pecop_lib.data.synthetic import generate_world
+from pecop_lib.data.synthetic import generate_world, motor
+from pecop_lib.data.video import VideoFile, write_mp4
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +50,13 @@ def test_low_disk_is_a_warning(tmp_path):
 
 
 def test_dataset_roots_in_official_format(twin, tmp_path):
-    (ok,) = doctor.check_dataset("mtl-aqa", twin["MTL-AQA"])
+    ok, media = doctor.check_dataset("mtl-aqa", twin["MTL-AQA"])
     assert ok.level == "ok" and "first clip (3," in ok.message
-    (ok,) = doctor.check_dataset("jigsaws", twin["JIGSAWS"], crop=32)
-    assert ok.level == "ok", ok.format()
+    size = TINY_SPEC.size
+    assert (media.level, media.check) == ("ok", "media:mtl-aqa")
+    assert media.message.endswith(f"videos are {size}x{size} px"), media.message  # frame folders: no rate
+    ok, media = doctor.check_dataset("jigsaws", twin["JIGSAWS"], crop=32)
+    assert levels([ok, media]) == ["ok", "ok"], ok.format()
     (err,) = doctor.check_dataset("jigsaws", twin["JIGSAWS"])  # 32 px frames cannot give the official 224 crop
     assert err.level == "error" and "smaller than the crop 224" in err.message
     broken = shutil.copytree(twin["MTL-AQA"], tmp_path / "MTL-AQA")
@@ -61,6 +66,26 @@ def test_dataset_roots_in_official_format(twin, tmp_path):
     assert err.level == "error" and "test_split_0.pkl" in err.message and "data_cards/mtl-aqa.md" in err.fix
     (err,) = doctor.check_dataset("pd4t", tmp_path / "absent")
     assert err.level == "error" and "is not a folder" in err.message
+
+
+def test_videos_of_another_size_or_frame_rate_are_warnings_that_name_them(tmp_path):
+    world = generate_world(tmp_path / "world", TINY_SPEC, datasets=("PD4T",))
+    videos = sorted((world["PD4T"] / "Videos").rglob("*.mp4"))
+    big, slow = videos[3], videos[7]
+    frames = VideoFile(big).read(np.arange(len(VideoFile(big))))
+    write_mp4(frames.repeat(2, axis=1).repeat(2, axis=2), big, fps=motor.FPS)  # twice the size
+    frames = VideoFile(slow).read(np.arange(len(VideoFile(slow))))
+    write_mp4(frames, slow, fps=motor.FPS // 2)  # same frames, half the rate
+    findings = doctor.check_dataset("pd4t", world["PD4T"], crop=32)
+    assert levels(findings) == ["ok", "warn", "warn"], [f.format() for f in findings]
+    n, size = len(videos), TINY_SPEC.size
+    size_warning, rate_warning = findings[1:]
+    assert size_warning.message.startswith(f"1 of {n} videos differ in frame size from the other {n - 1} "
+                                           f"({size}x{size} px): {big} ({2 * size}x{2 * size} px at {motor.FPS} fps)")
+    assert f"scale={size}:{size}" in size_warning.fix
+    assert rate_warning.message.startswith(f"1 of {n} videos differ in frame rate from the other {n - 1} "
+                                           f"({motor.FPS} fps): {slow} ({size}x{size} px at {motor.FPS // 2} fps)")
+    assert f"-r {motor.FPS}" in rate_warning.fix
 
 
 def test_cli_doctor_exit_status(twin, tmp_path):

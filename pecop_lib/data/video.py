@@ -61,13 +61,19 @@ def decord_misreads_width(width: int) -> bool:
 
 @runtime_checkable
 class FrameSource(Protocol):
-    """Anything that yields uint8 RGB frames for a list of positions."""
+    """Anything that yields uint8 RGB frames for a list of positions.
+
+    ``fps`` is the container's frame rate, ``None`` where the format stores none (frame folders).
+    """
 
     path: Path
+    fps: float | None
 
     def __len__(self) -> int: ...
 
     def read(self, positions: np.ndarray) -> np.ndarray: ...
+
+    def frame_size(self) -> tuple[int, int]: ...
 
 
 def _check_length(path: Path, available: int, min_frames: int) -> None:
@@ -121,6 +127,7 @@ class FrameFolder:
                     f"({len(bad)} such file(s)); re-extract frames with the official naming"
                 )
         self.files = [self.path / n for n in names]
+        self.fps: float | None = None  # a folder of JPEGs stores no frame rate
         _check_length(self.path, len(self.files), min_frames)
 
     def __len__(self) -> int:
@@ -153,6 +160,17 @@ class FrameFolder:
                 f"{self.path / name}: frame file missing (the folder's frame numbers must run from {start} without "
                 "gaps); re-extract the frames of this video"
             )
+
+    def frame_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the first frame, read from its JPEG header (nothing is decoded)."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[0]) as img:
+                width, height = img.size
+        except (OSError, SyntaxError) as exc:
+            raise VideoDecodeError(f"{self.files[0]}: corrupt or unreadable JPEG ({exc}); re-extract this frame") from exc
+        return height, width
 
     def read(self, positions: np.ndarray) -> np.ndarray:
         """Decode the frames at ``positions`` (clamped): uint8 ``(T, H, W, 3)`` RGB."""
@@ -245,6 +263,11 @@ class VideoFile:
 
     def __len__(self) -> int:
         return self._length
+
+    def frame_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the video's frames (decodes frame 0)."""
+        height, width = self.read(np.zeros(1, dtype=np.int64)).shape[1:3]
+        return int(height), int(width)
 
     def read(self, positions: np.ndarray) -> np.ndarray:
         """Decode the frames at ``positions`` (clamped): uint8 ``(T, H, W, 3)`` RGB."""
