@@ -255,3 +255,23 @@ def test_pd4t_declared_frame_count_must_match_the_video(world, tmp_path):
                 ds[0]
         else:
             assert ds[0]["clip"].shape[1] > 0
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["worker-transform", "device-transform"])
+def test_pretext_clips_and_action_clips_name_the_video_smaller_than_the_crop(world, deferred):
+    """Every loader names the video whose frames are smaller than the crop, not only the AQA datasets
+    (VSPP pretraining on a target's videos, the action set of stage 1; both transform paths)."""
+    from pecop_lib.data.gpu_augment import DeferredTransform
+    from pecop_lib.data.transforms import ClipTransform
+    from pecop_lib.pretrain.pretext import PretextClips, TargetVideo
+    from pecop_lib.ssl.vspp import VSPPSampler
+
+    too_big = ClipTransform(crop=SPEC.size + 8, normalize=False)
+    transform = DeferredTransform(too_big) if deferred else too_big
+    video = next((world["PD4T"] / "Videos").rglob("*.mp4"))
+    clips = PretextClips([TargetVideo(video, 0, 60)], VSPPSampler(clip_len=8), transform, seed=0)
+    with pytest.raises(DataFormatError, match=rf"^{re.escape(str(video))}: frames of 32x32 are smaller than the crop 40"):
+        clips[0]
+    actions = KineticsActions(world["Kinetics-synth"], "train", clip_len=8, transform=transform)
+    with pytest.raises(DataFormatError, match=r"Kinetics-synth/train/\w+/[\w-]+\.mp4: frames of 32x32 are smaller"):
+        actions[0]

@@ -32,9 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pecop_lib.data.errors import DataFormatError
 from pecop_lib.data.sampling import subsample
-from pecop_lib.data.transforms import ClipTransform, FramesSmallerThanCropError
+from pecop_lib.data.transforms import ClipTransform, frames_of
 from pecop_lib.data.video import FrameSource
 
 
@@ -127,10 +126,8 @@ class AQADataset(Dataset):
         rng = self.rng(index)
         source = self.source(index)
         positions = self.sample_positions(index, source, rng)
-        try:
+        with frames_of(f"{source.path} (record {record.id})"):
             clip = self.transform(source.read(positions), rng)
-        except FramesSmallerThanCropError as exc:
-            raise DataFormatError(f"{source.path} (record {record.id}): {exc}") from exc
         sample: dict[str, Any] = {
             "clip": clip,
             "score": torch.tensor(record.score, dtype=torch.float32),

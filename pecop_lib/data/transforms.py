@@ -15,13 +15,17 @@ resizing is always bilinear with antialiasing (deterministic evaluation).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pecop_lib.data.errors import DataFormatError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,7 +34,25 @@ Convention = Literal["musdl_mtl", "core_mtl", "musdl_jigsaws", "tsa_finediving",
 
 
 class FramesSmallerThanCropError(ValueError):
-    """The (resized) frames are smaller than the transform's crop (a dataset names the video: :class:`AQADataset`)."""
+    """The (resized) frames are smaller than the transform's crop (the loaders name the video: :func:`frames_of`)."""
+
+
+@contextlib.contextmanager
+def frames_of(video: str) -> Iterator[None]:
+    """Name the video in the error of a transform whose frames are smaller than its crop.
+
+    The transform sees pixels, not files; every loader applies it inside this block.
+
+    Args:
+        video: The video as the message should name it (its path, and the record where there is one).
+
+    Raises:
+        DataFormatError: ``"<video>: frames of HxW are smaller than the crop C; ..."``.
+    """
+    try:
+        yield
+    except FramesSmallerThanCropError as exc:
+        raise DataFormatError(f"{video}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from pecop_lib.config import resolve_device
 from pecop_lib.data.dataset import AQADataset
 from pecop_lib.data.source_cache import DecodedFrames, cached_source
-from pecop_lib.data.transforms import ClipTransform, color_jitter
+from pecop_lib.data.transforms import ClipTransform, color_jitter, frames_of
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.ssl import (
     PaceHead,
@@ -164,15 +164,16 @@ class PretextClips(Dataset):
         video = self.videos[index % len(self.videos)]
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         sample = self.sampler.sample(video.num_frames, rng)
-        if isinstance(self.sampler, VSPPSampler):
-            clip = self.transform(self._clip(video, sample.frames, rng), rng)
-            return clip, torch.tensor([sample.speed_label, sample.segment_label])
-        if isinstance(self.sampler, PaceSampler):
-            return self.transform(self._clip(video, sample.frames, rng), rng), torch.tensor(sample.label)
-        query = self.transform(self._clip(video, sample.query, rng), rng)
-        keys = self._clip(video, sample.key + sample.key_other_speed, rng)
-        key, key_other = self.transform(keys, rng).split(len(sample.key), dim=1)
-        return query, key.contiguous(), key_other.contiguous()
+        with frames_of(str(video.path)):
+            if isinstance(self.sampler, VSPPSampler):
+                clip = self.transform(self._clip(video, sample.frames, rng), rng)
+                return clip, torch.tensor([sample.speed_label, sample.segment_label])
+            if isinstance(self.sampler, PaceSampler):
+                return self.transform(self._clip(video, sample.frames, rng), rng), torch.tensor(sample.label)
+            query = self.transform(self._clip(video, sample.query, rng), rng)
+            keys = self._clip(video, sample.key + sample.key_other_speed, rng)
+            key, key_other = self.transform(keys, rng).split(len(sample.key), dim=1)
+            return query, key.contiguous(), key_other.contiguous()
 
 
 def pretext_model(

@@ -30,7 +30,7 @@ from pecop_lib.data.files import read_text
 from pecop_lib.data.formats.fields import Field, check_value, parse_number
 from pecop_lib.data.sampling import contiguous_window
 from pecop_lib.data.source_cache import cached_source
-from pecop_lib.data.transforms import ClipTransform
+from pecop_lib.data.transforms import ClipTransform, frames_of
 
 TIME = Field("time", low=0, integer=True)
 """A clip's start or end second in the source video (whole seconds, as the Kinetics lists give them)."""
@@ -135,5 +135,6 @@ class KineticsActions(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         slack = len(video) - self.clip_len
         start = int(rng.integers(0, slack + 1)) if self.train else slack // 2
-        clip = self.transform(video.read(contiguous_window(len(video), self.clip_len, start)), rng)
+        with frames_of(str(video.path)):
+            clip = self.transform(video.read(contiguous_window(len(video), self.clip_len, start)), rng)
         return {"clip": clip, "label": torch.tensor(self.classes.index(entry.label)), "id": entry.youtube_id}
