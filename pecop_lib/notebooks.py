@@ -18,7 +18,7 @@ Kernels are started with CurveZMQ transport encryption where their kernelspec su
 is what ipykernel's start-up warning "Kernel is running over TCP without encryption" asks for; the
 warning is then not emitted at all, instead of once per notebook. What a kernel process itself
 prints (C libraries' messages, not cell output) goes to ``<out>/<stem>.kernel.log``, kept only when
-it is not empty and named when the notebook fails (:mod:`pecop_lib.notebook_kernel`).
+it is not empty, recorded in the manifest and quoted when the kernel dies (:mod:`pecop_lib.notebook_kernel`).
 """
 
 from __future__ import annotations
