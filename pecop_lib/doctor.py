@@ -204,7 +204,7 @@ def check_media(name: str, datasets: list[Any]) -> list[Finding]:
 
     Args:
         name: The dataset's name, for the finding.
-        datasets: The dataset's splits (every video of each is opened once; frame folders read one header).
+        datasets: The dataset's splits (headers only: each video's container header, each frame folder's first JPEG).
 
     Returns:
         One ``ok`` finding, or one ``warn`` finding per differing property (size, rate).
@@ -213,13 +213,13 @@ def check_media(name: str, datasets: list[Any]) -> list[Finding]:
 
     from tqdm.auto import tqdm
 
+    from pecop_lib.data.video import media_geometry
+
+    paths = {str(dataset.media_path(index)) for dataset in datasets for index in range(len(dataset))}
     media: dict[str, tuple[tuple[int, int], float | None]] = {}
-    for dataset in datasets:
-        for index in tqdm(range(len(dataset)), desc=f"media of {name}", unit="video", leave=False, disable=None):
-            source = dataset.source(index)
-            if str(source.path) not in media:
-                fps = None if source.fps is None else round(source.fps, 3)
-                media[str(source.path)] = (source.frame_size(), fps)
+    for path in tqdm(sorted(paths), desc=f"media of {name}", unit="video", leave=False, disable=None):
+        size, fps = media_geometry(path)
+        media[path] = (size, None if fps is None else round(fps, 3))
     findings = []
     for what, pick in (("frame size", lambda m: m[0]), ("frame rate", lambda m: m[1])):
         counts = Counter(pick(m) for m in media.values())

@@ -13,7 +13,7 @@ from pecop_lib.data import sampling
 from pecop_lib.data.errors import DataFormatError, UnsafePickleError, VideoDecodeError
 from pecop_lib.data.safe_pickle import safe_load, safe_loads
 from pecop_lib.data.transforms import ClipTransform, official_transform
-from pecop_lib.data.video import FrameFolder, VideoFile, open_source, write_frame_folder, write_mp4
+from pecop_lib.data.video import FrameFolder, VideoFile, media_geometry, open_source, write_frame_folder, write_mp4
 
 
 # ----------------------------------------------------------------- restricted unpickler
@@ -206,3 +206,12 @@ def test_official_conventions():
     assert official_transform("core_mtl", train=False, crop=112).resize == (228, 128)
     with pytest.raises(ValueError, match="unknown transform convention"):
         official_transform("nope", train=True)
+
+
+def test_media_geometry_reads_headers_of_videos_and_frame_folders(tmp_path):
+    frames = np.zeros((6, 32, 64, 3), np.uint8)
+    assert media_geometry(write_mp4(frames, tmp_path / "v.mp4", fps=25)) == ((32, 64), 25.0)
+    assert media_geometry(write_frame_folder(frames, tmp_path / "frames")) == ((32, 64), None)  # no rate stored
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(VideoDecodeError, match=r"notes\.mp4: cannot read a video stream's header"):
+        media_geometry(tmp_path / "notes.mp4")

@@ -26,6 +26,7 @@ Exemplar groups: MTL-AQA groups by difficulty (CoRe's ``usingDD``), FineDiving b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,6 +108,10 @@ class AQADataset(Dataset):
     def source(self, index: int) -> FrameSource:
         """The frames of record ``index``."""
         raise NotImplementedError
+
+    def media_path(self, index: int) -> Path:
+        """The video file or frame folder of record ``index`` (formats that know it without opening it override this)."""
+        return self.source(index).path
 
     def positions(self, index: int, source: FrameSource, rng: np.random.Generator) -> np.ndarray:
         """The official frame positions of record ``index`` (before :attr:`clip_frames`)."""

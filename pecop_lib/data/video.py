@@ -61,19 +61,13 @@ def decord_misreads_width(width: int) -> bool:
 
 @runtime_checkable
 class FrameSource(Protocol):
-    """Anything that yields uint8 RGB frames for a list of positions.
-
-    ``fps`` is the container's frame rate, ``None`` where the format stores none (frame folders).
-    """
+    """Anything that yields uint8 RGB frames for a list of positions."""
 
     path: Path
-    fps: float | None
 
     def __len__(self) -> int: ...
 
     def read(self, positions: np.ndarray) -> np.ndarray: ...
-
-    def frame_size(self) -> tuple[int, int]: ...
 
 
 def _check_length(path: Path, available: int, min_frames: int) -> None:
@@ -127,7 +121,6 @@ class FrameFolder:
                     f"({len(bad)} such file(s)); re-extract frames with the official naming"
                 )
         self.files = [self.path / n for n in names]
-        self.fps: float | None = None  # a folder of JPEGs stores no frame rate
         _check_length(self.path, len(self.files), min_frames)
 
     def __len__(self) -> int:
@@ -264,11 +257,6 @@ class VideoFile:
     def __len__(self) -> int:
         return self._length
 
-    def frame_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the video's frames (decodes frame 0)."""
-        height, width = self.read(np.zeros(1, dtype=np.int64)).shape[1:3]
-        return int(height), int(width)
-
     def read(self, positions: np.ndarray) -> np.ndarray:
         """Decode the frames at ``positions`` (clamped): uint8 ``(T, H, W, 3)`` RGB."""
         pos = clamp(positions, self._length)
@@ -276,6 +264,37 @@ class VideoFile:
             return self._reader.get_batch(pos.tolist()).asnumpy()
         except Exception as exc:
             raise VideoDecodeError(f"{self.path}: decoding frames failed ({exc}); the file may be corrupt") from exc
+
+
+def media_geometry(path: str | os.PathLike[str]) -> tuple[tuple[int, int], float | None]:
+    """Frame size and frame rate of a video, read from headers only (nothing is decoded).
+
+    Args:
+        path: A video file (its container's header, read with PyAV) or a frame folder (the header
+            of its first JPEG; a folder stores no frame rate).
+
+    Returns:
+        ``((height, width), fps)``; ``fps`` is ``None`` for a frame folder or a container without one.
+
+    Raises:
+        VideoDecodeError: A file that is not a readable video, or a folder without frames.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return FrameFolder(path).frame_size(), None
+    import av
+
+    regular_file(path, "video file", error=VideoDecodeError)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            size = (int(stream.codec_context.height), int(stream.codec_context.width))
+            return size, float(stream.average_rate) if stream.average_rate else None
+    except (av.FFmpegError, IndexError) as exc:
+        raise VideoDecodeError(
+            f"{path}: cannot read a video stream's header ({exc or 'no video stream'}); copy it again or re-encode it "
+            "(e.g. ffmpeg -i <file> -c:v libx264 <new>.mp4)"
+        ) from exc
 
 
 def check_mp4_width(width: int, what: str) -> None:

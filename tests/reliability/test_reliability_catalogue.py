@@ -50,7 +50,7 @@ from pecop_lib.finetune import Setting
 from pecop_lib.finetune.runs import check_backbone_split, finetune_command, run_folder
 from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights, save_adapter_checkpoint
 from pecop_lib.models.loading import WeightsMismatchError
-from pecop_lib.notebooks import NotebookParameterError, run_notebooks
+from pecop_lib.notebooks import NotebookParameterError, NotebookRunError, run_notebooks
 from pecop_lib.outputs import prepare_out_dir
 from pecop_lib.pretrain.pipeline import pretrain_run
 from pecop_lib.pretrain.stage2_artifact import Stage2Spec
@@ -698,6 +698,26 @@ def _notebook_parameter(ctx: Ctx) -> Triggered:
 
     return Triggered(lambda: run_notebooks("smoke", only=["00"], device="cpu", out=out, parameters={"SEDE": 1},
                                            progress=False), ["'SEDE'", "00_overview.ipynb"], nothing_ran)
+
+
+@case("notebook-kernel-died", "a notebook's kernel is killed (e.g. by the system when memory runs out)",
+      NotebookRunError, "the notebook, the kernel's log and its last lines",
+      "killed by the system for lack of memory")
+def _kernel_died(ctx: Ctx) -> Triggered:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    params = 'PRESET = "smoke"\nDEVICE = "auto"\nOUT_DIR = "x"\nINTERACTIVE = True'
+    cells = [new_code_cell(params, metadata={"tags": ["parameters"]}),
+             new_code_cell("import os, time\nos.write(2, b'last words\\n')\ntime.sleep(1)"),
+             new_code_cell("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")]
+    folder = ctx.tmp / "nbs"
+    folder.mkdir()
+    nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                      "language": "python"}}), folder / "00_dies.ipynb")
+    out = ctx.tmp / "out"
+    return Triggered(lambda: run_notebooks("smoke", device="cpu", out=out, notebooks_dir=folder, progress=False),
+                     ["notebook 00_dies: its kernel died", str(out / "00_dies.kernel.log"), "last words"])
 
 
 @case("cuda-without-gpu", "CUDA requested on a machine without a usable GPU (simulated)", ConfigError,

@@ -154,6 +154,10 @@ class PD4T(AQADataset):
         e = self.entries[index]
         return self.root / self.video_template.format(task=self.task, subject=e.subject, stem=e.stem)
 
+    def media_path(self, index: int) -> Path:
+        """As :meth:`video_path` (nothing is opened)."""
+        return self.video_path(index)
+
     def source(self, index: int) -> FrameSource:
         source = cached_source(self.video_path(index))
         declared = self.entries[index].num_frames
