@@ -7,7 +7,12 @@ Rows hold ``None`` where the paper leaves a cell empty.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,40 @@ FIG5_TASKS: tuple[str, ...] = ("MTL-AQA", "Gait", "Finger tapping", "Hand moveme
 
 FIG5_STRATEGIES: tuple[str, ...] = ("Dom-G", "Dom-S", "HPT+BN", "PECoP")
 """The pretraining strategies compared in Fig. 5, CoRe as the AQA head."""
+
+
+def table2_beside_paper(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Paper Table 2 (the cost of continual pretraining) next to this package's rows, counted or measured.
+
+    The one place where the comparison is built: notebook 02 (parameter counts and sizes of freshly
+    built models), notebook 03 (one stage-2 run per strategy) and notebook 07
+    (:func:`~pecop_lib.studies.tables.cost_table`).
+
+    Args:
+        rows: One per strategy, each with ``"strategy"`` (the paper's label: ``HPT``, ``PECoP``, ...) and
+            any of ``"trainable_params"``, ``"epochs"``, ``"stored_bytes"`` and further measured columns.
+
+    Returns:
+        The rows in order, with ``stored_MB`` after ``stored_bytes`` (where given) and the paper's
+        ``paper_trainable_params``, ``paper_epochs`` and ``paper_stored_MB`` last (missing, NaN, for a
+        strategy the paper does not list).
+    """
+    import pandas as pd
+
+    published = paper_table("table2")
+    listed = {row[0] for row in published.rows}
+    out = []
+    for row in rows:
+        paper = published.row(str(row["strategy"])) if row["strategy"] in listed else {}
+        cells: dict[str, Any] = {}
+        for key, value in row.items():
+            cells[key] = value
+            if key == "stored_bytes":
+                cells["stored_MB"] = value / 1e6
+        cells.update(paper_trainable_params=paper.get("trainable parameters"), paper_epochs=paper.get("epochs"),
+                     paper_stored_MB=paper.get("stored size (MB)"))
+        out.append(cells)
+    return pd.DataFrame(out)
 
 
 def paper_table(key: str) -> PaperTable:

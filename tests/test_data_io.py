@@ -13,7 +13,14 @@ from pecop_lib.data import sampling
 from pecop_lib.data.errors import DataFormatError, UnsafePickleError, VideoDecodeError
 from pecop_lib.data.safe_pickle import safe_load, safe_loads
 from pecop_lib.data.transforms import ClipTransform, official_transform
-from pecop_lib.data.video import FrameFolder, VideoFile, media_geometry, open_source, write_frame_folder, write_mp4
+from pecop_lib.data.video import (
+    FrameFolder,
+    VideoFile,
+    media_geometry,
+    open_source,
+    write_frame_folder,
+    write_mp4,
+)
 
 
 # ----------------------------------------------------------------- restricted unpickler

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from pecop_lib.paper import FIG5_STRATEGIES, FIG5_TASKS, PAPER_TABLES, PaperTable, paper_table
+from pecop_lib.paper import (
+    FIG5_STRATEGIES,
+    FIG5_TASKS,
+    PAPER_TABLES,
+    PaperTable,
+    paper_table,
+    table2_beside_paper,
+)
 
 
 def test_all_tables_present():
@@ -61,3 +70,17 @@ def test_format_aligns_columns():
 
 def test_fig5_description():
     assert len(FIG5_TASKS) == 8 and FIG5_STRATEGIES == ("Dom-G", "Dom-S", "HPT+BN", "PECoP")
+
+
+def test_table2_beside_paper_adds_megabytes_and_the_published_cells():
+    rows = [{"strategy": "HPT", "trainable_params": 12_300_000, "stored_bytes": 50_000_000, "epochs": 2},
+            {"strategy": "PECoP", "trainable_params": 800_000, "stored_bytes": 3_500_000, "epochs": 2},
+            {"strategy": "HPT+BN", "trainable_params": 40_000, "stored_bytes": 1_000_000}]
+    table = table2_beside_paper(rows)
+    assert list(table.columns) == ["strategy", "trainable_params", "stored_bytes", "stored_MB", "epochs",
+                                   "paper_trainable_params", "paper_epochs", "paper_stored_MB"]
+    assert table["stored_MB"].tolist() == [50.0, 3.5, 1.0]
+    hpt, pecop, bn = table.to_dict("records")
+    assert (hpt["paper_trainable_params"], hpt["paper_epochs"], hpt["paper_stored_MB"]) == (13e6, 16.0, 54.0)
+    assert (pecop["paper_trainable_params"], pecop["paper_epochs"], pecop["paper_stored_MB"]) == (1e6, 8.0, 4.0)
+    assert math.isnan(bn["paper_trainable_params"]) and math.isnan(bn["paper_stored_MB"])  # not in the paper's Table 2

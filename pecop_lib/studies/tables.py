@@ -26,7 +26,7 @@ from pecop_lib.eval import fisher_z_mean, seed_summary
 from pecop_lib.finetune import FinetuneResult, Setting
 from pecop_lib.finetune.report import official_protocol
 from pecop_lib.finetune.runs import RESULT_FILE, result_from_json
-from pecop_lib.paper import paper_table
+from pecop_lib.paper import paper_table, table2_beside_paper
 from pecop_lib.studies.plans import FIG5_TARGETS, AblationResult, AblationRun
 
 PAPER_ROWS: dict[str, dict[str, str]] = {
@@ -231,19 +231,14 @@ def cost_table(results: Iterable[AblationResult], *, task: str | None = None) ->
         task = task or r.run.task
         if r.run.task == task and r.pretrain and r.run.label not in chosen:
             chosen[r.run.label] = r.pretrain
-    published = paper_table("table2")
-    rows = []
-    for label, cost in chosen.items():
-        paper = published.row(label) if label in [row[0] for row in published.rows] else {}
-        rows.append({"strategy": label, "trainable_params": cost["trainable_params"], "epochs": cost["epochs"],
-                     "seconds": cost["seconds"], "seconds_per_epoch": cost["seconds_per_epoch"],
-                     "clips_per_s": cost["clips_per_s"], "stored_bytes": cost["stored_bytes"],
-                     "stored_MB": cost["stored_bytes"] / 1e6,
-                     "peak_memory_GB": None if cost["peak_memory_bytes"] is None else cost["peak_memory_bytes"] / 1e9,
-                     "device_name": cost["device_name"],
-                     "paper_trainable_params": paper.get("trainable parameters"), "paper_epochs": paper.get("epochs"),
-                     "paper_stored_MB": paper.get("stored size (MB)")})
-    return pd.DataFrame(rows)
+    return table2_beside_paper(
+        {"strategy": label, "trainable_params": cost["trainable_params"], "epochs": cost["epochs"],
+         "seconds": cost["seconds"], "seconds_per_epoch": cost["seconds_per_epoch"], "clips_per_s": cost["clips_per_s"],
+         "stored_bytes": cost["stored_bytes"],
+         "peak_memory_GB": None if cost["peak_memory_bytes"] is None else cost["peak_memory_bytes"] / 1e9,
+         "device_name": cost["device_name"]}
+        for label, cost in chosen.items()
+    )
 
 
 def cost_ratios(table: pd.DataFrame) -> dict[str, float]:
