@@ -196,12 +196,18 @@ def validate_parameters(path: str | os.PathLike[str], parameters: dict[str, Any]
             )
 
 
+NON_FINITE_WORDS = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+"""Command-line words read as the float they name (not Python literals), so that the config's finiteness check
+names them instead of a type error."""
+
+
 def _literal(text: str) -> Any:
-    """A command-line value: a Python literal when it parses as one (``3``, ``True``, ``None``), else the text."""
+    """A command-line value: a Python literal when it parses as one (``3``, ``True``, ``None``), a float for
+    ``nan`` / ``inf`` (:data:`NON_FINITE_WORDS`), else the text."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text
+        return float(text) if text.strip().lower() in NON_FINITE_WORDS else text
 
 
 def parse_parameter(assignment: str) -> tuple[str, Any]:

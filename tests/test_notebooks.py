@@ -185,6 +185,10 @@ def test_parse_parameter():
     assert parse_parameter("SEED=3") == ("SEED", 3)
     assert parse_parameter("DATA_ROOT=/data/mtl") == ("DATA_ROOT", "/data/mtl")
     assert parse_parameter("X=None") == ("X", None)
+    name, value = parse_parameter("pretrain_lr=nan")  # a float, so the config names it as not finite
+    assert name == "pretrain_lr" and isinstance(value, float) and value != value
+    assert parse_parameter("X=-Inf") == ("X", float("-inf"))
+    assert parse_parameter("X=nano") == ("X", "nano")
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_parameter("SEED")
 
