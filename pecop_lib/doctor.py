@@ -229,7 +229,7 @@ def check_media(name: str, datasets: list[Any]) -> list[Finding]:
             continue
         shown = "; ".join(f"{path} ({_geometry(*media[path])})" for path in odd[:MEDIA_LISTED])
         more = f"; and {len(odd) - MEDIA_LISTED} more" if len(odd) > MEDIA_LISTED else ""
-        usual_text = f"{usual[1]}x{usual[0]} px" if what == "frame size" else ("no rate" if usual is None else f"{usual:g} fps")
+        usual_text = _geometry(usual, None) if what == "frame size" else ("no rate" if usual is None else f"{usual:g} fps")
         if what == "frame size":
             fix = f"re-encode or re-extract them at {usual_text} (e.g. ffmpeg -i <file> -vf scale={usual[1]}:{usual[0]} <new>)"
         elif usual is None:

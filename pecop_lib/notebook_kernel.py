@@ -6,7 +6,8 @@ the process's original descriptors). What the kernel *process* writes outside th
 else: C libraries' messages at start-up and shut-down (in a good run, noise such as libzmq's
 ``Assertion failed: pfd.revents & POLLIN (src/signaler.cpp:238)``, printed at random when a
 kernel's sockets close, seen on CI), and in a bad run what it said before it died. By default a
-kernel inherits the runner's terminal, so all of it lands between the runner's progress lines. The runner's kernels write both into a log file next to the executed notebook instead
+kernel inherits the runner's terminal, so all of it lands between the runner's progress lines. The
+runner's kernels write it into a log file next to the executed notebook instead
 (:class:`LoggedKernelManager`); the runner removes an empty log, records a non-empty one in its
 manifest and quotes its last lines when the kernel dies.
 

@@ -11,10 +11,12 @@ PyAV/libx264, which refuses the widths decord misreads, :func:`write_frame_folde
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +27,8 @@ from pecop_lib.data.sampling import clamp
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 FFMPEG_ROW_ALIGN = 32
 """Bytes to which FFmpeg's filters pad each row of the RGB frames they hand to decord."""
+REENCODE_FIX = "copy it again or re-encode it (e.g. ffmpeg -i <file> -c:v libx264 <new>.mp4)"
+"""The fix for a video file that cannot be read."""
 DECODABLE_WIDTH_FIX = (
     "re-encode it to a width that is a multiple of 32 or at least 96 px (e.g. ffmpeg -i <file> -vf scale=64:-2 "
     "-c:v libx264 <new>.mp4), or extract its frames into a JPEG folder"
@@ -154,29 +158,30 @@ class FrameFolder:
                 "gaps); re-extract the frames of this video"
             )
 
-    def frame_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the first frame, read from its JPEG header (nothing is decoded)."""
+    @staticmethod
+    @contextlib.contextmanager
+    def _jpeg(file: Path) -> Iterator[Any]:
+        """Open one frame with PIL; a corrupt or unreadable file raises :class:`VideoDecodeError` naming it."""
         from PIL import Image
 
         try:
-            with Image.open(self.files[0]) as img:
-                width, height = img.size
+            with Image.open(file) as img:
+                yield img
         except (OSError, SyntaxError) as exc:
-            raise VideoDecodeError(f"{self.files[0]}: corrupt or unreadable JPEG ({exc}); re-extract this frame") from exc
+            raise VideoDecodeError(f"{file}: corrupt or unreadable JPEG ({exc}); re-extract this frame") from exc
+
+    def frame_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the first frame, read from its JPEG header (nothing is decoded)."""
+        with self._jpeg(self.files[0]) as img:
+            width, height = img.size
         return height, width
 
     def read(self, positions: np.ndarray) -> np.ndarray:
         """Decode the frames at ``positions`` (clamped): uint8 ``(T, H, W, 3)`` RGB."""
-        from PIL import Image
-
         out = []
         for p in clamp(positions, len(self.files)):
-            file = self.files[int(p)]
-            try:
-                with Image.open(file) as img:
-                    out.append(np.asarray(img.convert("RGB")))
-            except (OSError, SyntaxError) as exc:
-                raise VideoDecodeError(f"{file}: corrupt or unreadable JPEG ({exc}); re-extract this frame") from exc
+            with self._jpeg(self.files[int(p)]) as img:
+                out.append(np.asarray(img.convert("RGB")))
         if len({f.shape for f in out}) > 1:
             raise VideoDecodeError(f"{self.path}: frames of different sizes; re-extract the folder at one size")
         return np.stack(out)
@@ -205,7 +210,7 @@ class VideoFile:
         except Exception as exc:  # decord raises DECORDError / RuntimeError subclasses
             raise VideoDecodeError(
                 f"{self.path}: cannot open as a video ({exc}); the file is truncated, corrupt, holds no video frames "
-                "or is not a video: copy it again or re-encode it (e.g. ffmpeg -i <file> -c:v libx264 <new>.mp4)"
+                f"or is not a video: {REENCODE_FIX}"
             ) from exc
         self._length = self._verified_length(len(self._reader))
         if self._length == 0:
@@ -292,8 +297,7 @@ def media_geometry(path: str | os.PathLike[str]) -> tuple[tuple[int, int], float
             return size, float(stream.average_rate) if stream.average_rate else None
     except (av.FFmpegError, IndexError) as exc:
         raise VideoDecodeError(
-            f"{path}: cannot read a video stream's header ({exc or 'no video stream'}); copy it again or re-encode it "
-            "(e.g. ffmpeg -i <file> -c:v libx264 <new>.mp4)"
+            f"{path}: cannot read a video stream's header ({exc or 'no video stream'}); {REENCODE_FIX}"
         ) from exc
 
 
