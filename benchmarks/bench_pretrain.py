@@ -41,7 +41,7 @@ from pecop_lib.pretrain import (
     pretraining_videos,
 )
 from pecop_lib.ssl import VSPPSampler
-from pecop_lib.train import Trainer
+from pecop_lib.train import RunContext, Trainer
 
 GPU_SIZE = (32, 224, 16)
 CPU_SIZE = (8, 32, 4)
@@ -89,8 +89,8 @@ def disk_rate(device: torch.device, size: tuple[int, int, int], mode: str, world
     repeat = -(-batch * steps // len(videos))  # list repetitions for about ``steps`` full batches
     result = continual_pretrain(
         backbone, videos, VSPPSampler(clip_len=frames), official_transform("core_mtl", train=True, crop=crop),
-        epochs=2, batch_size=batch, list_repeat=repeat, device=device, precision=precision, compile=compiled,
-        num_workers=workers, show_progress=False,
+        epochs=2, batch_size=batch, list_repeat=repeat,
+        run=RunContext(device=device, precision=precision, compile=compiled, num_workers=workers, show_progress=False),
     )
     return result.history.epochs[-1]["samples_per_s"]
 

@@ -63,7 +63,7 @@ from pecop_lib.pretrain import (
     target_videos,
 )
 from pecop_lib.studies import ablation_plan, run_ablation
-from pecop_lib.train import NonFiniteLossError, seed_everything
+from pecop_lib.train import NonFiniteLossError, RunContext, seed_everything
 
 # AQA heads: score distributions (USDL/MUSDL), contrastive regression (CoRe), step-aware TSA
 from pecop_lib.heads import TSA, USDL, CoRe, usdl_spec
@@ -90,7 +90,7 @@ __all__ = [
     # pretext
     "VSPPSampler", "vspp_official_indices",
     # training
-    "domain_general_pretrain", "stage1_backbone", "target_videos", "continual_pretrain", "stage2_backbone",
+    "RunContext", "domain_general_pretrain", "stage1_backbone", "target_videos", "continual_pretrain", "stage2_backbone",
     "pretrained_backbone", "FinetuneOptions", "finetune", "run_settings", "ablation_plan", "run_ablation",
     "NonFiniteLossError", "seed_everything",
     # heads

@@ -82,6 +82,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     from pecop_lib.config import resolve
     from pecop_lib.pretrain.pipeline import pretrain_run
     from pecop_lib.pretrain.targets import check_fold, check_target
+    from pecop_lib.train.context import RunContext
     from pecop_lib.train.distributed import init_distributed, shutdown_distributed
     from pecop_lib.train.loop import NonFiniteLossError
 
@@ -100,10 +101,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
     try:
-        artifact, stage1 = pretrain_run(
-            cfg, out, dataset=args.dataset, task=args.task, fold=args.fold, data_root=args.data_root,
-            actions_root=args.actions_root, resume=args.resume, distributed=context, show_progress=not args.no_progress,
-        )
+        run = RunContext.from_config(cfg, distributed=context, resume=args.resume, show_progress=not args.no_progress)
+        artifact, stage1 = pretrain_run(cfg, out, dataset=args.dataset, task=args.task, fold=args.fold,
+                                        data_root=args.data_root, actions_root=args.actions_root, run=run)
     except NonFiniteLossError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)
         return 1
@@ -143,6 +143,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from pecop_lib.finetune.runs import finetune_command
     from pecop_lib.models.loading import WeightsMismatchError
     from pecop_lib.notebooks import parse_parameter
+    from pecop_lib.train.context import RunContext
     from pecop_lib.train.distributed import init_distributed, shutdown_distributed
     from pecop_lib.train.loop import NonFiniteLossError
 
@@ -161,8 +162,9 @@ def _finetune(args: argparse.Namespace) -> int:
         metrics = finetune_command(
             cfg, head=args.head, dataset=args.dataset, task=args.task, fold=args.fold,
             backbone_checkpoint=args.backbone_checkpoint, base_weights=args.base_weights, data_root=args.data_root,
-            out=out, label=args.label, resume=args.resume, overwrite=args.overwrite,
-            distributed=context if context.is_distributed else None, show_progress=not args.no_progress,
+            out=out, label=args.label, overwrite=args.overwrite,
+            run=RunContext.from_config(cfg, distributed=context if context.is_distributed else None,
+                                       resume=args.resume, show_progress=not args.no_progress),
         )
     except NonFiniteLossError as exc:
         print(f"pecop: FAILED: {exc}", file=sys.stderr)

@@ -40,7 +40,8 @@ from pecop_lib.pretrain.stage1_artifact import (
     stage1_key,
     stage1_spec,
 )
-from pecop_lib.pretrain.store import SHIPPED_STAGE1, STAGE1_RECORD, WEIGHTS_FILE
+from pecop_lib.pretrain.store import SHIPPED_STAGE1, STAGE1_RECORD, WEIGHTS_FILE  # noqa: E402
+from pecop_lib.train.context import RunContext  # noqa: E402
 
 MAX_BYTES = 10 * 1024 * 1024
 """A shipped checkpoint may take at most 10 MB of the repository."""
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if found else 1
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        artifact = stage1_backbone(stage1_spec(cfg), actions, label="course", root=tmp, force=True, device="cpu",
-                                   num_workers=0)
+        artifact = stage1_backbone(stage1_spec(cfg), actions, label="course", root=tmp, force=True,
+                                   run=RunContext(device="cpu", seed=cfg.seed))
         target = SHIPPED_STAGE1 / artifact.folder.name
         for old in SHIPPED_STAGE1.glob("stage1-*"):
             shutil.rmtree(old)

@@ -34,6 +34,7 @@ from pecop_lib.studies.plans import (
     switch_variants,
     task_settings,
 )
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import NonFiniteLossError
 from tests._ablation_stand_ins import ablation_result, cost, finetune_result
 from tests._heads_stand_ins import single_thread  # noqa: F401 (autouse fixture)
@@ -312,7 +313,8 @@ def test_run_ablation_trains_once_then_loads(tmp_path_factory, tmp_path, monkeyp
     monkeypatch.setenv("PECOP_CACHE_DIR", str(tmp_path / "cache"))
     cfg = pecop_lib.resolve("smoke", device="cpu", pretrain_general_epochs=1, finetune_bootstrap=0)
     runs = strategy_runs(["MTL-AQA"], [0], strategies=["dom_g", "pecop"])
-    first = run_ablation(cfg, runs, data_root=world.root, show_progress=False, log=None)
+    first = run_ablation(cfg, runs, data_root=world.root, log=None,
+                         execution=RunContext.from_config(cfg, show_progress=False))
     assert [r.cached for r in first] == [False, False] and all(r.error is None for r in first)
     for r in first:
         assert (r.run_dir / "result.json").is_file()
@@ -321,12 +323,13 @@ def test_run_ablation_trains_once_then_loads(tmp_path_factory, tmp_path, monkeyp
         assert len(r.result.epochs) == 1  # ablation_finetune_epochs of the smoke preset
     assert first[1].pretrain["trainable_params"] < first[1].pretrain["stored_bytes"]  # PECoP: adapters only
     assert first[0].pretrain["trainable_params"] == 0 and first[0].pretrain["epochs"] == 0  # Dom-G trains nothing
-    second = run_ablation(cfg, runs, data_root=world.root, show_progress=False, log=None)
+    second = run_ablation(cfg, runs, data_root=world.root, log=None,
+                          execution=RunContext.from_config(cfg, show_progress=False))
     assert [r.cached for r in second] == [True, True]
     for a, b in zip(first, second, strict=True):
         assert a.result.predictions("official").tolist() == b.result.predictions("official").tolist()
     other_seed = run_ablation(cfg, strategy_runs(["MTL-AQA"], [1], strategies=["dom_g"]), data_root=world.root,
-                              show_progress=False, log=None)
+                              log=None, execution=RunContext.from_config(cfg, show_progress=False))
     assert not other_seed[0].cached and other_seed[0].run_dir != first[0].run_dir
     frame = explorer.prediction_frame(first)
     assert set(frame["label"]) == {"Dom-G", "PECoP"} and frame["true"].notna().all()

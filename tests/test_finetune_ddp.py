@@ -15,6 +15,7 @@ from pecop_lib.data.synthetic import WorldSpec, generate_world
 from pecop_lib.finetune import FinetuneOptions, Setting, finetune, open_finetune_data
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.train import init_distributed, shutdown_distributed
+from pecop_lib.train.context import RunContext
 from tests._network import free_port
 
 SETTING = Setting("usdl", "MTL-AQA")
@@ -44,7 +45,7 @@ def _run(root: Path, run_dir: Path, batch: int, distributed=None):
     torch.manual_seed(0)
     data = open_finetune_data(root, SETTING, crop=32, clip_frames=16)
     return finetune(PlainBackbone(), SETTING, data, FinetuneOptions(batch_size=batch, **OPTIONS), run_dir=run_dir,
-                    device="cpu", distributed=distributed, show_progress=False)
+                    run=RunContext(device="cpu", distributed=distributed, show_progress=False))
 
 
 def _worker(rank: int, world_size: int, port: int, root: str, out: str) -> None:

@@ -21,6 +21,7 @@ from pecop_lib.finetune import (
     open_finetune_data,
     validation_split,
 )
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
 from tests._heads_stand_ins import TinyBackbone, single_thread  # noqa: F401 (autouse fixture)
 from tests._worlds import finetune_world
@@ -34,12 +35,12 @@ def world(tmp_path_factory):
     return finetune_world(tmp_path_factory.getbasetemp())
 
 
-def _run(world, setting, tmp_path, options=OPTIONS, **kwargs):
+def _run(world, setting, tmp_path, options=OPTIONS, resume=False):
     data = open_finetune_data(world[setting.dataset], setting, crop=32, clip_frames=16, seed=0)
     backbone = TinyBackbone(128)
     torch.manual_seed(0)
-    return finetune(backbone, setting, data, options, run_dir=tmp_path / "run", device="cpu", seed=0,
-                    show_progress=False, **kwargs), backbone
+    run = RunContext(device="cpu", seed=0, resume=resume, show_progress=False)
+    return finetune(backbone, setting, data, options, run_dir=tmp_path / "run", run=run), backbone
 
 
 @pytest.mark.parametrize("setting", [
@@ -156,7 +157,7 @@ def test_backbone_loader_reads_pretraining_artifacts(world, tmp_path):
     from pecop_lib.pretrain.stage1_artifact import Stage1Spec, stage1_backbone
 
     artifact = stage1_backbone(Stage1Spec(clip_len=8, crop=32, epochs=1, batch_size=2), world["Kinetics-synth"],
-                               root=tmp_path, device="cpu", show_progress=False)
+                               root=tmp_path, run=RunContext(device="cpu", show_progress=False))
     loaded, text = load_finetune_backbone("i3d", artifact.folder)
     assert "pretraining artifact" in text and loaded.pool == "window2"
     expected = artifact.build().state_dict()

@@ -17,6 +17,7 @@ from pecop_lib.heads import TSA, Windowing
 from pecop_lib.heads.exemplars import FeatureCache, draw_exemplars, predict_with_exemplars
 from pecop_lib.heads.feature_store import FeatureStore, state_sha256
 from pecop_lib.models import build_backbone
+from pecop_lib.train.context import RunContext
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +144,8 @@ def test_frozen_backbone_fine_tuning_evaluates_from_stored_features(finetune_wor
     for name, store in (("encoded", False), ("stored", FeatureStore(tmp_path / "features"))):
         data = open_finetune_data(finetune_world[dataset], setting, crop=32, clip_frames=16, seed=0)
         torch.manual_seed(0)
-        results[name] = finetune(TinyBackbone(128), setting, data, options, device="cpu", seed=0, show_progress=False,
-                                 feature_store=store)
+        results[name] = finetune(TinyBackbone(128), setting, data, options,
+                                 feature_store=store, run=RunContext(device="cpu", seed=0, show_progress=False))
     files = list((tmp_path / "features").glob("*.safetensors"))
     if setting.recipe.bn_mode == "frozen":  # CoRe, TSA: the backbone is fixed, test and training splits stored once
         assert len(files) == 2

@@ -14,6 +14,7 @@ from pecop_lib.pretrain import pretext_model, pretext_step
 from pecop_lib.pretrain.pretext import PretextClips, TargetVideo
 from pecop_lib.ssl import VSPPSampler
 from pecop_lib.train import Trainer, epoch_loader
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.device_augment import device_augmented
 
 TRANSFORMS = {
@@ -135,7 +136,8 @@ def test_continual_pretrain_with_device_augmentation_matches_the_plain_run(tmp_p
         for augment, fast in (("workers", None), ("device", None), ("device", FastPath(True, True))):
             backbone = build_backbone("i3d", adapters=True, seed=0)
             result = continual_pretrain(backbone, videos, VSPPSampler(clip_len=8), transform, epochs=1, batch_size=2,
-                                        list_repeat=4, device="cpu", augment=augment, fast=fast, show_progress=False)
+                                        list_repeat=4, augment=augment, fast=fast,
+                                            run=RunContext(device="cpu", show_progress=False))
             runs[augment, fast] = ([s["loss"] for s in result.history.steps],
                                    list_adapters(backbone)["mixed_5c"].up.weight.detach().clone(), fast_path_of(backbone))
     finally:
@@ -148,7 +150,7 @@ def test_continual_pretrain_with_device_augmentation_matches_the_plain_run(tmp_p
     assert fast[2] == FastPath(True, True) and np.isfinite(fast[0]).all()
     with pytest.raises(ValueError, match="supports VSPP and VideoPace"):
         continual_pretrain(build_backbone("i3d", adapters=True, seed=0), videos, RSPNetSampler(clip_len=8), transform,
-                           augment="device", device="cpu")
+                           augment="device", run=RunContext(device="cpu"))
     with pytest.raises(ValueError, match="augment must be one of"):
         continual_pretrain(build_backbone("i3d", adapters=True, seed=0), videos, VSPPSampler(clip_len=8), transform,
-                           augment="gpu", device="cpu")
+                           augment="gpu", run=RunContext(device="cpu"))

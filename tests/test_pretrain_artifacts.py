@@ -50,6 +50,7 @@ from pecop_lib.pretrain.store import (
     scratch_source,
 )
 from pecop_lib.pretrain.targets import pretraining_videos
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
 
 SMOKE = resolve("smoke", seed=3)
@@ -64,7 +65,7 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stage1(world, tmp_path_factory):
     return stage1_backbone(STAGE1, world["Kinetics-synth"], label="smoke", root=tmp_path_factory.mktemp("art"),
-                           device="cpu", show_progress=False)
+                           run=RunContext(device="cpu", show_progress=False))
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -83,8 +84,8 @@ def test_stage1_trains_once_then_loads(stage1, world) -> None:
     train_clips = len(ACTION_CLASSES) * (TINY_SPEC.action_videos - 1)  # one video per class held out for validation
     assert record["spec"] == stage1.record["spec"] and len(record["history"]["steps"]) == train_clips // 4  # batch 4, short batch dropped
     assert 0.0 <= record["val_acc"] <= 1.0 and record["chance_acc"] == pytest.approx(1 / len(ACTION_CLASSES))
-    again = stage1_backbone(STAGE1, world["Kinetics-synth"], label="smoke", root=folder.parent, device="cpu",
-                            show_progress=False)
+    again = stage1_backbone(STAGE1, world["Kinetics-synth"], label="smoke", root=folder.parent,
+                            run=RunContext(device="cpu", show_progress=False))
     assert not again.trained and again.folder == folder and weights.stat().st_mtime_ns == mtime
     # the rebuilt backbone holds exactly the stored weights (the action classifier stays in the file)
     stored = load_file(str(weights))
@@ -124,14 +125,14 @@ def test_interrupted_stage1_resumes_from_its_checkpoint(world, tmp_path: Path) -
     spec = replace(STAGE1, epochs=2)
     actions = world["Kinetics-synth"]
     folder = stage1_folder(spec, actions, root=tmp_path)
-    done = train_stage1(spec, actions, folder, device="cpu", keep_checkpoints=True, show_progress=False)
+    done = train_stage1(spec, actions, folder, keep_checkpoints=True, run=RunContext(device="cpu", show_progress=False))
     original = load_file(str(folder / WEIGHTS_FILE))
     # an interruption after epoch 1: the artifact was never completed, the epoch-1 checkpoint exists
     (folder / STAGE1_RECORD).unlink()
     (folder / WEIGHTS_FILE).unlink()
     (folder / CHECKPOINT_DIR / "epoch_002.pt").unlink()
     (folder / CHECKPOINT_DIR / "latest.json").write_text(json.dumps({"latest": "epoch_001.pt", "files": ["epoch_001.pt"]}))
-    resumed = stage1_backbone(spec, actions, root=tmp_path, device="cpu", show_progress=False)
+    resumed = stage1_backbone(spec, actions, root=tmp_path, run=RunContext(device="cpu", show_progress=False))
     assert resumed.trained and resumed.folder == folder
     first, second = resumed.record["history"]["epochs"]
     assert first == done.record["history"]["epochs"][0]  # epoch 1 restored from the checkpoint, not retrained
@@ -143,8 +144,8 @@ def test_interrupted_stage1_resumes_from_its_checkpoint(world, tmp_path: Path) -
 @pytest.mark.slow
 def test_pecop_stage2_stores_adapters_and_rebuilds(stage1, world, tmp_path: Path) -> None:
     spec = stage2_spec(SMOKE, strategy="pecop")
-    artifact = stage2_backbone(spec, stage1.source, world["MTL-AQA"], label="smoke", root=tmp_path, device="cpu",
-                               show_progress=False)
+    artifact = stage2_backbone(spec, stage1.source, world["MTL-AQA"], label="smoke", root=tmp_path,
+                               run=RunContext(device="cpu", show_progress=False))
     assert artifact.trained and artifact.weights_path == artifact.folder / "adapters"
     assert artifact.folder.name.startswith("stage2-pecop-vspp-MTL-AQA-smoke-seed3-")
     record = artifact.record
@@ -166,8 +167,8 @@ def test_pecop_stage2_stores_adapters_and_rebuilds(stage1, world, tmp_path: Path
     assert any(not torch.equal(v, stage1_state[k]) for k, v in stats.items())  # BN statistics re-estimated (train mode)
 
     mtime = (artifact.folder / STAGE2_RECORD).stat().st_mtime_ns
-    loaded = stage2_backbone(spec, stage1.source, world["MTL-AQA"], label="smoke", root=tmp_path, device="cpu",
-                             show_progress=False)
+    loaded = stage2_backbone(spec, stage1.source, world["MTL-AQA"], label="smoke", root=tmp_path,
+                             run=RunContext(device="cpu", show_progress=False))
     assert not loaded.trained and (artifact.folder / STAGE2_RECORD).stat().st_mtime_ns == mtime
     assert all(torch.equal(v, after[k]) for k, v in loaded.build().state_dict().items())
 
@@ -176,14 +177,14 @@ def test_pecop_stage2_stores_adapters_and_rebuilds(stage1, world, tmp_path: Path
 def test_hpt_bn_and_dom_g_stage2(stage1, world, tmp_path: Path) -> None:
     reference = _state(stage1.build())
     hpt_bn = stage2_backbone(stage2_spec(SMOKE, strategy="hpt_bn"), stage1.source, world["MTL-AQA"], root=tmp_path,
-                             device="cpu", show_progress=False)
+                             run=RunContext(device="cpu", show_progress=False))
     assert hpt_bn.weights_path.name == WEIGHTS_FILE
     state = hpt_bn.build().state_dict()
     changed = {k for k, v in state.items() if not torch.equal(v, reference[k]) and not k.endswith(
         ("running_mean", "running_var", "num_batches_tracked"))}
     assert changed and all(".batch3d." in k for k in changed)  # only BatchNorm affine parameters trained
     dom_g = stage2_backbone(stage2_spec(SMOKE, strategy="dom_g"), stage1.source, world["MTL-AQA"], root=tmp_path,
-                            device="cpu", show_progress=False)
+                            run=RunContext(device="cpu", show_progress=False))
     assert dom_g.weights_path is None and dom_g.record["stored_bytes"] == 0 and not dom_g.record["history"]["epochs"]
     assert all(torch.equal(v, reference[k]) for k, v in dom_g.build().state_dict().items())
 
@@ -265,7 +266,8 @@ def test_stage1_curriculum_trains_constant_pace_classes_first(world, tmp_path: P
     before = {k: v for k, v in asdict(STAGE1).items() if k != "curriculum_epochs"}
     assert stage1_key(STAGE1, world["Kinetics-synth"]) == artifacts.settings_key(
         "stage1", before, actions_identity(world["Kinetics-synth"]))
-    artifact = stage1_backbone(spec, world["Kinetics-synth"], root=tmp_path, device="cpu", show_progress=False)
+    artifact = stage1_backbone(spec, world["Kinetics-synth"], root=tmp_path,
+                               run=RunContext(device="cpu", show_progress=False))
     record = artifact.record
     curriculum = record["curriculum"]
     whole = KineticsActions(world["Kinetics-synth"], "train", clip_len=spec.clip_len, crop=spec.crop)
@@ -286,13 +288,13 @@ def test_stage1_curriculum_resumes_after_its_first_phase(world, tmp_path: Path) 
     spec = replace(STAGE1, epochs=1, curriculum_epochs=1)
     actions = world["Kinetics-synth"]
     folder = stage1_folder(spec, actions, root=tmp_path)
-    done = train_stage1(spec, actions, folder, device="cpu", keep_checkpoints=True, show_progress=False)
+    done = train_stage1(spec, actions, folder, keep_checkpoints=True, run=RunContext(device="cpu", show_progress=False))
     original = load_file(str(folder / WEIGHTS_FILE))
     # interrupted before the second phase saved anything: only the curriculum's checkpoints exist
     for path in (folder / STAGE1_RECORD, folder / WEIGHTS_FILE):
         path.unlink()
     shutil.rmtree(folder / CHECKPOINT_DIR)
-    resumed = stage1_backbone(spec, actions, root=tmp_path, device="cpu", show_progress=False)
+    resumed = stage1_backbone(spec, actions, root=tmp_path, run=RunContext(device="cpu", show_progress=False))
     assert resumed.trained
     assert resumed.record["curriculum"]["history"] == done.record["curriculum"]["history"]  # loaded, not retrained
     again = load_file(str(folder / WEIGHTS_FILE))

@@ -27,6 +27,7 @@ from pecop_lib.pretrain.pipeline import pretrained_backbone
 from pecop_lib.pretrain.stage2_artifact import Stage2Spec, load_stage2, stage2_folder, stage2_key, stage2_spec
 from pecop_lib.pretrain.store import STAGE2_RECORD, BackboneSource, backbone_options
 from pecop_lib.studies import plans as ablations
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import NonFiniteLossError
 
 SMOKE = pecop_lib.resolve("smoke", device="cpu")
@@ -99,8 +100,10 @@ def test_pretrained_backbone_of_a_fold_reads_that_folds_training_trials(world_ro
 
     monkeypatch.setattr(artifacts, "pretraining_videos", spy)
     cfg = pecop_lib.resolve("smoke", device="cpu", model_weights=str(weights))
-    one = pretrained_backbone(cfg, strategy="dom_g", **SUTURING, fold=1, data_root=world_root, show_progress=False)
-    three = pretrained_backbone(cfg, strategy="dom_g", **SUTURING, fold=3, data_root=world_root, show_progress=False)
+    one = pretrained_backbone(cfg, strategy="dom_g", **SUTURING, fold=1, data_root=world_root,
+                              run=RunContext.from_config(cfg, show_progress=False))
+    three = pretrained_backbone(cfg, strategy="dom_g", **SUTURING, fold=3, data_root=world_root,
+                                run=RunContext.from_config(cfg, show_progress=False))
     assert one.trained and three.trained and one.folder != three.folder
     assert (one.spec.fold, three.spec.fold) == (1, 3) and "JIGSAWS-Suturing-fold1-" in one.folder.name
     splits = pecop_lib.data.safe_load(world_root / "JIGSAWS" / "info" / "splits.pkl")["Suturing"]
@@ -108,8 +111,9 @@ def test_pretrained_backbone_of_a_fold_reads_that_folds_training_trials(world_ro
         assert (task, fold) == ("Suturing", artifact.spec.fold)
         assert names == sorted(f"{t}_capture1" for k, f in enumerate(splits) if k != fold for t in f)
         assert artifact.record["data"]["videos"] == len(names) == 6
-    assert pretrained_backbone(cfg, strategy="dom_g", **SUTURING, fold=1, data_root=world_root,
-                               show_progress=False).folder == one.folder  # loaded, not retrained
+    again = pretrained_backbone(cfg, strategy="dom_g", **SUTURING, fold=1, data_root=world_root,
+                                run=RunContext.from_config(cfg, show_progress=False))
+    assert again.folder == one.folder  # loaded, not retrained
     assert len(read) == 2
 
 
@@ -123,7 +127,7 @@ def test_fine_tuning_each_fold_requests_its_own_stage2_artifact(monkeypatch) -> 
         def build(self) -> tuple[str, str, str | None, int | None]:
             return self.key
 
-    def pretrained(cfg, *, strategy, dataset, task, fold, data_root, distributed, show_progress):
+    def pretrained(cfg, *, strategy, dataset, task, fold, data_root, run):
         requested.append((strategy, dataset, task, fold))
         return StandIn((strategy, dataset, task, fold))
 
@@ -141,7 +145,7 @@ def test_fine_tuning_each_fold_requests_its_own_stage2_artifact(monkeypatch) -> 
 def test_ablations_pretrain_for_each_jigsaws_fold(monkeypatch) -> None:
     requested: list[tuple[str | None, int | None]] = []
 
-    def pretrained(cfg, *, strategy, pretext, dataset, task, fold, data_root, show_progress):
+    def pretrained(cfg, *, strategy, pretext, dataset, task, fold, data_root, run):
         requested.append((task, fold))
         raise NonFiniteLossError("stand-in: stop after the request")
 

@@ -26,6 +26,7 @@ from pecop_lib.pretrain.pretext import (
 )
 from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
 from pecop_lib.ssl.vspp import VSPPLogits
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import NonFiniteLossError
 
 STEP = 5  # frame k (1-based) has the uniform colour (STEP * k, 60, 200)
@@ -134,8 +135,8 @@ def test_each_strategy_changes_only_the_parameters_it_owns(world, tmp_path: Path
     buffers = {k: v.clone() for k, v in backbone.named_buffers()}
     result = continual_pretrain(
         backbone, videos, VSPPSampler(clip_len=8), official_transform("core_mtl", train=True, crop=32),
-        strategy=strategy, epochs=1, batch_size=2, list_repeat=1, device="cpu", run_dir=tmp_path, show_progress=False,
-    )
+        strategy=strategy, epochs=1, batch_size=2, list_repeat=1, run_dir=tmp_path,
+            run=RunContext(device="cpu", show_progress=False))
     after = _params(backbone)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     owned = set(trainable_names(backbone, strategy))
@@ -155,15 +156,16 @@ def test_domain_general_stage_trains_the_classifier(world, tmp_path: Path) -> No
     actions = KineticsActions(world["Kinetics-synth"], "train", clip_len=8, crop=32)
     backbone = build_backbone("r3d18", num_classes=len(actions.classes), seed=0)
     before = _params(backbone)
-    result = domain_general_pretrain(backbone, actions, epochs=1, batch_size=4, lr=0.01, device="cpu",
-                                     run_dir=tmp_path, show_progress=False)
+    result = domain_general_pretrain(backbone, actions, epochs=1, batch_size=4, lr=0.01,
+                                     run_dir=tmp_path, run=RunContext(device="cpu", show_progress=False))
     assert len(result.history.steps) == len(actions) // 4
     after = _params(backbone)
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
     assert not torch.equal(before["stem.0.weight"], after["stem.0.weight"])
     assert (tmp_path / "checkpoints" / "epoch_001.pt").is_file()
     with pytest.raises(RuntimeError, match="has no classifier"):
-        domain_general_pretrain(build_backbone("r3d18"), actions, epochs=1, batch_size=4, lr=0.01, device="cpu")
+        domain_general_pretrain(build_backbone("r3d18"), actions, epochs=1, batch_size=4, lr=0.01,
+                                run=RunContext(device="cpu"))
 
 
 class _ConstantVSPP(torch.nn.Module):
@@ -209,8 +211,8 @@ def test_heldout_accuracy_is_measured_before_and_after_every_epoch_and_resumes(w
         return continual_pretrain(
             build_backbone("i3d", adapters=True, seed=0), train, VSPPSampler(clip_len=8),
             official_transform("core_mtl", train=True, crop=32), epochs=epochs, batch_size=2, list_repeat=1,
-            device="cpu", run_dir=tmp_path, show_progress=False, heldout=test, heldout_clips_per_video=2,
-            resume=resume)
+            run_dir=tmp_path, heldout=test, heldout_clips_per_video=2,
+            run=RunContext(device="cpu", show_progress=False, resume=resume))
 
     first = run(1)
     assert [r["epoch"] for r in first.heldout] == [0, 1]
@@ -242,7 +244,7 @@ def test_heldout_values_that_are_not_finite_stop_the_run(world, tmp_path: Path, 
         continual_pretrain(
             build_backbone("i3d", adapters=True, seed=0), videos, VSPPSampler(clip_len=8),
             official_transform("core_mtl", train=True, crop=32), epochs=2, batch_size=2, list_repeat=1,
-            device="cpu", run_dir=tmp_path, show_progress=False, heldout=videos)
+            run_dir=tmp_path, heldout=videos, run=RunContext(device="cpu", show_progress=False))
     record = json.loads((tmp_path / HELDOUT_FILE).read_text())
     assert [r["epoch"] for r in record["epochs"]] == [0]  # nothing non-finite written
 

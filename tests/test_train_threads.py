@@ -22,6 +22,7 @@ from pecop_lib.pretrain.general import domain_general_pretrain
 from pecop_lib.pretrain.pretext import TargetVideo
 from pecop_lib.ssl import VSPPSampler
 from pecop_lib.train import threads
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import StepOutput, Trainer
 from pecop_lib.train.threads import cpu_training_threads, training_threads
 from tests._heads_stand_ins import TinyBackbone
@@ -140,11 +141,11 @@ def test_pretraining_stages_hand_their_workers_to_the_trainer(tmp_path, monkeypa
     with pytest.raises(_Stop):
         continual_pretrain(build_backbone("i3d", adapters=True, seed=0), [video], VSPPSampler(clip_len=8),
                            official_transform("core_mtl", train=True, crop=16), epochs=1, batch_size=2, list_repeat=2,
-                           device="cpu", num_workers=2, show_progress=False)
+                               run=RunContext(device="cpu", num_workers=2, show_progress=False))
     clips = [{"clip": torch.zeros(3, 8, 16, 16), "label": i % 2} for i in range(4)]
     with pytest.raises(_Stop):
         domain_general_pretrain(build_backbone("r3d18", num_classes=2, seed=0), clips, epochs=1, batch_size=2, lr=0.01,
-                                device="cpu", num_workers=1, show_progress=False)
+                                run=RunContext(device="cpu", num_workers=1, show_progress=False))
     assert seen == [(2, 2), (1, 3)]  # stage 2: min(3, 4 - 2); stage 1: min(3, 4 - 1)
     assert torch.get_num_threads() == BEFORE
 
@@ -157,5 +158,6 @@ def test_finetuning_hands_its_workers_to_the_trainer(tmp_path_factory, monkeypat
     monkeypatch.setattr(finetune_module, "Trainer", _recording_trainer(seen))
     options = FinetuneOptions(epochs=1, batch_size=2, decode="expectation", val_fraction=0.0, bootstrap=10)
     with pytest.raises(_Stop):
-        finetune(TinyBackbone(32), setting, data, options, device="cpu", num_workers=3, show_progress=False)
+        finetune(TinyBackbone(32), setting, data, options,
+                 run=RunContext(device="cpu", num_workers=3, show_progress=False))
     assert seen == [(3, 1)] and torch.get_num_threads() == BEFORE

@@ -20,6 +20,7 @@ from pecop_lib.finetune.recipes import FinetuneOptions, Setting
 from pecop_lib.finetune.report import beats_baseline, comparison_table, dataset_baselines, run_metrics
 from pecop_lib.finetune.results import FinetuneResult
 from pecop_lib.finetune.runs import BackboneFactory, run_settings
+from pecop_lib.train.context import RunContext
 
 Runs = dict[str, list[FinetuneResult]]
 
@@ -44,9 +45,8 @@ def run_and_print(cfg: Config, settings: Sequence[Setting], backbones: Mapping[s
         ``{backbone label: [result per setting]}``.
     """
     runs = run_settings(settings, backbones, data_root, options, out=Path(out) / "runs",
-                        crop=cfg.data_crop_size, clip_frames=cfg.data_clip_frames or None, device=device,
-                        precision=cfg.train_precision, num_workers=cfg.data_num_workers, seed=cfg.seed,
-                        keep_checkpoints=False)
+                        crop=cfg.data_crop_size, clip_frames=cfg.data_clip_frames or None,
+                        run=RunContext.from_config(cfg, device=device, resume=True), keep_checkpoints=False)
     for label, results in runs.items():
         for r in results:
             protocols = ", ".join(f"{name} rho {rep.rho:.3f} (epoch {rep.epoch})"

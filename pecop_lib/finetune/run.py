@@ -14,7 +14,6 @@ import torch
 from torch.utils.data import Dataset
 
 from pecop_lib.atomic import atomic_write_json, read_json
-from pecop_lib.config import resolve_device
 from pecop_lib.data.registry import dataset_record
 from pecop_lib.finetune.backbone import BACKBONE_POOL, set_trainable
 from pecop_lib.finetune.data import (
@@ -39,8 +38,8 @@ from pecop_lib.heads import (
     windowing_for,
 )
 from pecop_lib.models.backbone import Backbone
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.data import epoch_loader
-from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import Trainer
 from pecop_lib.train.precision import autocast_dtype
 from pecop_lib.train.rng import capture_rng_state, restore_rng_state
@@ -68,15 +67,7 @@ def finetune(
     *,
     backbone_label: str = "",
     run_dir: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    compile: bool | str = False,
-    keep_last: int | None = None,
-    num_workers: int = 0,
-    seed: int = 0,
-    distributed: DistributedContext | None = None,
-    resume: bool = False,
-    show_progress: bool = True,
+    run: RunContext = RunContext(),
     feature_store: FeatureStore | bool = True,
 ) -> FinetuneResult:
     """Fine-tune a backbone and a head on one setting, evaluating every epoch.
@@ -92,11 +83,10 @@ def finetune(
         backbone_label: Label recorded with the results.
         run_dir: Folder for the trainer's checkpoints and metrics and ``evaluation.json``;
             ``None`` writes nothing (no resume).
-        device, precision, compile, keep_last, distributed, show_progress: See
-            :class:`~pecop_lib.train.loop.Trainer`.
-        num_workers: Loader workers for training.
-        seed: Seed of the head initialisation, data order, partners, validation split and exemplars.
-        resume: Continue from the newest checkpoint in ``run_dir``.
+        run: How it executes (:class:`~pecop_lib.train.context.RunContext`): its seed seeds the head
+            initialisation, data order, partners, validation split and exemplars; ``run.resume``
+            continues from the newest checkpoint in ``run_dir``. Gradient accumulation and the
+            checkpoint cadence come from ``options`` (the recipe's accumulation when 0).
         feature_store: When the backbone cannot change during the run (``train_backbone="frozen"``
             and a recipe with frozen BatchNorm), the evaluation features of the test and training
             splits are computed once and kept on disk (:class:`~pecop_lib.heads.FeatureStore`,
@@ -114,8 +104,7 @@ def finetune(
     recipe = setting.recipe
     hyper = options.resolved(recipe)
     epochs, batch_size = int(hyper["epochs"]), int(hyper["batch_size"])
-    local = resolve_device(device)
-    context = distributed or DistributedContext(device=local)
+    context, seed, precision = run.process, run.seed, run.precision
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
     clip_frames = data.train.clip_frames
@@ -148,20 +137,19 @@ def finetune(
         train_features = store.window_features(  # type: ignore[union-attr]
             backbone, data.reference, windowing, maps=kind.maps,
             amp_dtype=autocast_dtype(precision, context.device), batch_size=options.eval_batch_size,
-            show_progress=show_progress)
+            show_progress=run.show_progress)
         backbone.train(was_training)
     samples: Dataset = (PairSamples(data.train, train_idx, values, kind, epochs=epochs, seed=seed,
                                     features=train_features)
                         if kind.pairs else ScoreSamples(data.train, train_idx, kind, features=train_features))
-    loader = epoch_loader(samples, batch_size // context.world_size, seed=seed, num_workers=num_workers,
+    loader = epoch_loader(samples, batch_size // context.world_size, seed=seed, num_workers=run.num_workers,
                           rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda")
-    run = Path(run_dir) if run_dir is not None else None
-    grad_accum_steps = options.grad_accum_steps or recipe.grad_accum_steps
-    trainer = Trainer(model, aqa_step, optimizer, run_dir=run, device=context.device, precision=precision,
-                      compile=compile, grad_accum_steps=grad_accum_steps, keep_last=keep_last,
-                      checkpoint_every_steps=options.checkpoint_every_steps or None,
-                      distributed=distributed, desc=setting.label, show_progress=show_progress,
-                      loader_workers=num_workers)
+    folder = Path(run_dir) if run_dir is not None else None
+    # the head, the samples and the evaluator draw from ``seed`` themselves: the loop leaves the global generators
+    loop = run.but(grad_accum_steps=options.grad_accum_steps, checkpoint_every_steps=options.checkpoint_every_steps)
+    grad_accum_steps = loop.accum_steps(recipe.grad_accum_steps)
+    trainer = Trainer(model, aqa_step, optimizer, run_dir=folder, desc=setting.label,
+                      **loop.trainer_options(recipe.grad_accum_steps, seed_globals=False))
 
     test_true = data.test.scores()
     val_true = data.train.scores()[val_idx]
@@ -177,7 +165,7 @@ def finetune(
               "options": {k: v for k, v in asdict(options).items() if k not in ("epochs", "bootstrap", "scope")},
               "hyper": {k: v for k, v in hyper.items() if k != "epochs"},
               "test_ids": [r.id for r in data.test.records], "val_ids": [data.train.records[i].id for i in val_idx]}
-    eval_path = run / EVALUATION_FILE if run is not None else None
+    eval_path = folder / EVALUATION_FILE if folder is not None else None
 
     def evaluate(epoch: int) -> dict[str, Any]:
         state = capture_rng_state()  # evaluation must not move the training generators (exact resume)
@@ -193,9 +181,9 @@ def finetune(
         return epoch_record(epoch, loss, test, test_true, val_pred, val_true if val_idx else None, test_transitions)
 
     records: list[dict[str, Any]] = []
-    if resume:
+    if run.resume:
         if eval_path is None:
-            raise ValueError("resume=True needs a run_dir")
+            raise ValueError("run.resume needs a run_dir")
         records = _read_evaluation(eval_path, header)
         trainer.fit(loader, 0, resume=True)  # load the newest checkpoint, train nothing
     done = len(trainer.history.epochs)
@@ -216,7 +204,7 @@ def finetune(
         trainer.fit(loader, epoch + 1)
         records.append(evaluate(epoch + 1))
         save()
-        if show_progress and context.is_main:
+        if run.show_progress and context.is_main:
             r = records[-1]
             print(f"{setting.label} epoch {epoch + 1}/{epochs}: test rho {nan_if_none(r['test_rho']):.4f}, val rho "
                   f"{nan_if_none(r['val_rho']):.4f}, test L2 {r['test_l2']:.4g}", flush=True)

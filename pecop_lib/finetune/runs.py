@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pecop_lib.atomic import atomic_write_json, read_json
 from pecop_lib.config import Config
@@ -33,7 +32,7 @@ from pecop_lib.finetune.run import finetune
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.pretrain.targets import check_evaluation_split
 from pecop_lib.train.checkpoint import latest_checkpoint
-from pecop_lib.train.distributed import DistributedContext
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import CHECKPOINT_DIR, TrainHistory
 from pecop_lib.train.run_lock import changed_keys, run_lock
 
@@ -137,16 +136,8 @@ def run_settings(
     out: str | os.PathLike[str],
     crop: int,
     clip_frames: int | None,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    compile: bool | str = False,
-    keep_last: int | None = None,
-    num_workers: int = 0,
-    seed: int = 0,
-    resume: bool = True,
+    run: RunContext = RunContext(resume=True),
     keep_checkpoints: bool = True,
-    distributed: DistributedContext | None = None,
-    show_progress: bool = True,
 ) -> dict[str, list[FinetuneResult]]:
     """Fine-tune every backbone on every setting (see the module docstring).
 
@@ -157,17 +148,16 @@ def run_settings(
         options: Fine-tuning options.
         out: Output folder.
         crop, clip_frames: Clip size (``clip_frames`` 0 / ``None``: official).
-        device, precision, compile, keep_last, num_workers, seed, distributed, show_progress: As
-            :func:`~pecop_lib.finetune.finetune`.
-        resume: Load finished runs, continue unfinished ones (see the module docstring).
+        run: As :func:`~pecop_lib.finetune.finetune`; ``run.resume`` loads finished runs and continues
+            unfinished ones (see the module docstring).
         keep_checkpoints: Keep the trainer's checkpoints of finished runs (``False`` deletes them,
             keeping ``evaluation.json``, ``result.json`` and the trainer's metrics).
 
     Returns:
         ``{label: [result per setting]}``.
     """
-    out = Path(out)
-    context = distributed or DistributedContext()
+    out, seed = Path(out), run.seed
+    context = run.process
     results: dict[str, list[FinetuneResult]] = {}
     for label, factory in backbones.items():
         results[label] = []
@@ -175,7 +165,7 @@ def run_settings(
             run_dir = run_folder(out, label, setting)
             request = run_request(setting, label, options, seed=seed, crop=crop, clip_frames=clip_frames)
             done = run_dir / RESULT_FILE
-            if resume and done.is_file():
+            if run.resume and done.is_file():
                 stored = read_json(done, fix=f"delete {done} and the run is done again")
                 if stored.get("request") == request:
                     results[label].append(result_from_json(stored))
@@ -183,11 +173,9 @@ def run_settings(
             data = open_finetune_data(Path(data_root) / setting.dataset, setting, crop=crop, clip_frames=clip_frames,
                                       seed=seed)
             checkpoints = run_dir / CHECKPOINT_DIR
-            continuing = resume and checkpoints.is_dir() and latest_checkpoint(checkpoints) is not None
+            continuing = run.resume and checkpoints.is_dir() and latest_checkpoint(checkpoints) is not None
             result = finetune(factory(setting), setting, data, options, backbone_label=label, run_dir=run_dir,
-                              device=device, precision=precision, compile=compile, keep_last=keep_last,
-                              num_workers=num_workers, seed=seed, distributed=distributed, resume=continuing,
-                              show_progress=show_progress)
+                              run=run.but(resume=continuing))
             if context.is_main:
                 atomic_write_json(done, result_to_json(result, request))
                 if not keep_checkpoints and checkpoints.is_dir():
@@ -289,10 +277,8 @@ def finetune_command(
     base_weights: str | None = None,
     data_root: str | os.PathLike[str] | None = None,
     label: str | None = None,
-    resume: bool = False,
     overwrite: bool = False,
-    distributed: DistributedContext | None = None,
-    show_progress: bool = True,
+    run: RunContext | None = None,
 ) -> dict[str, Any]:
     """``pecop finetune``: one head on one dataset (JIGSAWS: one fold, or all four) from a config.
 
@@ -303,7 +289,8 @@ def finetune_command(
     (:func:`check_backbone_split`): their test trials were its pretraining videos.
 
     ``out`` is held for the whole command (:func:`~pecop_lib.train.run_lock.run_lock`); earlier runs in it are
-    replaced only with ``overwrite``, reused or continued only with ``resume`` (:func:`check_replacing`).
+    replaced only with ``overwrite``, reused or continued only with ``run.resume`` (:func:`check_replacing`).
+    ``run`` defaults to the config's :class:`~pecop_lib.train.context.RunContext` (no resume).
 
     Returns:
         The metrics written to ``out/metrics.json``: the backbone, one summary per run and, for
@@ -332,7 +319,8 @@ def finetune_command(
 
     _, description = load_finetune_backbone(cfg.model_backbone, backbone_checkpoint, base_weights=weights,
                                             bn_eps=cfg.model_bn_eps, width=cfg.model_width, seed=cfg.seed)  # fail before training
-    context = distributed or DistributedContext()
+    run = run if run is not None else RunContext.from_config(cfg)
+    context = run.process
     if data_root is None:
         data_root = synthetic_root(cfg, context)
     name = label or ("random-init" if str(backbone_checkpoint).lower() == "none" else Path(backbone_checkpoint).name)
@@ -340,18 +328,13 @@ def finetune_command(
     with run_lock(out, enabled=context.is_main):
         replaced = check_replacing(out, name, settings, lambda s: run_request(
             s, name, options, seed=cfg.seed, crop=cfg.data_crop_size, clip_frames=clip_frames),
-            resume=resume, overwrite=overwrite)
+            resume=run.resume, overwrite=overwrite)
         if context.is_main:
             for folder in replaced:
                 shutil.rmtree(folder)
         context.barrier()
-        results = run_settings(
-            settings, {name: factory}, data_root, options, out=out, crop=cfg.data_crop_size, clip_frames=clip_frames,
-            device=context.device if distributed else cfg.device, precision=cfg.train_precision,
-            compile=cfg.train_compile, keep_last=cfg.train_keep_checkpoints or None,
-            num_workers=cfg.data_num_workers, seed=cfg.seed, resume=resume, distributed=distributed,
-            show_progress=show_progress,
-        )[name]
+        results = run_settings(settings, {name: factory}, data_root, options, out=out, crop=cfg.data_crop_size,
+                               clip_frames=clip_frames, run=run)[name]
         metrics: dict[str, Any] = {"backbone": description, "label": name, "runs": [r.summary() for r in results]}
         record = dataset_record(dataset)
         if record.folds:
@@ -367,8 +350,7 @@ def comparison_backbones(
     settings: Sequence[Setting],
     *,
     data_root: str | os.PathLike[str] | None = None,
-    distributed: DistributedContext | None = None,
-    show_progress: bool = True,
+    run: RunContext | None = None,
 ) -> dict[str, BackboneFactory]:
     """The two backbones of the "with and without PECoP" comparison, load-or-train.
 
@@ -379,6 +361,12 @@ def comparison_backbones(
     each fold has its own PECoP artifact). Both come from the pretraining artifact cache
     (:func:`pecop_lib.pretrain.pipeline.pretrained_backbone`): trained on first use, loaded afterwards.
 
+    Args:
+        cfg: Resolved config.
+        settings: The runs' data (one PECoP artifact per dataset, task and fold).
+        data_root: Folder holding the datasets (default: the synthetic world).
+        run: How a pretraining executes (default: the config's run context).
+
     Returns:
         ``{"Dom-G": factory, "PECoP": factory}``; a factory builds a fresh backbone for a setting.
     """
@@ -386,8 +374,7 @@ def comparison_backbones(
 
     artifacts = {
         (strategy, s.dataset, s.task, s.fold): pretrained_backbone(
-            cfg, strategy=strategy, dataset=s.dataset, task=s.task, fold=s.fold, data_root=data_root,
-            distributed=distributed, show_progress=show_progress)
+            cfg, strategy=strategy, dataset=s.dataset, task=s.task, fold=s.fold, data_root=data_root, run=run)
         for s in settings for strategy in ("dom_g", "pecop")
     }
     return {label: (lambda s, strategy=strategy: artifacts[(strategy, s.dataset, s.task, s.fold)].build())

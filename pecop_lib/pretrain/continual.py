@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pecop_lib.atomic import atomic_write_json, read_json
-from pecop_lib.config import OPTIMIZERS, resolve_device
+from pecop_lib.config import OPTIMIZERS
 from pecop_lib.data.gpu_augment import DeferredTransform, collate_raw
 from pecop_lib.data.source_cache import DecodedFrames
 from pecop_lib.data.transforms import ClipTransform
@@ -43,9 +43,9 @@ from pecop_lib.pretrain.pretext import (
 from pecop_lib.ssl import (
     RSPNetSampler,
 )
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.data import epoch_loader
 from pecop_lib.train.device_augment import AUGMENT_PLACES, device_augmented
-from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import NonFiniteLossError, Trainer, TrainHistory
 
 
@@ -124,19 +124,9 @@ def continual_pretrain(
     bn_mode: str = "train",
     rspnet_options: dict[str, Any] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    compile: bool | str = False,
-    grad_accum_steps: int = 1,
-    checkpoint_every_steps: int | None = None,
-    keep_last: int | None = None,
-    num_workers: int = 0,
+    run: RunContext = RunContext(),
     augment: str = "workers",
     fast: FastPath | None = None,
-    seed: int = 0,
-    distributed: DistributedContext | None = None,
-    resume: bool | str | os.PathLike[str] = False,
-    show_progress: bool = True,
     heldout: Sequence[TargetVideo] | None = None,
     heldout_transform: ClipTransform | None = None,
     heldout_clips_per_video: int = 4,
@@ -164,16 +154,16 @@ def continual_pretrain(
         color_jitter: Per-frame colour jitter (the original VSPP; PECoP's code never applies it).
         bn_mode: Backbone BatchNorm: ``"train"`` (official) or ``"frozen"``.
         rspnet_options: Passed to :class:`~pecop_lib.ssl.rspnet.RSPNet`.
-        run_dir, device, precision, compile, grad_accum_steps, checkpoint_every_steps, keep_last,
-            distributed, resume, show_progress: See :class:`~pecop_lib.train.loop.Trainer`.
-        num_workers: Loader worker processes.
+        run_dir: Folder of the trainer's checkpoints and metrics (see :class:`~pecop_lib.train.loop.Trainer`).
+        run: How the run executes (:class:`~pecop_lib.train.context.RunContext`; ``grad_accum_steps``
+            0 means 1). Its seed seeds the heads' initialisation, the data order, every sample draw
+            and the dropout masks.
         augment: ``"workers"``: the loader workers transform each clip; ``"device"``: they only
             decode, and the transform runs on the training device in batches
             (:mod:`pecop_lib.train.device_augment`; same clips for the same seed). VSPP and
             VideoPace only.
         fast: Execution switches of the backbone (:class:`~pecop_lib.models.fast_path.FastPath`);
             ``None`` leaves the backbone as it is.
-        seed: Seed of the heads' initialisation, the data order, every sample draw and the dropout masks.
         heldout: Videos never trained on (the target's test split): after every epoch the pretext
             accuracy is measured on ``heldout_clips_per_video`` fixed clips of each
             (:func:`pretext_accuracy`), kept in ``PretrainResult.heldout`` and in
@@ -198,7 +188,7 @@ def continual_pretrain(
     trainable = mark_trainable(backbone, strategy)
     if spec.trains == "none":
         return PretrainResult(None, TrainHistory(), trainable, 0.0)
-    context = distributed or DistributedContext(device=resolve_device(device))
+    context, seed = run.process, run.seed
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
     backbone.bn_mode = bn_mode
@@ -215,29 +205,24 @@ def continual_pretrain(
                          channel_order=channel_order, jitter=color_jitter, seed=seed)
     # drop_last (the official loader keeps the short last batch): BatchNorm in training mode cannot
     # normalise a one-clip batch at small sizes, and equal batches keep the BN statistics comparable
-    data = epoch_loader(clips, batch_size // context.world_size, seed=seed, drop_last=True, num_workers=num_workers,
+    data = epoch_loader(clips, batch_size // context.world_size, seed=seed, drop_last=True, num_workers=run.num_workers,
                         rank=context.rank, world_size=context.world_size, pin_memory=context.device.type == "cuda",
                         collate_fn=collate_raw if deferred else None)
     step = pretext_step(sampler)
     if deferred:
         layout = torch.channels_last_3d if fast is not None and fast.channels_last else torch.contiguous_format
         step = device_augmented(step, transform, memory_format=layout)
-    trainer = Trainer(
-        model, step, opt, scheduler, run_dir=run_dir,
-        device=context.device, precision=precision, compile=compile,
-        grad_accum_steps=grad_accum_steps, checkpoint_every_steps=checkpoint_every_steps, keep_last=keep_last,
-        distributed=distributed, desc=f"{spec.label} {type(sampler).__name__.removesuffix('Sampler')}",
-        show_progress=show_progress, seed=seed, loader_workers=num_workers,
-    )
+    trainer = Trainer(model, step, opt, scheduler, run_dir=run_dir,
+                      desc=f"{spec.label} {type(sampler).__name__.removesuffix('Sampler')}", **run.trainer_options())
     started = time.perf_counter()
     if not heldout or isinstance(sampler, RSPNetSampler):
-        history = trainer.fit(data, epochs, resume=resume)
+        history = trainer.fit(data, epochs, resume=run.resume)
         return PretrainResult(model, history, trainable, time.perf_counter() - started)
     eval_transform = heldout_transform or transform.evaluation()
     path = Path(run_dir) / HELDOUT_FILE if run_dir is not None else None
     records: list[dict[str, float]] = []
-    if resume:
-        trainer.fit(data, 0, resume=resume)  # load the newest checkpoint, train nothing
+    if run.resume:
+        trainer.fit(data, 0, resume=run.resume)  # load the newest checkpoint, train nothing
         if path is not None and path.is_file():
             stored = read_json(path, fix="delete it and resume (the held-out curve restarts at the resumed epoch)")
             records = [r for r in stored["epochs"] if r["epoch"] <= len(trainer.history.epochs)]

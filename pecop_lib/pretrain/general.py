@@ -16,8 +16,8 @@ from pecop_lib.config import OPTIMIZERS, resolve_device
 from pecop_lib.data.workers import worker_context
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.pretrain.continual import PretrainResult, cosine_optimizer
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.data import epoch_loader
-from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import StepOutput, Trainer
 
 
@@ -56,13 +56,7 @@ def domain_general_pretrain(
     weight_decay: float = 1e-4,
     optimizer: str = "sgd",
     run_dir: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    num_workers: int = 0,
-    seed: int = 0,
-    distributed: DistributedContext | None = None,
-    resume: bool | str | os.PathLike[str] = False,
-    show_progress: bool = True,
+    run: RunContext = RunContext(),
 ) -> PretrainResult:
     """Stage 1: supervised action classification of the whole backbone (and its classifier).
 
@@ -77,8 +71,8 @@ def domain_general_pretrain(
         dataset: Items with ``"clip"`` ``(3, T, H, W)`` and ``"label"`` (class index).
         epochs, batch_size, lr, momentum, weight_decay: The optimisation (``momentum``: SGD only).
         optimizer: ``"sgd"`` or ``"adam"``.
-        run_dir, device, precision, num_workers, seed, distributed, resume, show_progress: As in
-            :func:`continual_pretrain`.
+        run_dir, run: As in :func:`~pecop_lib.pretrain.continual.continual_pretrain` (stage 1 never
+            accumulates gradients: ``run.grad_accum_steps`` does not apply).
 
     Raises:
         RuntimeError: If the backbone has no classifier.
@@ -89,20 +83,20 @@ def domain_general_pretrain(
         raise ValueError(f"unknown stage-1 optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
     backbone.requires_grad_(True)
     backbone.bn_mode = "train"
-    context = distributed or DistributedContext(device=resolve_device(device))
+    context = run.process
     if batch_size % context.world_size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {context.world_size} processes")
     model = _ActionClassifier(backbone)
     opt, scheduler = cosine_optimizer(model.parameters(), kind=optimizer, lr=lr, momentum=momentum,
                                       weight_decay=weight_decay, t_max=epochs, eta_min=0.0)
-    data = epoch_loader(dataset, batch_size // context.world_size, seed=seed, drop_last=True, num_workers=num_workers,
+    data = epoch_loader(dataset, batch_size // context.world_size, seed=run.seed, drop_last=True,
+                        num_workers=run.num_workers,
                         rank=context.rank, world_size=context.world_size, collate_fn=_collate_actions,
                         pin_memory=context.device.type == "cuda")
-    trainer = Trainer(model, _classification_step, opt, scheduler, run_dir=run_dir,
-                      device=context.device, precision=precision, distributed=distributed,
-                      desc="domain-general", show_progress=show_progress, seed=seed, loader_workers=num_workers)
+    trainer = Trainer(model, _classification_step, opt, scheduler, run_dir=run_dir, desc="domain-general",
+                      **run.but(grad_accum_steps=0).trainer_options())
     started = time.perf_counter()
-    history = trainer.fit(data, epochs, resume=resume)
+    history = trainer.fit(data, epochs, resume=run.resume)
     return PretrainResult(model, history, [n for n, _ in backbone.named_parameters()], time.perf_counter() - started)
 
 

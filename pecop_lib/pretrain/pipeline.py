@@ -30,6 +30,7 @@ from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_backbone, 
 from pecop_lib.pretrain.store import BackboneSource, kinetics_source, scratch_source
 from pecop_lib.pretrain.targets import check_target
 from pecop_lib.train.checkpoint import LATEST_FILE
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
 from pecop_lib.train.run_lock import changed_keys, run_lock
@@ -95,9 +96,19 @@ def data_roots(cfg: Config, *, data_root: str | os.PathLike[str] | None = None,
     return targets, actions
 
 
-def starting_point(cfg: Config, actions_root: str | os.PathLike[str], *, distributed: DistributedContext | None = None,
-                   show_progress: bool = True) -> tuple[BackboneSource, Stage1Artifact | None]:
+def run_context(cfg: Config, run: RunContext | None = None) -> RunContext:
+    """``run``, or the config's own :class:`~pecop_lib.train.context.RunContext` when ``None``."""
+    return run if run is not None else RunContext.from_config(cfg)
+
+
+def starting_point(cfg: Config, actions_root: str | os.PathLike[str],
+                   run: RunContext | None = None) -> tuple[BackboneSource, Stage1Artifact | None]:
     """The stage-2 starting point: real Kinetics weights (``cfg.model_weights``) or the stage-1 artifact.
+
+    Args:
+        cfg: Resolved config.
+        actions_root: The stage-1 action set.
+        run: How a stage-1 training executes (default: the config's, :func:`run_context`).
 
     Returns:
         ``(source, stage1)``; ``stage1`` is ``None`` when real weights are used.
@@ -107,10 +118,7 @@ def starting_point(cfg: Config, actions_root: str | os.PathLike[str], *, distrib
     """
     if cfg.model_weights:
         return kinetics_source(cfg.model_weights, cfg.model_backbone, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps), None
-    context = _context(cfg, distributed)
-    stage1 = stage1_backbone(stage1_spec(cfg), actions_root, label=cfg.preset, device=context.device,
-                             precision=cfg.train_precision, num_workers=cfg.data_num_workers, distributed=distributed,
-                             show_progress=show_progress)
+    stage1 = stage1_backbone(stage1_spec(cfg), actions_root, label=cfg.preset, run=run_context(cfg, run))
     return stage1.source, stage1
 
 
@@ -124,8 +132,7 @@ def pretrained_backbone(
     fold: int | None = None,
     data_root: str | os.PathLike[str] | None = None,
     actions_root: str | os.PathLike[str] | None = None,
-    distributed: DistributedContext | None = None,
-    show_progress: bool = True,
+    run: RunContext | None = None,
 ) -> Stage2Artifact:
     """The cached stage-2 artifact of a config (both stages trained on first use, loaded afterwards).
 
@@ -136,7 +143,7 @@ def pretrained_backbone(
         fold: JIGSAWS test fold being evaluated (required for JIGSAWS, ``None`` otherwise): stage 2
             reads the trials of the other three folds.
         data_root, actions_root: See the module docstring.
-        distributed, show_progress: Training settings.
+        run: How a training executes (default: the config's, :func:`run_context`).
 
     Returns:
         The :class:`~pecop_lib.pretrain.stage2_artifact.Stage2Artifact`; ``.build()`` gives the backbone.
@@ -145,17 +152,14 @@ def pretrained_backbone(
         ValueError: On an unknown target, strategy or pretext, or a bad fold.
     """
     spec = stage2_spec(cfg, strategy=strategy, pretext=pretext, dataset=dataset, task=task, fold=fold)
-    targets, actions = data_roots(cfg, data_root=data_root, actions_root=actions_root, distributed=distributed)
+    run = run_context(cfg, run)
+    targets, actions = data_roots(cfg, data_root=data_root, actions_root=actions_root, distributed=run.distributed)
     if get_strategy(spec.strategy).init == "scratch":
         source = scratch_source(cfg.model_backbone, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps,
                                 width=cfg.model_width)
     else:
-        source, _ = starting_point(cfg, actions, distributed=distributed, show_progress=show_progress)
-    context = _context(cfg, distributed)
-    return stage2_backbone(spec, source, targets / dataset, label=cfg.preset, device=context.device,
-                           precision=cfg.train_precision, compile=cfg.train_compile,
-                           grad_accum_steps=cfg.train_grad_accum_steps or 1, num_workers=cfg.data_num_workers,
-                           distributed=distributed, show_progress=show_progress)
+        source, _ = starting_point(cfg, actions, run)
+    return stage2_backbone(spec, source, targets / dataset, label=cfg.preset, run=run)
 
 
 def pretrain_run(
@@ -167,9 +171,7 @@ def pretrain_run(
     fold: int | None = None,
     data_root: str | os.PathLike[str] | None = None,
     actions_root: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    distributed: DistributedContext | None = None,
-    show_progress: bool = True,
+    run: RunContext | None = None,
 ) -> tuple[Stage2Artifact, Stage1Artifact | None]:
     """Stage 2 of ``cfg.pretrain_strategy`` with ``cfg.pretrain_pretext`` into the run folder ``out``.
 
@@ -184,9 +186,9 @@ def pretrain_run(
         dataset, task: The target.
         fold: JIGSAWS test fold being evaluated (required for JIGSAWS, ``None`` otherwise).
         data_root, actions_root: See the module docstring.
-        resume: Continue from the newest checkpoint in ``out``.
-        distributed: From :func:`~pecop_lib.train.distributed.init_distributed` under ``torchrun``.
-        show_progress: Progress bars (rank 0).
+        run: How it executes (default: the config's, :func:`run_context`); ``run.resume`` continues
+            from the newest checkpoint in ``out``; ``run.distributed`` comes from
+            :func:`~pecop_lib.train.distributed.init_distributed` under ``torchrun``.
 
     Returns:
         ``(stage-2 artifact, stage-1 artifact or None)``.
@@ -203,18 +205,17 @@ def pretrain_run(
     out = Path(out)
     check_target(dataset, task)
     spec = stage2_spec(cfg, dataset=dataset, task=task, fold=fold)
-    context = _context(cfg, distributed)
-    with run_lock(out, enabled=context.is_main):
+    run = run_context(cfg, run)
+    with run_lock(out, enabled=run.process.is_main):
         return _pretrain_run(cfg, out, spec, dataset=dataset, task=task, fold=fold, data_root=data_root,
-                             actions_root=actions_root, resume=resume, context=context, distributed=distributed,
-                             show_progress=show_progress)
+                             actions_root=actions_root, run=run)
 
 
 def _pretrain_run(cfg: Config, out: Path, spec: Any, *, dataset: str, task: str | None, fold: int | None,
                   data_root: str | os.PathLike[str] | None, actions_root: str | os.PathLike[str] | None,
-                  resume: bool, context: DistributedContext, distributed: DistributedContext | None,
-                  show_progress: bool) -> tuple[Stage2Artifact, Stage1Artifact | None]:
+                  run: RunContext) -> tuple[Stage2Artifact, Stage1Artifact | None]:
     """:func:`pretrain_run` once the run folder is held."""
+    resume = run.resume
     has_checkpoint = (out / CHECKPOINT_DIR / LATEST_FILE).is_file()
     if resume and not has_checkpoint:
         raise FileNotFoundError(f"--resume: {out / CHECKPOINT_DIR} holds no checkpoint; start without --resume")
@@ -227,7 +228,7 @@ def _pretrain_run(cfg: Config, out: Path, spec: Any, *, dataset: str, task: str 
         if changed:
             raise ValueError(f"--resume: {out} holds a run of another configuration ({'; '.join(changed)}); resume "
                              f"with the run's own settings (in {out / RUN_CONFIG}) or start a new run in another --out")
-    targets, actions = data_roots(cfg, data_root=data_root, actions_root=actions_root, distributed=distributed)
+    targets, actions = data_roots(cfg, data_root=data_root, actions_root=actions_root, distributed=run.distributed)
     if not (targets / dataset).is_dir():
         raise FileNotFoundError(f"no {dataset} folder under {targets}; check --data-root")
     stage1 = None
@@ -235,14 +236,8 @@ def _pretrain_run(cfg: Config, out: Path, spec: Any, *, dataset: str, task: str 
         source = scratch_source(cfg.model_backbone, pool=cfg.pretrain_pool, bn_eps=cfg.model_bn_eps,
                                 width=cfg.model_width)
     else:
-        source, stage1 = starting_point(cfg, actions, distributed=distributed, show_progress=show_progress)
-    if context.is_main:
+        source, stage1 = starting_point(cfg, actions, run)
+    if run.process.is_main:
         atomic_write_json(out / RUN_CONFIG, {**requested, "data_root": str(targets.resolve())})
-    artifact = train_stage2(
-        spec, source, targets / dataset, out, device=context.device, precision=cfg.train_precision,
-        compile=cfg.train_compile, grad_accum_steps=cfg.train_grad_accum_steps or 1,
-        checkpoint_every_steps=cfg.train_checkpoint_every_steps or None, keep_last=cfg.train_keep_checkpoints or None,
-        num_workers=cfg.data_num_workers, distributed=distributed, resume=resume, keep_checkpoints=True,
-        show_progress=show_progress,
-    )
+    artifact = train_stage2(spec, source, targets / dataset, out, run, keep_checkpoints=True)
     return artifact, stage1

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
-from pecop_lib.config import Config, resolve_device
+from pecop_lib.config import Config
 from pecop_lib.data.formats.kinetics import KineticsActions
 from pecop_lib.data.synthetic.actions import TIMING_CLASSES
 from pecop_lib.data.synthetic.world import actions_identity
@@ -40,7 +40,7 @@ from pecop_lib.pretrain.store import (
     run_info,
     settings_key,
 )
-from pecop_lib.train.distributed import DistributedContext
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.run_lock import run_lock
 
 # --------------------------------------------------------------------------------------------
@@ -188,14 +188,9 @@ def train_stage1(
     spec: Stage1Spec,
     actions_root: str | os.PathLike[str],
     folder: str | os.PathLike[str],
+    run: RunContext = RunContext(),
     *,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    num_workers: int = 0,
-    distributed: DistributedContext | None = None,
-    resume: bool = False,
     keep_checkpoints: bool = False,
-    show_progress: bool = True,
 ) -> Stage1Artifact:
     """Train stage 1 into ``folder`` (see :func:`stage1_backbone`, which also reuses finished artifacts).
 
@@ -203,15 +198,17 @@ def train_stage1(
         spec: The settings.
         actions_root: The Kinetics-style action set (e.g. ``world["Kinetics-synth"]``).
         folder: Output folder: trainer checkpoints and metrics, ``model.safetensors``, ``stage1.json``.
-        device, precision, num_workers, distributed, show_progress: Training settings.
-        resume: Continue from the newest checkpoints in ``folder`` (and its curriculum phase's).
+        run: How it executes (:class:`~pecop_lib.train.context.RunContext`; its seed is replaced by
+            ``spec.seed``); ``run.resume`` continues from the newest checkpoints in ``folder`` (and its
+            curriculum phase's).
         keep_checkpoints: Keep the trainer checkpoints after success (they hold the optimiser too).
 
     Returns:
         The artifact (``trained=True``).
     """
     folder = Path(folder)
-    context = distributed or DistributedContext(device=resolve_device(device))
+    run = run.but(seed=spec.seed)
+    context = run.process
     train_set = KineticsActions(actions_root, "train", clip_len=spec.clip_len, crop=spec.crop, seed=spec.seed)
     val_set = KineticsActions(actions_root, "val", clip_len=spec.clip_len, crop=spec.crop, seed=spec.seed)
     backbone = build_backbone(spec.backbone, num_classes=len(train_set.classes), seed=spec.seed, **spec.options())
@@ -221,10 +218,9 @@ def train_stage1(
         phases.insert(0, (train_set.leave_out(TIMING_CLASSES), spec.curriculum_epochs, folder / CURRICULUM_DIR))
     results = [domain_general_pretrain(
         backbone, data, epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
-        weight_decay=spec.weight_decay, optimizer=spec.optimizer, run_dir=run_dir, device=context.device,
-        precision=precision,
-        num_workers=num_workers, seed=spec.seed, distributed=distributed, show_progress=show_progress,
-        resume=resume and rank0_decides(context, has_checkpoint(run_dir)),  # a finished phase loads and trains 0 epochs
+        weight_decay=spec.weight_decay, optimizer=spec.optimizer, run_dir=run_dir,
+        # a finished phase loads and trains 0 epochs
+        run=run.but(resume=run.resume and rank0_decides(context, has_checkpoint(run_dir))),
     ) for data, epochs, run_dir in phases]
     result = results[-1]
     record = {
@@ -240,7 +236,7 @@ def train_stage1(
         "seconds": sum(r.seconds for r in results),
         "val_acc": action_accuracy(backbone, val_set, batch_size=spec.batch_size, device=context.device),
         "chance_acc": 1 / len(train_set.classes),
-        **run_info(context, precision),
+        **run_info(context, run.precision),
     }
     if context.is_main:
         state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
@@ -275,11 +271,7 @@ def stage1_backbone(
     label: str = "",
     root: str | os.PathLike[str] | None = None,
     force: bool = False,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    num_workers: int = 0,
-    distributed: DistributedContext | None = None,
-    show_progress: bool = True,
+    run: RunContext = RunContext(),
 ) -> Stage1Artifact:
     """The stage-1 backbone for ``spec``: loaded if a finished artifact exists, else trained (or resumed).
 
@@ -289,7 +281,7 @@ def stage1_backbone(
         label: Readable part of the folder name (e.g. the preset).
         root: Parent folder of the artifacts instead of ``cache_dir()/pretrain``.
         force: Retrain even if a finished artifact exists.
-        device, precision, num_workers, distributed, show_progress: Training settings.
+        run: How a training executes (its ``resume`` is decided here: an unfinished artifact resumes).
 
     Returns:
         The artifact; ``artifact.trained`` says whether this call trained it. A shipped artifact
@@ -297,7 +289,7 @@ def stage1_backbone(
         cache instead of training; its record says so (``"shipped"``).
     """
     folder = stage1_folder(spec, actions_root, label=label, root=root)
-    context = distributed or DistributedContext(device=resolve_device(device))
+    context = run.process
     if not force and rank0_decides(context, (folder / STAGE1_RECORD).is_file()):
         return load_stage1(folder)
     shipped = None if force else shipped_stage1(stage1_key(spec, actions_root))
@@ -308,8 +300,7 @@ def stage1_backbone(
         return load_stage1(folder)
     with run_lock(folder, enabled=context.is_main):  # two processes never train one artifact at once
         resume = not force and rank0_decides(context, has_checkpoint(folder) or has_checkpoint(folder / CURRICULUM_DIR))
-        return train_stage1(spec, actions_root, folder, device=context.device, precision=precision,
-                            num_workers=num_workers, distributed=distributed, resume=resume, show_progress=show_progress)
+        return train_stage1(spec, actions_root, folder, run.but(resume=resume))
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
-from pecop_lib.config import OPTIMIZERS, Config, resolve_device
+from pecop_lib.config import OPTIMIZERS, Config
 from pecop_lib.data.registry import first_fold
 from pecop_lib.data.transforms import official_transform
 from pecop_lib.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
@@ -53,7 +53,7 @@ from pecop_lib.pretrain.targets import (
     pretraining_videos,
 )
 from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
-from pecop_lib.train.distributed import DistributedContext
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.run_lock import run_lock
 
 # --------------------------------------------------------------------------------------------
@@ -257,18 +257,9 @@ def train_stage2(
     source: BackboneSource,
     target_root: str | os.PathLike[str],
     folder: str | os.PathLike[str],
+    run: RunContext = RunContext(),
     *,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    compile: bool | str = False,
-    grad_accum_steps: int = 1,
-    checkpoint_every_steps: int | None = None,
-    keep_last: int | None = None,
-    num_workers: int = 0,
-    distributed: DistributedContext | None = None,
-    resume: bool = False,
     keep_checkpoints: bool = True,
-    show_progress: bool = True,
 ) -> Stage2Artifact:
     """Run stage 2 into ``folder`` (see :func:`stage2_backbone`, which also reuses finished artifacts).
 
@@ -277,9 +268,8 @@ def train_stage2(
         source: The starting point (``dom_s`` replaces it by random init).
         target_root: The target dataset's folder (e.g. ``world["MTL-AQA"]``).
         folder: Output folder: trainer checkpoints and metrics, the weights, ``stage2.json``.
-        device, precision, compile, grad_accum_steps, checkpoint_every_steps, keep_last, num_workers,
-            distributed, show_progress: See :func:`~pecop_lib.pretrain.continual.continual_pretrain`.
-        resume: Continue from the newest checkpoint in ``folder``.
+        run: How it executes (:func:`~pecop_lib.pretrain.continual.continual_pretrain`; its seed is
+            replaced by ``spec.seed``); ``run.resume`` continues from the newest checkpoint in ``folder``.
         keep_checkpoints: Keep the trainer checkpoints after success.
 
     Returns:
@@ -287,7 +277,8 @@ def train_stage2(
     """
     folder = Path(folder)
     source = _effective_source(spec, source)
-    context = distributed or DistributedContext(device=resolve_device(device))
+    run = run.but(seed=spec.seed)
+    context = run.process
     videos = pretraining_videos(target_root, spec.dataset, task=spec.task, fold=spec.fold)
     heldout = heldout_videos(target_root, spec.dataset, task=spec.task, fold=spec.fold)
     backbone = source.build(spec.adapter_config() or False, seed=spec.seed)
@@ -299,10 +290,7 @@ def train_stage2(
         momentum=spec.momentum,
         weight_decay=spec.weight_decay, cosine_t_max=spec.cosine_t_max, eta_min=spec.eta_min, dropout=spec.dropout,
         list_repeat=spec.list_repeat, channel_order=spec.channel_order, color_jitter=spec.color_jitter,
-        bn_mode=spec.bn_mode, run_dir=folder if spec.strategy != "dom_g" else None, device=context.device,
-        precision=precision, compile=compile, grad_accum_steps=grad_accum_steps,
-        checkpoint_every_steps=checkpoint_every_steps, keep_last=keep_last, num_workers=num_workers, seed=spec.seed,
-        distributed=distributed, resume=resume, show_progress=show_progress, heldout=heldout,
+        bn_mode=spec.bn_mode, run_dir=folder if spec.strategy != "dom_g" else None, run=run, heldout=heldout,
     )
     sizes = {n: p.numel() for n, p in backbone.named_parameters()}
     head = pretext_head_state(result.model, backbone) if result.model is not None else {}
@@ -318,7 +306,7 @@ def train_stage2(
         "seconds": result.seconds,
         "trainable_backbone_params": sum(sizes[n] for n in result.trainable),
         "head_params": sum(t.numel() for t in head.values()),
-        **run_info(context, precision),
+        **run_info(context, run.precision),
     }
     if context.is_main:
         folder.mkdir(parents=True, exist_ok=True)
@@ -337,13 +325,7 @@ def stage2_backbone(
     label: str = "",
     root: str | os.PathLike[str] | None = None,
     force: bool = False,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    compile: bool | str = False,
-    grad_accum_steps: int = 1,
-    num_workers: int = 0,
-    distributed: DistributedContext | None = None,
-    show_progress: bool = True,
+    run: RunContext = RunContext(),
 ) -> Stage2Artifact:
     """The stage-2 backbone for ``spec`` from ``source``: loaded if finished, else trained (or resumed).
 
@@ -355,21 +337,20 @@ def stage2_backbone(
         label: Readable part of the folder name (e.g. the preset).
         root: Parent folder of the artifacts instead of ``cache_dir()/pretrain``.
         force: Retrain even if a finished artifact exists.
-        device, precision, compile, grad_accum_steps, num_workers, distributed, show_progress: Training settings.
+        run: How a training executes (its ``resume`` is decided here: an unfinished artifact resumes;
+            one checkpoint is kept while it trains, none after).
 
     Returns:
         The artifact; ``artifact.trained`` says whether this call trained it.
     """
     folder = stage2_folder(spec, source, target_root, label=label, root=root)
-    context = distributed or DistributedContext(device=resolve_device(device))
+    context = run.process
     if not force and rank0_decides(context, (folder / STAGE2_RECORD).is_file()):
         return load_stage2(folder)
     with run_lock(folder, enabled=context.is_main):  # two processes never train one artifact at once
         resume = not force and rank0_decides(context, has_checkpoint(folder) or has_checkpoint(folder / CURRICULUM_DIR))
-        return train_stage2(spec, source, target_root, folder, device=context.device, precision=precision,
-                            compile=compile, grad_accum_steps=grad_accum_steps, keep_last=1, num_workers=num_workers,
-                            distributed=distributed, resume=resume, keep_checkpoints=False,
-                            show_progress=show_progress)
+        return train_stage2(spec, source, target_root, folder, run.but(keep_last=1, resume=resume),
+                            keep_checkpoints=False)
 
 
 def stage2_costs(artifact: Stage2Artifact) -> dict[str, Any]:

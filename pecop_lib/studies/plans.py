@@ -46,6 +46,7 @@ from pecop_lib.paper import FIG5_TASKS
 from pecop_lib.pretrain.pipeline import data_roots, pretrained_backbone
 from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_costs
 from pecop_lib.pretrain.store import settings_key
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import NonFiniteLossError
 
 ABLATION_ROOT = "ablations"
@@ -321,13 +322,13 @@ def _pretrain_record(artifact: Stage2Artifact) -> dict[str, Any]:
 
 def _run_one(cfg: Config, run: AblationRun, options: FinetuneOptions, targets: Path, *,
              data_root: str | os.PathLike[str] | None, root: str | os.PathLike[str] | None,
-             show_progress: bool) -> AblationResult:
+             execution: RunContext) -> AblationResult:
     """One run: its stage-2 artifact, then its fine-tuning (loaded, resumed or trained)."""
     clip_frames = cfg.data_clip_frames or None
     try:
         artifact = pretrained_backbone(run.config(cfg), strategy=run.strategy, pretext=run.pretext,
                                        dataset=run.setting.dataset, task=run.setting.task, fold=run.setting.fold,
-                                       data_root=data_root, show_progress=show_progress)
+                                       data_root=data_root, run=execution)
     except NonFiniteLossError as exc:
         return AblationResult(run, None, {}, None, False, f"pretraining: {exc}")
     folder = result_folder(artifact, options, crop=cfg.data_crop_size, clip_frames=clip_frames, data_root=targets,
@@ -337,9 +338,8 @@ def _run_one(cfg: Config, run: AblationRun, options: FinetuneOptions, targets: P
     try:
         result = run_settings(
             [run.setting], {run.strategy: lambda _s: artifact.build()}, targets, options, out=folder,
-            crop=cfg.data_crop_size, clip_frames=clip_frames, device=cfg.device, precision=cfg.train_precision,
-            compile=cfg.train_compile, num_workers=cfg.data_num_workers, seed=run.seed, resume=True,
-            keep_checkpoints=False, show_progress=show_progress,
+            crop=cfg.data_crop_size, clip_frames=clip_frames, run=execution.but(seed=run.seed, resume=True),
+            keep_checkpoints=False,
         )[run.strategy][0]
     except NonFiniteLossError as exc:
         return AblationResult(run, None, _pretrain_record(artifact), run_dir, False, f"fine-tuning: {exc}")
@@ -352,7 +352,7 @@ def run_ablation(
     *,
     data_root: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
-    show_progress: bool = True,
+    execution: RunContext | None = None,
     log: Log | None = print,
 ) -> list[AblationResult]:
     """Load or train every run (see the module docstring), in order.
@@ -363,7 +363,9 @@ def run_ablation(
         runs: The runs (e.g. ``ablation_plan(cfg)["fig5"]``).
         data_root: Folder with the datasets in their official layouts; ``None``: the preset's synthetic world.
         root: Result cache folder instead of ``cache_dir()/ablations``.
-        show_progress: Progress bars of training.
+        execution: How each training executes (:class:`~pecop_lib.train.context.RunContext`; default:
+            the config's; each run's seed replaces its seed, finished runs are loaded and unfinished
+            ones resume).
         log: Called with one line per run (``None``: silent).
 
     Returns:
@@ -373,9 +375,10 @@ def run_ablation(
     """
     targets, _ = data_roots(cfg, data_root=data_root)
     options = finetune_options(cfg)
+    execution = execution if execution is not None else RunContext.from_config(cfg)
     out: list[AblationResult] = []
     for run in runs:
-        done = _run_one(cfg, run, options, targets, data_root=data_root, root=root, show_progress=show_progress)
+        done = _run_one(cfg, run, options, targets, data_root=data_root, root=root, execution=execution)
         out.append(done)
         if log is not None:
             status = (f"diverged: {done.error.split(';')[0]}" if done.error else

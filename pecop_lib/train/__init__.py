@@ -12,6 +12,7 @@ from pecop_lib.train.checkpoint import (
     record_checkpoint,
     save_checkpoint,
 )
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.data import epoch_loader
 from pecop_lib.train.distributed import DistributedContext, init_distributed, shutdown_distributed
 from pecop_lib.train.loop import NonFiniteLossError, StepOutput, Trainer, TrainHistory, move_to_device
@@ -26,6 +27,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "PRECISIONS",
     "DistributedContext",
+    "RunContext",
     "NonFiniteLossError",
     "Precision",
     "StepOutput",

@@ -58,6 +58,7 @@ from pecop_lib.pretrain.store import STAGE2_RECORD, scratch_source
 from pecop_lib.pretrain.targets import pretraining_videos
 from pecop_lib.train import NonFiniteLossError
 from pecop_lib.train.checkpoint import LATEST_FILE, load_checkpoint
+from pecop_lib.train.context import RunContext
 from pecop_lib.train.run_lock import RunFolderLockedError
 
 DOC = REPO_ROOT / "docs" / "troubleshooting.md"
@@ -512,7 +513,9 @@ def _non_finite(ctx: Ctx) -> Triggered:
       "the checkpoint folder", "start without --resume")
 def _resume_nothing(ctx: Ctx) -> Triggered:
     out = ctx.tmp / "fresh"
-    return Triggered(lambda: pretrain_run(resolve("smoke"), out, resume=True), [str(out / "checkpoints")])
+    cfg = resolve("smoke")
+    return Triggered(lambda: pretrain_run(cfg, out, run=RunContext.from_config(cfg, resume=True)),
+                     [str(out / "checkpoints")])
 
 
 @case("run-folder-taken", "a new run is started in a folder that holds a run", FileExistsError, "the run folder",
@@ -577,7 +580,8 @@ def _resume_other_config(ctx: Ctx) -> Triggered:
     def nothing_written() -> None:
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
-    return Triggered(lambda: pretrain_run(resolve("smoke", seed=1), out, resume=True),
+    return Triggered(lambda: pretrain_run(resolve("smoke", seed=1), out,
+                                          run=RunContext.from_config(resolve("smoke", seed=1), resume=True)),
                      [str(out), "seed: 0 in the run, 1 requested"], nothing_written)
 
 
@@ -591,7 +595,9 @@ def _finetune_folder_taken(ctx: Ctx) -> Triggered:
     atomic_write_json(folder / "result.json", {"request": {}})
     return Triggered(lambda: finetune_command(resolve("smoke", device="cpu"), head="usdl", dataset="MTL-AQA",
                                               task=None, fold=None, backbone_checkpoint="none", out=out,
-                                              data_root=ctx.world_root, show_progress=False),
+                                              data_root=ctx.world_root,
+                                              run=RunContext.from_config(resolve("smoke", device="cpu"),
+                                                                         show_progress=False)),
                      [str(folder), "result.json"])
 
 

@@ -24,6 +24,7 @@ from pecop_lib.config import resolve
 from pecop_lib.finetune import FinetuneOptions, Setting
 from pecop_lib.finetune.runs import result_to_json, run_settings
 from pecop_lib.pretrain.pipeline import pretrained_backbone
+from pecop_lib.train.context import RunContext
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +51,14 @@ def pipeline(seed: int, folder: Path, world_root: Path, monkeypatch: pytest.Monk
     cfg = resolve("smoke", seed=seed, device="cpu", pretrain_batch_size=2, pretrain_list_repeat=1,
                   finetune_epochs=2, finetune_bootstrap=50)
     artifact = pretrained_backbone(cfg, strategy="pecop", dataset=SETTING.dataset, task=SETTING.task,
-                                   data_root=world_root, show_progress=False)
+                                   data_root=world_root, run=RunContext.from_config(cfg, show_progress=False))
     assert artifact.trained
     stage1 = json.loads((Path(artifact.source.path).parent / "stage1.json").read_text())
     (result,) = run_settings([SETTING], {"PECoP": lambda _: artifact.build()}, world_root,
                              FinetuneOptions.from_config(cfg), out=folder / "finetune",
-                             crop=cfg.data_crop_size, clip_frames=cfg.data_clip_frames, device="cpu", seed=seed,
-                             keep_checkpoints=False, show_progress=False)["PECoP"]
+                             crop=cfg.data_crop_size, clip_frames=cfg.data_clip_frames,
+                             keep_checkpoints=False,
+                                 run=RunContext(device="cpu", seed=seed, show_progress=False, resume=True))["PECoP"]
     return without_timing({
         "stage1": {"history": stage1["history"], "val_acc": stage1["val_acc"]},
         "stage2": artifact.record["history"],
