@@ -32,7 +32,7 @@ from pecop_lib.finetune.run import finetune
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.pretrain.targets import check_evaluation_split
 from pecop_lib.train.checkpoint import latest_checkpoint
-from pecop_lib.train.context import RunContext
+from pecop_lib.train.context import RunContext, run_context
 from pecop_lib.train.loop import CHECKPOINT_DIR, TrainHistory
 from pecop_lib.train.run_lock import changed_keys, run_lock
 
@@ -319,7 +319,7 @@ def finetune_command(
 
     _, description = load_finetune_backbone(cfg.model_backbone, backbone_checkpoint, base_weights=weights,
                                             bn_eps=cfg.model_bn_eps, width=cfg.model_width, seed=cfg.seed)  # fail before training
-    run = run if run is not None else RunContext.from_config(cfg)
+    run = run_context(cfg, run)
     context = run.process
     if data_root is None:
         data_root = synthetic_root(cfg, context)

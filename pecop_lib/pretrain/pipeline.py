@@ -30,7 +30,7 @@ from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_backbone, 
 from pecop_lib.pretrain.store import BackboneSource, kinetics_source, scratch_source
 from pecop_lib.pretrain.targets import check_target
 from pecop_lib.train.checkpoint import LATEST_FILE
-from pecop_lib.train.context import RunContext
+from pecop_lib.train.context import RunContext, run_context
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
 from pecop_lib.train.run_lock import changed_keys, run_lock
@@ -96,11 +96,6 @@ def data_roots(cfg: Config, *, data_root: str | os.PathLike[str] | None = None,
     return targets, actions
 
 
-def run_context(cfg: Config, run: RunContext | None = None) -> RunContext:
-    """``run``, or the config's own :class:`~pecop_lib.train.context.RunContext` when ``None``."""
-    return run if run is not None else RunContext.from_config(cfg)
-
-
 def starting_point(cfg: Config, actions_root: str | os.PathLike[str],
                    run: RunContext | None = None) -> tuple[BackboneSource, Stage1Artifact | None]:
     """The stage-2 starting point: real Kinetics weights (``cfg.model_weights``) or the stage-1 artifact.
@@ -108,7 +103,7 @@ def starting_point(cfg: Config, actions_root: str | os.PathLike[str],
     Args:
         cfg: Resolved config.
         actions_root: The stage-1 action set.
-        run: How a stage-1 training executes (default: the config's, :func:`run_context`).
+        run: How a stage-1 training executes (default: the config's, :func:`~pecop_lib.train.context.run_context`).
 
     Returns:
         ``(source, stage1)``; ``stage1`` is ``None`` when real weights are used.
@@ -143,7 +138,7 @@ def pretrained_backbone(
         fold: JIGSAWS test fold being evaluated (required for JIGSAWS, ``None`` otherwise): stage 2
             reads the trials of the other three folds.
         data_root, actions_root: See the module docstring.
-        run: How a training executes (default: the config's, :func:`run_context`).
+        run: How a training executes (default: the config's, :func:`~pecop_lib.train.context.run_context`).
 
     Returns:
         The :class:`~pecop_lib.pretrain.stage2_artifact.Stage2Artifact`; ``.build()`` gives the backbone.
@@ -186,7 +181,7 @@ def pretrain_run(
         dataset, task: The target.
         fold: JIGSAWS test fold being evaluated (required for JIGSAWS, ``None`` otherwise).
         data_root, actions_root: See the module docstring.
-        run: How it executes (default: the config's, :func:`run_context`); ``run.resume`` continues
+        run: How it executes (default: the config's, :func:`~pecop_lib.train.context.run_context`); ``run.resume`` continues
             from the newest checkpoint in ``out``; ``run.distributed`` comes from
             :func:`~pecop_lib.train.distributed.init_distributed` under ``torchrun``.
 

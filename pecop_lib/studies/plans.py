@@ -46,7 +46,7 @@ from pecop_lib.paper import FIG5_TASKS
 from pecop_lib.pretrain.pipeline import data_roots, pretrained_backbone
 from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_costs
 from pecop_lib.pretrain.store import settings_key
-from pecop_lib.train.context import RunContext
+from pecop_lib.train.context import RunContext, run_context
 from pecop_lib.train.loop import NonFiniteLossError
 
 ABLATION_ROOT = "ablations"
@@ -375,7 +375,7 @@ def run_ablation(
     """
     targets, _ = data_roots(cfg, data_root=data_root)
     options = finetune_options(cfg)
-    execution = execution if execution is not None else RunContext.from_config(cfg)
+    execution = run_context(cfg, execution)
     out: list[AblationResult] = []
     for run in runs:
         done = _run_one(cfg, run, options, targets, data_root=data_root, root=root, execution=execution)

@@ -116,3 +116,8 @@ class RunContext:
                     grad_accum_steps=self.accum_steps(own_accum_steps), checkpoint_every_steps=self.checkpoint_every,
                     keep_last=self.keep_last or None, distributed=self.distributed, show_progress=self.show_progress,
                     seed=self.seed if seed_globals else None, loader_workers=self.num_workers)
+
+
+def run_context(cfg: Config, run: RunContext | None = None) -> RunContext:
+    """``run``, or the config's own :class:`RunContext` (:meth:`RunContext.from_config`) when ``None``."""
+    return run if run is not None else RunContext.from_config(cfg)
