@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pecop_lib import __version__
 from pecop_lib.config import OPTIMIZERS, PRESET_NAMES, ConfigError
-from pecop_lib.train.run_lock import RunFolderLockedError
+from pecop_lib.run_lock import RunFolderLockedError
 
 
 def _notebooks_run(args: argparse.Namespace) -> int:

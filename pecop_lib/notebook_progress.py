@@ -18,13 +18,14 @@ if TYPE_CHECKING:
 MANIFEST_FILE = "manifest.json"
 
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {"00": 20, "01": 40, "02": 30, "03": 60, "04": 60, "05": 60, "06": 60, "07": 120, "08": 60},
-    "course": {"00": 11, "01": 148, "02": 17, "03": 349, "04": 82, "05": 76, "06": 318, "07": 1503, "08": 90},
+    "smoke": {"00": 10, "01": 20, "02": 14, "03": 26, "04": 45, "05": 23, "06": 45, "07": 71, "08": 28},
+    "course": {"00": 12, "01": 103, "02": 14, "03": 244, "04": 180, "05": 56, "06": 211, "07": 748, "08": 54},
 }
 """Expected wall seconds per preset and two-digit notebook number on a 2-core CPU: the time-left
 estimate for notebooks that did not finish in the output folder's previous run of the same preset
-(see :func:`expected_seconds`). Course: measured from an empty cache on the 2-core development machine
-(2026-12-03, load 1.1-1.9, reports/course-cpu/, docs/course.md section 7); smoke: estimates."""
+(see :func:`expected_seconds`). Measured from empty caches on the 2-core development machine
+(reports/course-cpu/): course 00-05, 07 and 08 from the record of docs/course.md section 11 (nothing
+else running, load 1.0-1.5), 06 and every smoke value from section 12's record (06 with CoRe beside TSA)."""
 
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)(?:\s+#+)?\s*$", re.MULTILINE)
 _HEADING_NUMBER = re.compile(r"^\d{1,2}\s*[·.:)\-–—]\s*")

@@ -49,7 +49,7 @@ from pecop_lib.notebook_progress import (
     previous_wall_times,
 )
 from pecop_lib.outputs import HEADLESS_ENV, METRICS_FILE
-from pecop_lib.train.run_lock import run_lock
+from pecop_lib.run_lock import run_lock
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[A-Za-z0-9_]+\.ipynb$")
 """Names the runner picks up: two digits, an underscore, a topic."""
@@ -378,7 +378,7 @@ def run_notebooks(
         pecop_lib.config.ConfigError: Unknown preset or unusable device.
         NotebookParameterError: A parameter is not declared by a notebook (nothing has run yet).
         NotebookRunError: A notebook failed or timed out (the manifest records it).
-        RunFolderLockedError: Another live sequence writes into ``out`` (:func:`~pecop_lib.train.run_lock.run_lock`).
+        RunFolderLockedError: Another live sequence writes into ``out`` (:func:`~pecop_lib.run_lock.run_lock`).
     """
     preset = auto_preset() if preset == "auto" else preset
     cfg = resolve(preset, device=device)

@@ -33,6 +33,7 @@ if str(REPO_ROOT) not in sys.path:
 from pecop_lib.atomic import atomic_write_json  # noqa: E402
 from pecop_lib.config import resolve  # noqa: E402
 from pecop_lib.data.synthetic.world import synthetic_world  # noqa: E402
+from pecop_lib.pretrain.artifacts import SHIPPED_STAGE1, STAGE1_RECORD, WEIGHTS_FILE  # noqa: E402
 from pecop_lib.pretrain.stage1_artifact import (
     load_stage1,
     shipped_stage1,
@@ -40,7 +41,6 @@ from pecop_lib.pretrain.stage1_artifact import (
     stage1_key,
     stage1_spec,
 )
-from pecop_lib.pretrain.store import SHIPPED_STAGE1, STAGE1_RECORD, WEIGHTS_FILE  # noqa: E402
 from pecop_lib.train.context import RunContext  # noqa: E402
 
 MAX_BYTES = 10 * 1024 * 1024

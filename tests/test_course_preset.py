@@ -19,8 +19,8 @@ from pecop_lib.finetune import FinetuneOptions, FinetuneResult, Reported, Settin
 from pecop_lib.finetune.report import beats_baseline, no_video_baseline
 from pecop_lib.models import build_backbone
 from pecop_lib.notebooks import declared_parameters, discover_notebooks
+from pecop_lib.pretrain.artifacts import SHIPPED_STAGE1
 from pecop_lib.pretrain.stage1_artifact import load_stage1, shipped_stage1, stage1_key, stage1_spec
-from pecop_lib.pretrain.store import SHIPPED_STAGE1
 from pecop_lib.studies.tables import compare_cells
 
 

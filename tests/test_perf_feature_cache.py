@@ -15,8 +15,9 @@ from _worlds import tiny_world
 from pecop_lib.data import MTLAQA, official_transform
 from pecop_lib.heads import TSA, Windowing
 from pecop_lib.heads.exemplars import FeatureCache, draw_exemplars, predict_with_exemplars
-from pecop_lib.heads.feature_store import FeatureStore, state_sha256
+from pecop_lib.heads.feature_store import FeatureStore
 from pecop_lib.models import build_backbone
+from pecop_lib.store import state_sha256
 from pecop_lib.train.context import RunContext
 
 

@@ -20,7 +20,16 @@ from pecop_lib.models import build_backbone, export_state_dict, list_adapters
 from pecop_lib.models.adapter_checkpoint import bn_stats_state_dict
 from pecop_lib.models.adapters import is_adapter_key
 from pecop_lib.models.loading import WeightsMismatchError
-from pecop_lib.pretrain import store as artifacts
+from pecop_lib.pretrain.artifacts import (
+    CURRICULUM_DIR,
+    STAGE1_RECORD,
+    STAGE2_RECORD,
+    WEIGHTS_FILE,
+    BackboneSource,
+    backbone_options,
+    kinetics_source,
+    scratch_source,
+)
 from pecop_lib.pretrain.stage1_artifact import (
     Stage1Spec,
     load_stage1,
@@ -38,18 +47,8 @@ from pecop_lib.pretrain.stage2_artifact import (
     stage2_key,
     stage2_spec,
 )
-from pecop_lib.pretrain.store import (
-    CURRICULUM_DIR,
-    STAGE1_RECORD,
-    STAGE2_RECORD,
-    WEIGHTS_FILE,
-    BackboneSource,
-    backbone_options,
-    file_sha256,
-    kinetics_source,
-    scratch_source,
-)
 from pecop_lib.pretrain.targets import pretraining_videos
+from pecop_lib.store import digest, file_sha256
 from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
 
@@ -108,9 +107,9 @@ def test_keys_follow_the_settings_not_the_label(world, tmp_path: Path) -> None:
     assert stage2_key(spec, source, world["Kinetics-synth"]) != key
     # the official optimiser stays out of the key (artifacts cached before the setting existed stay valid)
     before = {k: v for k, v in asdict(spec).items() if k not in ("fold", "optimizer")}
-    assert spec.optimizer == "sgd" and key == artifacts.settings_key("stage2", before, source.kind, source.backbone,
-                                                             dict(source.options), source.identity,
-                                                             str(Path(world["MTL-AQA"]).resolve()))
+    assert spec.optimizer == "sgd" and key == digest(("stage2", before, source.kind, source.backbone,
+                                                       dict(source.options), source.identity,
+                                                       str(Path(world["MTL-AQA"]).resolve())))
     assert stage2_key(replace(spec, optimizer="adam"), source, world["MTL-AQA"]) != key
     with pytest.raises(ValueError, match="unknown stage-2 optimizer 'lion'.*pretrain_optimizer"):
         replace(spec, optimizer="lion")
@@ -264,8 +263,8 @@ def test_stage1_curriculum_trains_constant_pace_classes_first(world, tmp_path: P
     assert stage1_key(spec, world["Kinetics-synth"]) != stage1_key(STAGE1, world["Kinetics-synth"])
     # without a curriculum the key is the one computed before the field existed
     before = {k: v for k, v in asdict(STAGE1).items() if k != "curriculum_epochs"}
-    assert stage1_key(STAGE1, world["Kinetics-synth"]) == artifacts.settings_key(
-        "stage1", before, actions_identity(world["Kinetics-synth"]))
+    assert stage1_key(STAGE1, world["Kinetics-synth"]) == digest(
+        ("stage1", before, actions_identity(world["Kinetics-synth"])))
     artifact = stage1_backbone(spec, world["Kinetics-synth"], root=tmp_path,
                                run=RunContext(device="cpu", show_progress=False))
     record = artifact.record

@@ -23,9 +23,9 @@ from pecop_lib.finetune.runs import check_backbone_split, comparison_backbones
 from pecop_lib.models import build_backbone
 from pecop_lib.models.adapter_checkpoint import CONFIG_FILE, FORMAT
 from pecop_lib.pretrain import stage2_artifact as artifacts  # where stage 2 lists its videos
+from pecop_lib.pretrain.artifacts import STAGE2_RECORD, BackboneSource, backbone_options
 from pecop_lib.pretrain.pipeline import pretrained_backbone
 from pecop_lib.pretrain.stage2_artifact import Stage2Spec, load_stage2, stage2_folder, stage2_key, stage2_spec
-from pecop_lib.pretrain.store import STAGE2_RECORD, BackboneSource, backbone_options
 from pecop_lib.studies import plans as ablations
 from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import NonFiniteLossError

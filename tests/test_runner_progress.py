@@ -69,7 +69,8 @@ def test_expected_seconds_prefers_the_previous_manifest_of_the_same_preset(tmp_p
     table = EXPECTED_SECONDS["course"]
     assert expected_seconds(paths, "course", previous) == [30.0, table["01"], table["07"], None]
     assert previous_wall_times(tmp_path, "smoke") == {}  # another preset's manifest is ignored
-    assert expected_seconds(paths, "smoke", {}) == [20, 40, 120, None]
+    smoke = EXPECTED_SECONDS["smoke"]
+    assert expected_seconds(paths, "smoke", {}) == [smoke["00"], smoke["01"], smoke["07"], None]
     assert expected_seconds(paths, "tutorial", {}) == [None] * 4  # no table: no estimate
     assert previous_wall_times(tmp_path / "none", "course") == {}
     # 00_a took 45 s instead of 30: the rest (60 + 1200) scales by 1.5

@@ -14,9 +14,9 @@ from pecop_lib.atomic import CorruptFileError, atomic_write_json, read_json
 from pecop_lib.data.synthetic.world import LATENTS_FILE, MANIFEST, World, actions_identity, load_world
 from pecop_lib.finetune.runs import RESULT_FILE, load_result
 from pecop_lib.models.adapter_checkpoint import CONFIG_FILE, read_adapter_config
+from pecop_lib.pretrain.artifacts import STAGE1_RECORD, STAGE2_RECORD
 from pecop_lib.pretrain.stage1_artifact import load_stage1
 from pecop_lib.pretrain.stage2_artifact import load_stage2
-from pecop_lib.pretrain.store import STAGE1_RECORD, STAGE2_RECORD
 from pecop_lib.studies.tables import collect_results
 from pecop_lib.train.checkpoint import LATEST_FILE, latest_checkpoint, record_checkpoint
 

@@ -29,7 +29,7 @@ def load_finetune_backbone(
         checkpoint: ``None`` / ``"none"``: ``base_weights`` if given, else random initialisation
             (seeded); a weights file (Kinetics, stage-1 domain-general, HPT: any layout
             :func:`~pecop_lib.models.load_weights` reads); a pretraining artifact folder (with
-            ``stage1.json`` or ``stage2.json``, :mod:`pecop_lib.pretrain.store`: built as recorded,
+            ``stage1.json`` or ``stage2.json``, :mod:`pecop_lib.pretrain.artifacts`: built as recorded,
             e.g. the Dom-G or PECoP backbone); or a PECoP adapter-checkpoint folder
             (:func:`~pecop_lib.models.save_adapter_checkpoint`), loaded on top of ``base_weights``.
         base_weights: The weights the adapters were trained on (their SHA-256 is checked); for an
@@ -48,9 +48,9 @@ def load_finetune_backbone(
     """
     from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weights
     from pecop_lib.models.adapter_checkpoint import read_adapter_config
+    from pecop_lib.pretrain.artifacts import STAGE1_RECORD, STAGE2_RECORD, backbone_options
     from pecop_lib.pretrain.stage1_artifact import load_stage1
     from pecop_lib.pretrain.stage2_artifact import load_stage2
-    from pecop_lib.pretrain.store import STAGE1_RECORD, STAGE2_RECORD, backbone_options
 
     options = backbone_options(name, pool=BACKBONE_POOL, bn_eps=bn_eps, width=width)
     backbone = build_backbone(name, seed=seed, **options)

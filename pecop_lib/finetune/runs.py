@@ -12,7 +12,6 @@ an unfinished one continues from its newest checkpoint, and the others start.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -31,21 +30,17 @@ from pecop_lib.finetune.results import FinetuneResult, Reported
 from pecop_lib.finetune.run import finetune
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.pretrain.targets import check_evaluation_split
+from pecop_lib.run_lock import changed_keys, run_lock
+from pecop_lib.store import ArtifactStore
 from pecop_lib.train.checkpoint import latest_checkpoint
 from pecop_lib.train.context import RunContext, run_context
 from pecop_lib.train.loop import CHECKPOINT_DIR, TrainHistory
-from pecop_lib.train.run_lock import changed_keys, run_lock
 
 RESULT_FILE = "result.json"
 RESULT_FORMAT = "pecop_lib.finetune_result/1"
 
 BackboneFactory = Callable[[Setting], Backbone]
 """``setting -> freshly loaded backbone`` (e.g. ``lambda s: artifact.build()``)."""
-
-
-def slug(text: str) -> str:
-    """A folder-safe version of a label (``"musdl/JIGSAWS/Suturing/fold0"`` -> ``"musdl-JIGSAWS-Suturing-fold0"``)."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")
 
 
 def result_to_json(result: FinetuneResult, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,38 +151,48 @@ def run_settings(
     Returns:
         ``{label: [result per setting]}``.
     """
-    out, seed = Path(out), run.seed
-    context = run.process
-    results: dict[str, list[FinetuneResult]] = {}
-    for label, factory in backbones.items():
-        results[label] = []
-        for setting in settings:
-            run_dir = run_folder(out, label, setting)
-            request = run_request(setting, label, options, seed=seed, crop=crop, clip_frames=clip_frames)
-            done = run_dir / RESULT_FILE
-            if run.resume and done.is_file():
-                stored = read_json(done, fix=f"delete {done} and the run is done again")
-                if stored.get("request") == request:
-                    results[label].append(result_from_json(stored))
-                    continue
-            data = open_finetune_data(Path(data_root) / setting.dataset, setting, crop=crop, clip_frames=clip_frames,
-                                      seed=seed)
-            checkpoints = run_dir / CHECKPOINT_DIR
-            continuing = run.resume and checkpoints.is_dir() and latest_checkpoint(checkpoints) is not None
-            result = finetune(factory(setting), setting, data, options, backbone_label=label, run_dir=run_dir,
-                              run=run.but(resume=continuing))
-            if context.is_main:
-                atomic_write_json(done, result_to_json(result, request))
-                if not keep_checkpoints and checkpoints.is_dir():
-                    shutil.rmtree(checkpoints)
-            context.barrier()
-            results[label].append(result)
-    return results
+    store = ArtifactStore(Path(out))
+    return {label: [_load_or_train(store, setting, label, factory, Path(data_root), options, crop=crop,
+                                   clip_frames=clip_frames, run=run, keep_checkpoints=keep_checkpoints)
+                    for setting in settings]
+            for label, factory in backbones.items()}
+
+
+def _load_or_train(store: ArtifactStore, setting: Setting, label: str, factory: BackboneFactory, data_root: Path,
+                   options: FinetuneOptions, *, crop: int, clip_frames: int | None, run: RunContext,
+                   keep_checkpoints: bool) -> FinetuneResult:
+    """One run of :func:`run_settings`: loaded when finished for the same request (and ``run.resume``), else trained."""
+    run_dir = run_folder(store.root, label, setting)
+    request = run_request(setting, label, options, seed=run.seed, crop=crop, clip_frames=clip_frames)
+    done, context = run_dir / RESULT_FILE, run.process
+    fix = f"delete {done} and the run is done again"
+
+    def train(resume: bool) -> FinetuneResult:
+        data = open_finetune_data(data_root / setting.dataset, setting, crop=crop, clip_frames=clip_frames,
+                                  seed=run.seed)
+        result = finetune(factory(setting), setting, data, options, backbone_label=label, run_dir=run_dir,
+                          run=run.but(resume=resume))
+        if context.is_main:
+            atomic_write_json(done, result_to_json(result, request))
+            if not keep_checkpoints and (run_dir / CHECKPOINT_DIR).is_dir():
+                shutil.rmtree(run_dir / CHECKPOINT_DIR)
+        context.barrier()
+        return result
+
+    return store.load_or_run(
+        run_dir,
+        finished=lambda _: run.resume and done.is_file() and read_json(done, fix=fix).get("request") == request,
+        load=load_result,
+        run=train,
+        resumable=lambda _: run.resume and latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None,
+        context=context,
+        lock=False,  # the caller holds the output folder (finetune_command, run_ablation's cache)
+    )
 
 
 def run_folder(out: str | os.PathLike[str], label: str, setting: Setting) -> Path:
     """The folder of one run: ``<out>/<backbone label>/<setting label>`` (folder-safe)."""
-    return Path(out) / slug(label) / slug(setting.label)
+    return ArtifactStore(Path(out)).folder(label, setting.label)
 
 
 def run_request(setting: Setting, label: str, options: FinetuneOptions, *, seed: int, crop: int,
@@ -249,8 +254,8 @@ def check_backbone_split(checkpoint: str | os.PathLike[str], settings: Sequence[
         ValueError: See :func:`~pecop_lib.pretrain.targets.check_evaluation_split`.
     """
     from pecop_lib.models.adapter_checkpoint import CONFIG_FILE, read_adapter_config
+    from pecop_lib.pretrain.artifacts import STAGE2_RECORD
     from pecop_lib.pretrain.stage2_artifact import load_stage2
-    from pecop_lib.pretrain.store import STAGE2_RECORD
 
     source = Path(checkpoint)
     if (source / STAGE2_RECORD).is_file():
@@ -288,7 +293,7 @@ def finetune_command(
     A backbone continually pretrained for one JIGSAWS fold is refused for the task's other folds
     (:func:`check_backbone_split`): their test trials were its pretraining videos.
 
-    ``out`` is held for the whole command (:func:`~pecop_lib.train.run_lock.run_lock`); earlier runs in it are
+    ``out`` is held for the whole command (:func:`~pecop_lib.run_lock.run_lock`); earlier runs in it are
     replaced only with ``overwrite``, reused or continued only with ``run.resume`` (:func:`check_replacing`).
     ``run`` defaults to the config's :class:`~pecop_lib.train.context.RunContext` (no resume).
 

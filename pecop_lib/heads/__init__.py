@@ -34,7 +34,7 @@ from pecop_lib.heads.exemplars import (
     predict_with_exemplars,
     training_partners,
 )
-from pecop_lib.heads.feature_store import FeatureStore, state_sha256
+from pecop_lib.heads.feature_store import FeatureStore
 from pecop_lib.heads.interface import FinetuneRecipe, HeadKind
 from pecop_lib.heads.mlp import ScoreMLP
 from pecop_lib.heads.registry import HEAD_KINDS, HEADS, head_kind, recipes
@@ -111,7 +111,6 @@ __all__ = [
     "recipes",
     "relative_from_leaves",
     "resample_steps",
-    "state_sha256",
     "teacher_forcing",
     "training_partners",
     "transition_targets",

@@ -25,8 +25,6 @@ same computation, same numbers (tested bit-for-bit on the CPU).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,28 +32,17 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pecop_lib.atomic import atomic_path
-from pecop_lib.config import cache_dir
 from pecop_lib.data.workers import worker_context
 from pecop_lib.heads.windows import WindowFeatures, Windowing, encode_windows
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.outputs import progress
+from pecop_lib.store import ArtifactStore, digest, state_sha256
 
 FEATURES_DIR = "features"
 FORMAT = "pecop_lib.frozen_features/1"
-
-
-def state_sha256(module: nn.Module) -> str:
-    """SHA-256 over a module's whole state dict (names, dtypes, shapes, values of parameters and buffers)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        value = tensor.detach().to("cpu").contiguous().reshape(-1)  # 1-D: 0-d counters can be viewed as bytes too
-        digest.update(f"{name}:{value.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -111,7 +98,8 @@ class FeatureStore:
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root is not None else cache_dir() / FEATURES_DIR
+        self.store = ArtifactStore.at(FEATURES_DIR, root)
+        self.root = self.store.root
 
     def key(self, backbone: Backbone, dataset: Dataset, windowing: Windowing, *, maps: bool = False,
             amp_dtype: torch.dtype | None = None) -> str:
@@ -126,7 +114,7 @@ class FeatureStore:
             "amp_dtype": str(amp_dtype),
             "device": device.type,
         }
-        return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return digest(description, length=32)
 
     def path(self, key: str) -> Path:
         """The file of a key."""
@@ -167,18 +155,22 @@ class FeatureStore:
             raise ValueError("window_features needs backbone.eval(): cached features are exact only with fixed "
                              "BatchNorm statistics")
         key = self.key(backbone, dataset, windowing, maps=maps, amp_dtype=amp_dtype)
-        path = self.path(key)
-        if path.is_file():
+
+        def load(path: Path) -> WindowFeatures:
             tensors = load_file(path)
             return WindowFeatures(tensors["pooled"], tensors.get("maps"))
-        features = self.compute(backbone, dataset, windowing, maps=maps, amp_dtype=amp_dtype, batch_size=batch_size,
-                                num_workers=num_workers, show_progress=show_progress)
-        tensors = {"pooled": features.pooled.contiguous()}
-        if features.maps is not None:
-            tensors["maps"] = features.maps.contiguous()
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "key": key, "videos": str(len(dataset))})
-        return features
+
+        def run(_resume: bool) -> WindowFeatures:
+            features = self.compute(backbone, dataset, windowing, maps=maps, amp_dtype=amp_dtype,
+                                    batch_size=batch_size, num_workers=num_workers, show_progress=show_progress)
+            tensors = {"pooled": features.pooled.contiguous()}
+            if features.maps is not None:
+                tensors["maps"] = features.maps.contiguous()
+            with atomic_path(self.path(key)) as tmp:
+                save_file(tensors, str(tmp), metadata={"format": FORMAT, "key": key, "videos": str(len(dataset))})
+            return features
+
+        return self.store.load_or_run(self.path(key), finished=Path.is_file, load=load, run=run, lock=False)
 
     @staticmethod
     def compute(

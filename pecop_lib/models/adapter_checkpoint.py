@@ -18,7 +18,6 @@ Every file is written atomically and the config last, so a folder with a config 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
 from pecop_lib.models.adapters import AdapterConfig, inject_adapters, is_adapter_key, list_adapters
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.loading import LoadReport, WeightsMismatchError, read_safetensors
+from pecop_lib.store import tensors_sha256
 
 FORMAT = "pecop_lib.adapter_checkpoint/1"
 CONFIG_FILE = "adapter_config.json"
@@ -45,15 +45,9 @@ def backbone_sha256(model: Backbone) -> str:
     Buffers (BatchNorm running statistics) are left out: they change in ``bn_mode="train"``
     while the frozen weights do not.
     """
-    digest = hashlib.sha256()
     classifier = f"{model.classifier_prefix}."
-    for name, param in sorted(model.named_parameters()):
-        if is_adapter_key(name) or name.startswith(classifier):
-            continue
-        tensor = param.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_sha256(((name, param) for name, param in sorted(model.named_parameters())
+                           if not is_adapter_key(name) and not name.startswith(classifier)), as_float32=True)
 
 
 def adapter_state_dict(model: Backbone) -> dict[str, torch.Tensor]:

@@ -5,12 +5,13 @@ real Kinetics weights) and continual pretraining on the target's unlabeled video
 :mod:`~pecop_lib.pretrain.general` trains stage 1, :mod:`~pecop_lib.pretrain.continual` stage 2 on the
 pretext task of :mod:`~pecop_lib.pretrain.pretext`; :mod:`~pecop_lib.pretrain.targets` picks the
 unlabeled target videos (never the test split), :mod:`~pecop_lib.pretrain.stage1_artifact` and
-:mod:`~pecop_lib.pretrain.stage2_artifact` cache the results in the store of :mod:`~pecop_lib.pretrain.store`
+:mod:`~pecop_lib.pretrain.stage2_artifact` cache the results in the artifact store (:mod:`~pecop_lib.store`; shared pieces in :mod:`~pecop_lib.pretrain.artifacts`)
 (load-or-train, keyed by everything that decides them) and :mod:`~pecop_lib.pretrain.pipeline` runs
 both stages from a config.
 """
 
 
+from pecop_lib.pretrain.artifacts import BackboneSource, kinetics_source, scratch_source
 from pecop_lib.pretrain.continual import PretrainResult, continual_pretrain, cosine_optimizer
 from pecop_lib.pretrain.general import action_accuracy, domain_general_pretrain
 from pecop_lib.pretrain.pipeline import pretrain_run, pretrained_backbone, starting_point
@@ -37,7 +38,6 @@ from pecop_lib.pretrain.stage2_artifact import (
     stage2_costs,
     stage2_spec,
 )
-from pecop_lib.pretrain.store import BackboneSource, kinetics_source, scratch_source
 from pecop_lib.pretrain.targets import (
     JIGSAWS_FOLDS,
     TARGET_DATASETS,

@@ -25,15 +25,15 @@ from pecop_lib.atomic import atomic_write_json, read_json
 from pecop_lib.config import Config, resolve_device
 from pecop_lib.data.synthetic import synthetic_world
 from pecop_lib.models.strategies import get_strategy
+from pecop_lib.pretrain.artifacts import BackboneSource, kinetics_source, scratch_source
 from pecop_lib.pretrain.stage1_artifact import Stage1Artifact, stage1_backbone, stage1_spec
 from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_backbone, stage2_spec, train_stage2
-from pecop_lib.pretrain.store import BackboneSource, kinetics_source, scratch_source
 from pecop_lib.pretrain.targets import check_target
+from pecop_lib.run_lock import changed_keys, run_lock
 from pecop_lib.train.checkpoint import LATEST_FILE
 from pecop_lib.train.context import RunContext, run_context
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
-from pecop_lib.train.run_lock import changed_keys, run_lock
 
 ACTIONS_DIR = "Kinetics-synth"
 RUN_CONFIG = "config.json"

@@ -23,25 +23,22 @@ from pecop_lib.data.synthetic.world import actions_identity
 from pecop_lib.models.adapters import AdapterConfig
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.build import build_backbone
-from pecop_lib.pretrain.general import action_accuracy, domain_general_pretrain
-from pecop_lib.pretrain.store import (
+from pecop_lib.pretrain.artifacts import (
     CURRICULUM_DIR,
     SHIPPED_STAGE1,
     STAGE1_RECORD,
     WEIGHTS_FILE,
     BackboneSource,
-    artifact_root,
-    artifact_slug,
     backbone_options,
     finish_run,
     has_checkpoint,
-    rank0_decides,
+    pretrain_store,
     reset_peak_memory,
     run_info,
-    settings_key,
 )
+from pecop_lib.pretrain.general import action_accuracy, domain_general_pretrain
+from pecop_lib.store import agreed, artifact_name, digest, replace_folder
 from pecop_lib.train.context import RunContext
-from pecop_lib.train.run_lock import run_lock
 
 # --------------------------------------------------------------------------------------------
 # stage 1
@@ -160,14 +157,14 @@ def stage1_key(spec: Stage1Spec, actions_root: str | os.PathLike[str]) -> str:
     artifacts cached before it existed stay valid.
     """
     settings = {k: v for k, v in asdict(spec).items() if not (k == "curriculum_epochs" and v == 0)}
-    return settings_key("stage1", settings, actions_identity(actions_root) or str(Path(actions_root).resolve()))
+    return digest(("stage1", settings, actions_identity(actions_root) or str(Path(actions_root).resolve())))
 
 
 def stage1_folder(spec: Stage1Spec, actions_root: str | os.PathLike[str], *, label: str = "",
                   root: str | os.PathLike[str] | None = None) -> Path:
     """Where :func:`stage1_backbone` keeps the artifact: ``<root>/stage1-<backbone>-<label>-seed<S>-<key>``."""
-    parts = ("stage1", spec.backbone, artifact_slug(label), f"seed{spec.seed}", stage1_key(spec, actions_root))
-    return artifact_root(root) / "-".join(p for p in parts if p)
+    return pretrain_store(root).folder(
+        artifact_name("stage1", spec.backbone, label, f"seed{spec.seed}", stage1_key(spec, actions_root)))
 
 
 def load_stage1(folder: str | os.PathLike[str]) -> Stage1Artifact:
@@ -220,7 +217,7 @@ def train_stage1(
         backbone, data, epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
         weight_decay=spec.weight_decay, optimizer=spec.optimizer, run_dir=run_dir,
         # a finished phase loads and trains 0 epochs
-        run=run.but(resume=run.resume and rank0_decides(context, has_checkpoint(run_dir))),
+        run=run.but(resume=run.resume and agreed(has_checkpoint(run_dir), context)),
     ) for data, epochs, run_dir in phases]
     result = results[-1]
     record = {
@@ -254,16 +251,6 @@ def shipped_stage1(key: str, *, shipped: str | os.PathLike[str] = SHIPPED_STAGE1
     return matches[0] if matches else None
 
 
-def _install_shipped(source: Path, folder: Path) -> None:
-    """Copy a shipped artifact into the cache folder (atomically: a temporary sibling, then a rename)."""
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    if folder.exists():  # an unfinished training run of the same key: the shipped result replaces it
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-
-
 def stage1_backbone(
     spec: Stage1Spec,
     actions_root: str | os.PathLike[str],
@@ -290,17 +277,21 @@ def stage1_backbone(
     """
     folder = stage1_folder(spec, actions_root, label=label, root=root)
     context = run.process
-    if not force and rank0_decides(context, (folder / STAGE1_RECORD).is_file()):
-        return load_stage1(folder)
-    shipped = None if force else shipped_stage1(stage1_key(spec, actions_root))
-    if shipped is not None:
+
+    def finished(path: Path) -> bool:
+        return (path / STAGE1_RECORD).is_file()
+
+    shipped = None if force or agreed(finished(folder), context) else shipped_stage1(stage1_key(spec, actions_root))
+    if shipped is not None:  # replaces an unfinished training run of the same key too
         if context.is_main:
-            _install_shipped(shipped, folder)
+            replace_folder(folder, lambda tmp: shutil.copytree(shipped, tmp))
         context.barrier()
-        return load_stage1(folder)
-    with run_lock(folder, enabled=context.is_main):  # two processes never train one artifact at once
-        resume = not force and rank0_decides(context, has_checkpoint(folder) or has_checkpoint(folder / CURRICULUM_DIR))
-        return train_stage1(spec, actions_root, folder, run.but(resume=resume))
+    return pretrain_store(root).load_or_run(
+        folder, finished=finished, load=load_stage1,
+        run=lambda resume: train_stage1(spec, actions_root, folder, run.but(resume=resume)),
+        resumable=lambda path: has_checkpoint(path) or has_checkpoint(path / CURRICULUM_DIR),
+        context=context, force=force,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The stage-2 artifact (:func:`stage2_backbone`): continual pretraining with a pretext task under one
-strategy, starting from a :class:`~pecop_lib.pretrain.store.BackboneSource` (a stage-1 artifact, real
+strategy, starting from a :class:`~pecop_lib.pretrain.artifacts.BackboneSource` (a stage-1 artifact, real
 Kinetics weights, or random init for ``dom_s``). Folder
 ``stage2-<strategy>-<pretext>-<target>-<label>-seed<S>-<key>/`` (``<target>``: dataset, task and, for
 JIGSAWS, ``fold<K>``: one artifact per test fold) with ``adapters/`` (``pecop``: the adapter-only
@@ -27,24 +27,20 @@ from pecop_lib.models.adapters import AdapterConfig
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.strategies import get_strategy
 from pecop_lib.models.weights import load_weights
-from pecop_lib.pretrain.continual import PretrainResult, continual_pretrain
-from pecop_lib.pretrain.pretext import PRETEXTS, Sampler
-from pecop_lib.pretrain.store import (
+from pecop_lib.pretrain.artifacts import (
     ADAPTERS_DIR,
-    CURRICULUM_DIR,
     STAGE2_RECORD,
     WEIGHTS_FILE,
     BackboneSource,
-    artifact_root,
-    artifact_slug,
     finish_run,
     folder_bytes,
     has_checkpoint,
-    rank0_decides,
+    pretrain_store,
     reset_peak_memory,
     run_info,
-    settings_key,
 )
+from pecop_lib.pretrain.continual import PretrainResult, continual_pretrain
+from pecop_lib.pretrain.pretext import PRETEXTS, Sampler
 from pecop_lib.pretrain.targets import (
     check_fold,
     check_target,
@@ -53,8 +49,8 @@ from pecop_lib.pretrain.targets import (
     pretraining_videos,
 )
 from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
+from pecop_lib.store import artifact_name, digest
 from pecop_lib.train.context import RunContext
-from pecop_lib.train.run_lock import run_lock
 
 # --------------------------------------------------------------------------------------------
 # stage 2
@@ -185,8 +181,8 @@ def stage2_key(spec: Stage2Spec, source: BackboneSource, target_root: str | os.P
     """
     settings = {k: v for k, v in asdict(spec).items()
                 if not (k == "fold" and v is None) and not (k == "optimizer" and v == "sgd")}
-    return settings_key("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
-                        str(Path(target_root).resolve()))
+    return digest(("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
+                   str(Path(target_root).resolve())))
 
 
 def _effective_source(spec: Stage2Spec, source: BackboneSource) -> BackboneSource:
@@ -205,9 +201,8 @@ def stage2_folder(spec: Stage2Spec, source: BackboneSource, target_root: str | o
     source = _effective_source(spec, source)
     target = "-".join([spec.dataset] + ([spec.task] if spec.task else []) +
                       ([f"fold{spec.fold}"] if spec.fold is not None else []))
-    parts = ("stage2", spec.strategy, spec.pretext, artifact_slug(target), artifact_slug(label), f"seed{spec.seed}",
-             stage2_key(spec, source, target_root))
-    return artifact_root(root) / "-".join(p for p in parts if p)
+    return pretrain_store(root).folder(artifact_name("stage2", spec.strategy, spec.pretext, target, label,
+                                                     f"seed{spec.seed}", stage2_key(spec, source, target_root)))
 
 
 def load_stage2(folder: str | os.PathLike[str]) -> Stage2Artifact:
@@ -345,12 +340,12 @@ def stage2_backbone(
     """
     folder = stage2_folder(spec, source, target_root, label=label, root=root)
     context = run.process
-    if not force and rank0_decides(context, (folder / STAGE2_RECORD).is_file()):
-        return load_stage2(folder)
-    with run_lock(folder, enabled=context.is_main):  # two processes never train one artifact at once
-        resume = not force and rank0_decides(context, has_checkpoint(folder) or has_checkpoint(folder / CURRICULUM_DIR))
-        return train_stage2(spec, source, target_root, folder, run.but(keep_last=1, resume=resume),
-                            keep_checkpoints=False)
+    return pretrain_store(root).load_or_run(
+        folder, finished=lambda path: (path / STAGE2_RECORD).is_file(), load=load_stage2,
+        run=lambda resume: train_stage2(spec, source, target_root, folder, run.but(keep_last=1, resume=resume),
+                                        keep_checkpoints=False),
+        resumable=has_checkpoint, context=context, force=force,
+    )
 
 
 def stage2_costs(artifact: Stage2Artifact) -> dict[str, Any]:

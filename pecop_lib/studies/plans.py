@@ -35,17 +35,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pecop_lib.config import Config, cache_dir, resolve
+from pecop_lib.config import Config, resolve
 from pecop_lib.data.registry import DATASETS, dataset_record
 from pecop_lib.finetune import FinetuneOptions, FinetuneResult, Setting
 from pecop_lib.finetune.report import official_protocol
-from pecop_lib.finetune.runs import RESULT_FILE, run_settings, slug
+from pecop_lib.finetune.runs import RESULT_FILE, run_folder, run_settings
 from pecop_lib.heads import HEAD_KINDS
 from pecop_lib.models.strategies import get_strategy
 from pecop_lib.paper import FIG5_TASKS
 from pecop_lib.pretrain.pipeline import data_roots, pretrained_backbone
 from pecop_lib.pretrain.stage2_artifact import Stage2Artifact, stage2_costs
-from pecop_lib.pretrain.store import settings_key
+from pecop_lib.store import ArtifactStore, digest
 from pecop_lib.train.context import RunContext, run_context
 from pecop_lib.train.loop import NonFiniteLossError
 
@@ -304,12 +304,11 @@ class AblationResult:
 def result_folder(artifact: Stage2Artifact, options: FinetuneOptions, *, crop: int, clip_frames: int | None,
                   data_root: str | os.PathLike[str], seed: int, root: str | os.PathLike[str] | None = None) -> Path:
     """Where :func:`run_ablation` keeps a run's fine-tuning (see the module docstring)."""
-    base = Path(root) if root is not None else cache_dir() / ABLATION_ROOT
     # what decides the result: checkpointing never does; accumulation only when it is not the recipe's (0)
     decisive = {k: v for k, v in asdict(options).items()
                 if k != "checkpoint_every_steps" and not (k == "grad_accum_steps" and v == 0)}
-    key = settings_key(decisive, crop, clip_frames or None, str(Path(data_root).resolve()))
-    return base / artifact.folder.name / f"ft-{key}" / f"seed{seed}"
+    key = digest((decisive, crop, clip_frames or None, str(Path(data_root).resolve())))
+    return ArtifactStore.at(ABLATION_ROOT, root).folder(artifact.folder.name, f"ft-{key}", f"seed{seed}")
 
 
 def _pretrain_record(artifact: Stage2Artifact) -> dict[str, Any]:
@@ -333,7 +332,7 @@ def _run_one(cfg: Config, run: AblationRun, options: FinetuneOptions, targets: P
         return AblationResult(run, None, {}, None, False, f"pretraining: {exc}")
     folder = result_folder(artifact, options, crop=cfg.data_crop_size, clip_frames=clip_frames, data_root=targets,
                            seed=run.seed, root=root)
-    run_dir = folder / slug(run.strategy) / slug(run.setting.label)
+    run_dir = run_folder(folder, run.strategy, run.setting)
     cached = (run_dir / RESULT_FILE).is_file()
     try:
         result = run_settings(

@@ -18,12 +18,8 @@ from pecop_lib.train.distributed import DistributedContext, init_distributed, sh
 from pecop_lib.train.loop import NonFiniteLossError, StepOutput, Trainer, TrainHistory, move_to_device
 from pecop_lib.train.precision import PRECISIONS, Precision, autocast, autocast_dtype, grad_scaler
 from pecop_lib.train.rng import capture_rng_state, restore_rng_state, seed_everything
-from pecop_lib.train.run_lock import LOCK_FILE, RunFolderLockedError, run_lock
 
 __all__ = [
-    "LOCK_FILE",
-    "RunFolderLockedError",
-    "run_lock",
     "CHECKPOINT_FORMAT",
     "PRECISIONS",
     "DistributedContext",

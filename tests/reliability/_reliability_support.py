@@ -110,7 +110,7 @@ def run_until_stall_then_kill(args: Sequence[str], env: Mapping[str, str], stall
 
 HOLDER = """
 import sys, time
-from pecop_lib.train.run_lock import run_lock
+from pecop_lib.run_lock import run_lock
 with run_lock(sys.argv[1], command="the holder test run"):
     print("held", flush=True)
     time.sleep(600)

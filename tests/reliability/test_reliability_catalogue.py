@@ -52,14 +52,14 @@ from pecop_lib.models import build_backbone, load_adapter_checkpoint, load_weigh
 from pecop_lib.models.loading import WeightsMismatchError
 from pecop_lib.notebooks import NotebookParameterError, NotebookRunError, run_notebooks
 from pecop_lib.outputs import prepare_out_dir
+from pecop_lib.pretrain.artifacts import STAGE2_RECORD, scratch_source
 from pecop_lib.pretrain.pipeline import pretrain_run
 from pecop_lib.pretrain.stage2_artifact import Stage2Spec
-from pecop_lib.pretrain.store import STAGE2_RECORD, scratch_source
 from pecop_lib.pretrain.targets import pretraining_videos
+from pecop_lib.run_lock import RunFolderLockedError
 from pecop_lib.train import NonFiniteLossError
 from pecop_lib.train.checkpoint import LATEST_FILE, load_checkpoint
 from pecop_lib.train.context import RunContext
-from pecop_lib.train.run_lock import RunFolderLockedError
 
 DOC = REPO_ROOT / "docs" / "troubleshooting.md"
 

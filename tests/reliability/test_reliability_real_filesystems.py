@@ -18,8 +18,8 @@ from _reliability_support import read_json, tiny_data, tiny_trainer
 
 from pecop_lib.atomic import atomic_write_json
 from pecop_lib.outputs import prepare_out_dir
+from pecop_lib.run_lock import run_lock
 from pecop_lib.train.checkpoint import LATEST_FILE
-from pecop_lib.train.run_lock import run_lock
 
 CHUNK = 64 * 1024
 

@@ -31,7 +31,7 @@ from pecop_lib.config import resolve
 from pecop_lib.finetune import FinetuneOptions, Setting
 from pecop_lib.finetune.runs import check_replacing, run_folder, run_request
 from pecop_lib.pretrain.pipeline import resume_differences
-from pecop_lib.train.run_lock import LOCK_FILE, RunFolderLockedError, run_lock
+from pecop_lib.run_lock import LOCK_FILE, RunFolderLockedError, run_lock
 
 
 @pytest.fixture(scope="module")

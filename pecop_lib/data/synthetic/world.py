@@ -33,6 +33,7 @@ from pecop_lib.atomic import atomic_write_json, atomic_write_text, read_json
 from pecop_lib.data.safe_pickle import dump_pickle
 from pecop_lib.data.synthetic import actions, diving, motor, render, surgery
 from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
+from pecop_lib.store import ArtifactStore, replace_folder
 
 if TYPE_CHECKING:
     from pecop_lib.config import Config
@@ -48,6 +49,8 @@ MP4_DATASETS = ("PD4T", "Kinetics-synth")
 """The datasets whose videos are mp4 files (the others are JPEG frame folders)."""
 LATENTS_FILE = "synthetic_latents.json"
 MANIFEST = "world.json"
+WORLD_ROOT = "synthetic"
+"""Sub-folder of ``cache_dir()`` holding the generated worlds (one folder per :meth:`WorldSpec.key`)."""
 MTL_EVENTS = (1, 2, 3, 4, 5, 6, 7, 9, 10, 13, 14, 17, 18, 22, 26)
 """The 15 event numbers of the real MTL-AQA."""
 _CODES = {name: i for i, name in enumerate(DATASETS)}
@@ -464,18 +467,16 @@ def synthetic_world(
     Returns:
         The cached or freshly generated :class:`World` (all :data:`DATASETS`).
     """
-    from pecop_lib.config import cache_dir
-
     spec = spec or world_spec(preset, seed)
-    root = Path(root) if root is not None else cache_dir() / "synthetic" / spec.key()
-    world = load_world(root)
-    if world is not None and world.manifest.get("spec") == asdict(spec) and set(world.manifest["datasets"]) == set(DATASETS):
-        return world
-    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    generate_world(tmp, spec, workers=workers)
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(tmp, root)
-    return load_world(root)
+    folder = Path(root) if root is not None else ArtifactStore.at(WORLD_ROOT).folder(spec.key())
+
+    def finished(path: Path) -> bool:
+        world = load_world(path)
+        return world is not None and world.manifest.get("spec") == asdict(spec) and set(world.manifest["datasets"]) == set(DATASETS)
+
+    def generate(_resume: bool) -> World:
+        replace_folder(folder, lambda tmp: generate_world(tmp, spec, workers=workers))
+        return load_world(folder)
+
+    # replaced whole (replace_folder), so no lock: a reader sees the old world or the new one
+    return ArtifactStore(folder.parent).load_or_run(folder, finished=finished, load=load_world, run=generate, lock=False)

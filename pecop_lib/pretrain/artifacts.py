@@ -1,4 +1,4 @@
-"""The store of pretraining artifacts: load-or-train the two stages, so that every notebook can run on its own.
+"""The pretraining artifacts: load-or-train the two stages, so that every notebook can run on its own.
 
 Notebooks 03-08 (and ``pecop pretrain``) all need a pretrained backbone. Training one takes
 minutes to hours, so each stage's result is an *artifact*: a folder keyed by everything that
@@ -23,7 +23,8 @@ training from the trainer's checkpoints. ``<key>`` is a SHA-256 prefix over the 
 starting weights; ``<label>`` (e.g. the preset name) only makes folder names readable. Device,
 precision and the number of processes are recorded but are not part of the key.
 
-Artifacts live under ``pecop_lib.config.cache_dir() / "pretrain"`` unless a ``root`` is given.
+Artifacts live in the :class:`~pecop_lib.store.ArtifactStore` ``cache_dir()/pretrain`` unless a
+``root`` is given, loaded or made by its one rule (:meth:`~pecop_lib.store.ArtifactStore.load_or_run`).
 Under ``torchrun`` every process trains (DDP), rank 0 writes, and rank 0's view of the cache
 decides for all. :func:`stage1_spec` and :func:`stage2_spec` read a :class:`~pecop_lib.config.Config`
 (the boundary between presets and the library).
@@ -31,8 +32,6 @@ decides for all. :func:`stage1_spec` and :func:`stage2_spec` read a :class:`~pec
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -42,11 +41,11 @@ from typing import Any
 
 import torch
 
-from pecop_lib.config import cache_dir
 from pecop_lib.models.adapters import AdapterConfig
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.build import build_backbone
 from pecop_lib.models.weights import load_weights
+from pecop_lib.store import ArtifactStore, file_sha256
 from pecop_lib.train.checkpoint import LATEST_FILE
 from pecop_lib.train.distributed import DistributedContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
@@ -79,26 +78,6 @@ def backbone_options(backbone: str, *, pool: str = "adaptive", bn_eps: float = 1
         if width != 1.0:  # the full width is the default: older artifact records stay valid
             options["width"] = width
     return options
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def settings_key(*parts: Any) -> str:
-    """A 12-hex-digit cache key: SHA-256 of the parts as sorted JSON (every load-or-train cache of runs)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def artifact_slug(text: str) -> str:
-    """A folder-safe version of a label (every character but letters, digits, ``-`` and ``_`` becomes ``_``)."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
 @dataclass(frozen=True)
@@ -173,9 +152,9 @@ def scratch_source(backbone: str = "i3d", *, pool: str = "adaptive", bn_eps: flo
     return BackboneSource("scratch", backbone, backbone_options(backbone, pool=pool, bn_eps=bn_eps, width=width))
 
 
-def artifact_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding the artifacts: ``root``, or ``cache_dir()/pretrain``."""
-    return Path(root) if root is not None else cache_dir() / ARTIFACT_ROOT
+def pretrain_store(root: str | os.PathLike[str] | None = None) -> ArtifactStore:
+    """The store of both stages' artifacts: ``root``, or ``cache_dir()/pretrain``."""
+    return ArtifactStore.at(ARTIFACT_ROOT, root)
 
 
 def run_info(context: DistributedContext, precision: str) -> dict[str, Any]:
@@ -208,11 +187,6 @@ def finish_run(folder: Path, context: DistributedContext, keep_checkpoints: bool
         shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
         shutil.rmtree(folder / CURRICULUM_DIR, ignore_errors=True)
     context.barrier()
-
-
-def rank0_decides(context: DistributedContext, finished: bool) -> bool:
-    """Rank 0's answer, shared by every process."""
-    return bool(context.all_gather_object(finished)[0])
 
 
 def folder_bytes(path: Path) -> int:
