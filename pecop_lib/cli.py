@@ -11,6 +11,7 @@ subcommands here (``doctor``). ``pecop finetune`` fine-tunes an AQA head on a pr
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,31 @@ PRETEXT_NAMES = {"vspp": "vspp", "videopace": "pace", "rspnet": "rspnet"}
 """Command-line pretext names (the paper's) -> library names (:data:`pecop_lib.train.PRETEXTS`)."""
 
 
+def per_device_batch(per_device: int | None, world_size: int | None = None) -> int | None:
+    """The batch over all processes that gives ``per_device`` clips (or pairs) to each process, or ``None``.
+
+    BatchNorm normalises over what one device sees: the official stage 2 ran ``nn.DataParallel`` on 4
+    GPUs with batch 16, so each replica's BatchNorm saw 4 clips. ``torchrun --nproc_per_node 4 ...
+    --per-device-batch 4`` reproduces that (16 clips per step); on one device, ``--per-device-batch 4
+    --grad-accum 4`` keeps BatchNorm at 4 clips and the step at 16 (docs/fidelity.md).
+
+    Args:
+        per_device: Clips per process and micro-batch (``--per-device-batch``).
+        world_size: Processes; default ``$WORLD_SIZE`` (set by ``torchrun``), else 1.
+
+    Raises:
+        ValueError: If ``per_device`` is not positive.
+    """
+    if per_device is None:
+        return None
+    if per_device < 1:
+        raise ValueError(f"--per-device-batch must be >= 1, got {per_device}")
+    world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    print(f"pecop: batch {per_device} per device x {world} process{'es' if world > 1 else ''} = "
+          f"{per_device * world} per step (BatchNorm normalises over {per_device})", file=sys.stderr)
+    return per_device * world
+
+
 def _pretrain_overrides(args: argparse.Namespace) -> dict[str, object]:
     from pecop_lib.notebooks import parse_parameter
 
@@ -69,7 +95,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict[str, object]:
         "seed": args.seed, "device": args.device, "model_backbone": args.backbone, "model_weights": args.kinetics_weights,
         "pretrain_strategy": args.strategy, "pretrain_pretext": PRETEXT_NAMES.get(args.pretext),
         "pretrain_vspp_mode": args.vspp_mode, "pretrain_epochs": args.epochs, "pretrain_full_epochs": args.epochs,
-        "pretrain_batch_size": args.batch_size, "pretrain_lr": args.lr, "pretrain_optimizer": args.optimizer,
+        "pretrain_batch_size": args.batch_size if args.per_device_batch is None else per_device_batch(args.per_device_batch),
+        "pretrain_lr": args.lr, "pretrain_optimizer": args.optimizer,
         "train_precision": args.precision,
         "train_compile": args.compile or None, "train_grad_accum_steps": args.grad_accum,
         "train_checkpoint_every_steps": args.checkpoint_every, "data_num_workers": args.num_workers,
@@ -148,10 +175,11 @@ def _finetune(args: argparse.Namespace) -> int:
     from pecop_lib.train.loop import NonFiniteLossError
 
     overrides: dict[str, object] = dict(parse_parameter(p) for p in args.set)
-    flags = {"seed": args.seed, "device": args.device, "finetune_epochs": args.epochs}
-    overrides.update({k: v for k, v in flags.items() if v is not None})
     stem = f"{args.head}-{args.dataset}{'-' + args.task if args.task else ''}".replace(" ", "_")
     try:
+        flags = {"seed": args.seed, "device": args.device, "finetune_epochs": args.epochs,
+                 "finetune_batch_size": per_device_batch(args.per_device_batch)}
+        overrides.update({k: v for k, v in flags.items() if v is not None})
         cfg = resolve(args.preset, **overrides)
         out = Path(args.out or f"runs/{cfg.preset}/finetune/{stem}")
         context = init_distributed(cfg.device)
@@ -286,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     pretrain.add_argument("--seed", type=int, default=None)
     pretrain.add_argument("--epochs", type=int, default=None, help="stage-2 epochs (default: the preset's)")
-    pretrain.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes")
+    batch = pretrain.add_mutually_exclusive_group()
+    batch.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes")
+    batch.add_argument("--per-device-batch", type=int, default=None, metavar="N",
+                       help="clips per device (BatchNorm's batch); the step holds N x $WORLD_SIZE (torchrun)")
     pretrain.add_argument("--lr", type=float, default=None, help="stage-2 learning rate")
     pretrain.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                           help="stage-2 optimiser (default: the preset's; official sgd)")
@@ -332,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replace the runs --out holds (without it, and without --resume, they are refused)")
     finetune.add_argument("--seed", type=int, default=None)
     finetune.add_argument("--epochs", type=int, default=None, help="0: the recipe's official count")
+    finetune.add_argument("--per-device-batch", type=int, default=None, metavar="N",
+                          help="videos (pairs) per device; the step holds N x $WORLD_SIZE (torchrun)")
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="any config key, e.g. --set finetune_decode=expectation (repeatable)")
     finetune.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -104,11 +104,16 @@ class Config:
     pretrain_weight_decay: float = 1e-4  # official
     pretrain_cosine_t_max: int = 22  # official CosineAnnealingLR T_max (in epochs)
     pretrain_eta_min: float = 1e-6  # official: README lr / 1000
-    pretrain_pool: str = "adaptive"  # pretraining heads' pooling: adaptive | official (AvgPool3d (2,7,7), 224 px) | window2
+    # pretraining heads' pooling: window2 (the official AvgPool3d (2,7,7) stride 1 weighting over time, at any frame
+    # size; docs/fidelity.md) | official (the AvgPool3d itself, 224 px only) | adaptive (equal weights over time)
+    pretrain_pool: str = "window2"
     pretrain_dropout: float = 0.5  # before each VSPP head (official)
     pretrain_color_jitter: bool = False  # official: built but never applied
     pretrain_bn_mode: str = "train"  # train (official: batch stats, running stats re-estimated) | frozen
     pretrain_channel_order: str = "rgb"  # rgb | bgr (official: cv2 BGR frames with ImageNet RGB statistics)
+    # stage-2 clips' resize and centre crop: official (cv2 nearest neighbour, centre rounded) | bilinear (antialiased,
+    # centre floored); docs/fidelity.md
+    pretrain_resize: str = "official"
     pretrain_general_epochs: int = 8  # stage 1: supervised epochs on the synthetic action set
     pretrain_general_curriculum_epochs: int = 0  # stage 1: epochs on the constant-pace classes first (0: none)
     pretrain_general_lr: float = 0.01  # stage 1: SGD learning rate (cosine to 0)
@@ -127,10 +132,20 @@ class Config:
     finetune_exemplars: int = 10  # CoRe/TSA test exemplars per query (voter_number)
     finetune_shared_exemplars: bool = False  # one exemplar bank per group instead of per-query draws
     finetune_exemplar_missing: str = "any"  # error (official) | any: test group without training videos
+    # CoRe/TSA test exemplars: per_epoch (official: drawn anew for every query at every epoch) | fixed (one draw per
+    # query for the run: the honest protocol then compares epochs on the same exemplars, and picks its epoch by the
+    # model, not by a lucky draw); docs/fidelity.md
+    finetune_exemplar_draws: str = "fixed"
+    # TSA's segmentation of a training pair: joint (official: one PSNet call over both videos, BatchNorm over 2N) |
+    # separate (one call per video); docs/fidelity.md
+    finetune_segment_pairs: str = "joint"
     finetune_val_fraction: float = 0.2  # validation hold-out of the training split (honest protocol); 0: none
     finetune_eval_batch_size: int = 8
     finetune_bootstrap: int = 1000  # bootstrap resamples of the reported rho's 95 % interval
     finetune_scope: str = "main"  # notebooks: minimal (one dataset) | main (+ MUSDL JIGSAWS Suturing folds) | paper
+    # clips' resize and centre crop: official (each head's reader: PIL nearest for CoRe/TSA, centre rounded; MUSDL's
+    # random interpolation is not reproduced) | bilinear (antialiased, centre floored); docs/fidelity.md
+    finetune_resize: str = "official"
 
     # --- train: the training loop shared by pretraining and fine-tuning (pecop_lib.train) ---
     train_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
@@ -200,6 +215,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_clip_frames": 16,
         "data_num_workers": 0,
         "pretrain_clip_len": 8,
+        "pretrain_pool": "adaptive",  # 8-frame clips leave I3D one time step; window2 needs two
         "pretrain_batch_size": 4,
         "pretrain_epochs": 1,
         "pretrain_full_epochs": 1,
@@ -234,6 +250,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_num_workers": 0,
         "model_width": 0.25,
         "pretrain_clip_len": 16,
+        # 16-frame clips leave I3D two time steps, where window2 and adaptive are the same mean; the shipped stage 1
+        # is keyed with adaptive (docs/fidelity.md)
+        "pretrain_pool": "adaptive",
+        # bilinear, not the official nearest neighbour: resizing the 64 px world to 98 x 55 (core_mtl's 455 x 256 scaled
+        # to a 48 px crop) drops whole pixel columns of 2-3 px divers and limbs (docs/fidelity.md)
+        "pretrain_resize": "bilinear",
+        "finetune_resize": "bilinear",
         "pretrain_batch_size": 8,
         "pretrain_epochs": 6,
         "pretrain_full_epochs": 6,
@@ -284,6 +307,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune_epochs": 0,
         "finetune_batch_size": 0,
         "finetune_exemplar_missing": "error",
+        "finetune_exemplar_draws": "per_epoch",
+        "finetune_segment_pairs": "joint",
+        "pretrain_pool": "window2",
+        "pretrain_resize": "official",
+        "finetune_resize": "official",
         "finetune_eval_batch_size": 20,
         "finetune_bootstrap": 2000,
         "finetune_scope": "paper",
@@ -432,7 +460,14 @@ def resolve(preset: str = "smoke", **overrides: Any) -> Config:
     checked = {key: _check_type(key, value, annotations[key]) for key, value in values.items()}
     for key, value in checked.items():
         _check_range(key, value)
-    return Config(preset=preset, **checked)
+    cfg = Config(preset=preset, **checked)
+    if cfg.pretrain_pool != "adaptive" and cfg.pretrain_clip_len < 16:
+        raise ConfigError(
+            f"pretrain_pool={cfg.pretrain_pool!r} averages two time steps of the backbone's feature map, but "
+            f"pretrain_clip_len={cfg.pretrain_clip_len} leaves one (I3D and R3D-18 divide time by 8); set "
+            "pretrain_clip_len >= 16 or pretrain_pool='adaptive'"
+        )
+    return cfg
 
 
 def resolve_device(spec: "str | torch.device" = "auto") -> "torch.device":  # noqa: F821 (torch imported lazily)

@@ -3,6 +3,7 @@ recorded, resume continues exactly, the backbone loader refuses what it cannot l
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from dataclasses import replace
@@ -179,3 +180,21 @@ def test_the_training_loop_keys_reach_fine_tuning(world, tmp_path):
     assert chosen.hyper["grad_accum_steps"] == 1
     assert chosen.history.epochs[0]["steps"] > official.history.epochs[0]["steps"] >= 1  # a step per micro-batch
     assert any((tmp_path / "chosen" / "run" / CHECKPOINT_DIR).glob("step_*.pt"))  # checkpoints inside the epoch
+
+
+@pytest.mark.parametrize("draws", ["fixed", "per_epoch"])
+def test_exemplars_are_drawn_per_epoch_only_when_asked(world, tmp_path, monkeypatch, draws):
+    evaluation = importlib.import_module("pecop_lib.finetune.evaluation")
+    epochs_drawn = []
+    original = evaluation.draw_exemplars
+
+    def spy(*args, **kwargs):
+        epochs_drawn.append(kwargs.get("epoch"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "draw_exemplars", spy)
+    options = FinetuneOptions(**{**OPTIONS.__dict__, "exemplar_draws": draws})
+    result, _ = _run(world, Setting("core", "MTL-AQA"), tmp_path, options)
+    assert len(result.epochs) == 2
+    # official: the exemplars of every query are drawn anew for each evaluated epoch; fixed: once for the run
+    assert epochs_drawn == ([None, 1, 2] if draws == "per_epoch" else [None])

@@ -234,7 +234,7 @@ def test_specs_from_the_config() -> None:
     assert stage2_spec(cfg, pretext="pace").sampler().num_classes == 4
     assert stage1_spec(cfg) == Stage1Spec(backbone="i3d", clip_len=32, crop=224, epochs=cfg.pretrain_general_epochs,
                                           batch_size=cfg.pretrain_general_batch_size, lr=cfg.pretrain_general_lr,
-                                          seed=0)
+                                          pool="window2", seed=0)  # the official temporal weighting (fidelity)
     with pytest.raises(ValueError, match="needs a task"):
         stage2_spec(cfg, dataset="PD4T")
     with pytest.raises(ValueError, match="unknown target dataset"):

@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from pecop_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
@@ -122,7 +121,7 @@ def augment_batch(
     b, t, height, width, _ = frames.shape
     x = frames.permute(0, 1, 4, 2, 3).float().div_(255.0).reshape(b * t, 3, height, width)  # NHWC-strided, as per clip
     if transform.resize is not None and (height, width) != tuple(transform.resize):
-        x = F.interpolate(x, size=transform.resize, mode="bilinear", align_corners=False, antialias=True)
+        x = transform.resize_frames(x)
         height, width = transform.resize
     crop_h, crop_w = (transform.crop, transform.crop) if transform.crop is not None else (height, width)
     if crop_h > height or crop_w > width:

@@ -9,8 +9,13 @@ a pure function of ``(seed, epoch, index)``.
 :func:`color_jitter` is the per-frame colour jitter of the original VSPP / VideoPace pipelines
 (PECoP's code builds it but never applies it; ``pretrain_color_jitter`` switches it on).
 
-Known simplification: MUSDL draws a random PIL interpolation per frame, also at test time; here
-resizing is always bilinear with antialiasing (deterministic evaluation).
+Resizing and the centre crop come in two flavours (``resize`` of :func:`official_transform`,
+docs/fidelity.md): the package's (``"bilinear"``: bilinear with antialiasing, centre crop at
+``(H - c) // 2``) and the official code's (``"official"``: nearest neighbour as each reader does it,
+OpenCV's for PECoP's stage 2 (frames read with cv2), PIL's for CoRe and TSA (frames read with PIL);
+centre crop at ``round((H - c) / 2)``, Python's rounding, as torch_videovision and torchvision do).
+MUSDL draws a random PIL interpolation per frame, also at test time; that is not reproduced (its
+official flavour keeps bilinear), so evaluation stays deterministic.
 """
 
 from __future__ import annotations
@@ -30,7 +35,17 @@ from pecop_lib.data.errors import DataFormatError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-Convention = Literal["musdl_mtl", "core_mtl", "musdl_jigsaws", "tsa_finediving", "plain"]
+Convention = Literal["musdl_mtl", "core_mtl", "pecop_stage2", "musdl_jigsaws", "tsa_finediving", "plain"]
+Interpolation = Literal["bilinear", "nearest", "nearest-exact"]
+RESIZES: tuple[str, ...] = ("bilinear", "official")
+"""Resize flavours of :func:`official_transform`: the package's and the official code's."""
+OFFICIAL_INTERPOLATION: dict[str, Interpolation] = {
+    "core_mtl": "nearest-exact",  # torch_videovision Resize on PIL frames: PIL NEAREST (pixel centres)
+    "tsa_finediving": "nearest-exact",  # the same, FineDiving's loader
+    "pecop_stage2": "nearest",  # torch_videovision Resize on cv2 frames: cv2.INTER_NEAREST (floor)
+    "musdl_mtl": "bilinear",  # a random PIL interpolation per frame in the official code: not reproduced
+}
+"""How the official code of each convention resizes (``torch.nn.functional.interpolate`` modes)."""
 
 
 class FramesSmallerThanCropError(ValueError):
@@ -65,6 +80,11 @@ class ClipTransform:
         random_crop: Random crop position (training) instead of the centre.
         flip: Whole-clip horizontal flip with probability 1/2 (training).
         normalize: Subtract the ImageNet mean and divide by its std after scaling to ``[0, 1]``.
+        interpolation: ``"bilinear"`` (with antialiasing; the package's), ``"nearest"`` (OpenCV's
+            ``INTER_NEAREST``: source pixel ``floor(i * in / out)``) or ``"nearest-exact"`` (PIL's
+            ``NEAREST``: ``floor((i + 0.5) * in / out)``).
+        round_centre: Centre crop at ``round((H - c) / 2)`` (official: torch_videovision,
+            torchvision) instead of ``(H - c) // 2``; they differ when ``H - c`` is odd.
     """
 
     resize: tuple[int, int] | None = None
@@ -72,6 +92,8 @@ class ClipTransform:
     random_crop: bool = False
     flip: bool = False
     normalize: bool = True
+    interpolation: Interpolation = "bilinear"
+    round_centre: bool = False
 
     @property
     def is_random(self) -> bool:
@@ -108,10 +130,20 @@ class ClipTransform:
             if self.random_crop:
                 top = int(rng.integers(0, height - self.crop + 1))
                 left = int(rng.integers(0, width - self.crop + 1))
+            elif self.round_centre:
+                top, left = int(round((height - self.crop) / 2)), int(round((width - self.crop) / 2))
             else:
                 top, left = (height - self.crop) // 2, (width - self.crop) // 2
         flip = bool(self.flip and rng.random() < 0.5)
         return top, left, flip
+
+    def resize_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Resize float frames ``(N, 3, H, W)`` to :attr:`resize` with :attr:`interpolation` (unchanged without one)."""
+        if self.resize is None or tuple(frames.shape[-2:]) == tuple(self.resize):
+            return frames
+        if self.interpolation == "bilinear":
+            return F.interpolate(frames, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+        return F.interpolate(frames, size=self.resize, mode=self.interpolation)
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         """Transform ``(T, H, W, 3)`` uint8 RGB frames into a float32 ``(3, T, H', W')`` clip.
@@ -125,8 +157,7 @@ class ClipTransform:
         """
         top, left, flip = self.draw(frames.shape[1:3], rng)
         clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)  # T,3,H,W
-        if self.resize is not None and tuple(clip.shape[-2:]) != tuple(self.resize):
-            clip = F.interpolate(clip, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
+        clip = self.resize_frames(clip)
         if self.crop is not None:
             clip = clip[..., top : top + self.crop, left : left + self.crop]
         if flip:
@@ -140,37 +171,49 @@ class ClipTransform:
         return out.copy_(clip.permute(1, 0, 2, 3))
 
 
-def official_transform(convention: Convention, *, train: bool, crop: int = 224) -> ClipTransform:
+def official_transform(convention: Convention, *, train: bool, crop: int = 224,
+                       resize: str = "bilinear") -> ClipTransform:
     """The pipeline of a reference repository, with sizes scaled from 224 (or 112) to ``crop``.
 
     Args:
         convention: ``musdl_mtl`` (resize 455 W x 256 H, crop 224, flip in training),
             ``core_mtl`` (torch_videovision quirk: 256 W x 455 H, crop 224, flip),
+            ``pecop_stage2`` (``core_mtl``'s geometry on frames read with cv2),
             ``musdl_jigsaws`` (centre crop 224 only, no resize, no flip),
             ``tsa_finediving`` (112 W x 200 H, crop 112, flip), ``plain`` (centre/random crop,
             flip, no resize).
         train: Training pipeline (random crop where the repo has one, flip) or evaluation (centre crop).
         crop: Output side; official values are 224 (112 for ``tsa_finediving``).
+        resize: ``"bilinear"`` (the package's resize and centre crop) or ``"official"`` (the
+            convention's own interpolation, :data:`OFFICIAL_INTERPOLATION`, and rounded centre crop).
 
     Returns:
         The :class:`ClipTransform`.
+
+    Raises:
+        ValueError: On an unknown convention or resize.
     """
+    if resize not in RESIZES:
+        raise ValueError(f"unknown resize {resize!r}; choose one of {RESIZES}")
+    official = {"interpolation": OFFICIAL_INTERPOLATION.get(convention, "bilinear"), "round_centre": True}
+    flavour = official if resize == "official" else {}
+
     def scaled(height: int, width: int, base: int) -> tuple[int, int]:
         return round(height * crop / base), round(width * crop / base)
 
     if convention == "musdl_mtl":
         # MUSDL crops at the centre in training too (CenterCrop in its transform); flip only.
-        return ClipTransform(resize=scaled(256, 455, 224), crop=crop, random_crop=False, flip=train)
-    if convention == "core_mtl":
-        return ClipTransform(resize=scaled(455, 256, 224), crop=crop, random_crop=train, flip=train)
+        return ClipTransform(resize=scaled(256, 455, 224), crop=crop, random_crop=False, flip=train, **flavour)
+    if convention in ("core_mtl", "pecop_stage2"):
+        return ClipTransform(resize=scaled(455, 256, 224), crop=crop, random_crop=train, flip=train, **flavour)
     if convention == "musdl_jigsaws":
-        return ClipTransform(resize=None, crop=crop)
+        return ClipTransform(resize=None, crop=crop, **flavour)
     if convention == "tsa_finediving":
-        return ClipTransform(resize=scaled(200, 112, 112), crop=crop, random_crop=train, flip=train)
+        return ClipTransform(resize=scaled(200, 112, 112), crop=crop, random_crop=train, flip=train, **flavour)
     if convention == "plain":
-        return ClipTransform(resize=None, crop=crop, random_crop=train, flip=train)
+        return ClipTransform(resize=None, crop=crop, random_crop=train, flip=train, **flavour)
     raise ValueError(
-        f"unknown transform convention {convention!r}; choose musdl_mtl, core_mtl, musdl_jigsaws, "
+        f"unknown transform convention {convention!r}; choose musdl_mtl, core_mtl, pecop_stage2, musdl_jigsaws, "
         "tsa_finediving or plain"
     )
 

@@ -55,6 +55,7 @@ def open_finetune_data(
     crop: int = 224,
     clip_frames: int | None = None,
     seed: int = 0,
+    resize: str = "bilinear",
 ) -> FinetuneData:
     """Open the splits of a setting from the dataset's folder (real or synthetic, same format).
 
@@ -68,6 +69,8 @@ def open_finetune_data(
         crop: Crop side (capped at the recipe's official crop, 112 for FineDiving).
         clip_frames: Shorten clips to this many frames (``None`` or 0: the official count).
         seed: Seed of the sample jitter.
+        resize: ``bilinear`` (the package's resize and centre crop) or ``official`` (each head's
+            official reader): :func:`~pecop_lib.data.transforms.official_transform`.
 
     Raises:
         FileNotFoundError: If ``root`` does not exist.
@@ -83,9 +86,9 @@ def open_finetune_data(
     folder_options = record.finetune_options(root)  # looked up once on disk, shared by the three splits
 
     def open_split(split: str, train: bool) -> AQADataset:
-        common: dict[str, Any] = {"crop": crop, "seed": seed, "clip_frames": frames, "train": train}
+        common: dict[str, Any] = {"crop": crop, "seed": seed, "clip_frames": frames, "train": train, "resize": resize}
         if recipe.transform is not None:
-            common["transform"] = official_transform(recipe.transform, train=train, crop=crop)
+            common["transform"] = official_transform(recipe.transform, train=train, crop=crop, resize=resize)
         return record.open(root, split, task=setting.task, fold=setting.fold, **common, **folder_options)
 
     data = FinetuneData(open_split("train", True), open_split("train", False), open_split("test", False))

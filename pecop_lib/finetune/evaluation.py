@@ -70,11 +70,15 @@ class Evaluator:
     store: FeatureStore | None = None  # set when the backbone cannot change: features computed once, on disk
 
     def __post_init__(self) -> None:
+        self._redraw(None)
+
+    def _redraw(self, epoch: int | None) -> None:
+        """The exemplars of every query (pair heads): one draw for the run, or one per ``epoch``."""
         if self.setting.kind.pairs:
             exemplar_groups = [self.exemplar_set.records[i].group for i in self.exemplar_indices]
             self.draw = draw_exemplars([ds.records[i].group for ds, i in self.queries], exemplar_groups,
                                        self.options.exemplars, seed=self.seed, missing=self.options.exemplar_missing,
-                                       shared=self.options.shared_exemplars)  # type: ignore[arg-type]
+                                       shared=self.options.shared_exemplars, epoch=epoch)  # type: ignore[arg-type]
 
     def _mine(self) -> list[int]:
         return list(range(self.context.rank, len(self.queries), self.context.world_size))
@@ -162,8 +166,15 @@ class Evaluator:
                         out[q] = (out[q][0], t)
         return out
 
-    def __call__(self) -> SplitPrediction:
-        """Predict every query (each process its shard, gathered on all)."""
+    def __call__(self, epoch: int | None = None) -> SplitPrediction:
+        """Predict every query (each process its shard, gathered on all).
+
+        Args:
+            epoch: The epoch evaluated; with ``options.exemplar_draws == "per_epoch"`` the pair heads'
+                exemplars are drawn anew for it (the official code's redraw), else the run's draw is kept.
+        """
+        if self.options.exemplar_draws == "per_epoch" and epoch is not None:
+            self._redraw(epoch)
         mine = self._mine()
         was_training = self.model.training
         self.model.eval()

@@ -5,16 +5,19 @@ keys) and the settings a notebook runs per head and scope."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from pecop_lib.config import Config
 from pecop_lib.data.registry import DATASETS, dataset_record
+from pecop_lib.data.transforms import RESIZES
 from pecop_lib.heads import (
     FinetuneRecipe,
     HeadKind,
     head_kind,
     recipes,
 )
+from pecop_lib.heads.tsa import SEGMENT_PAIRS
 from pecop_lib.heads.usdl import DECODE_MODES
 
 TRAIN_BACKBONE: tuple[str, ...] = ("all", "adapters", "frozen")
@@ -23,6 +26,7 @@ FEATURE_MODES: tuple[str, ...] = ("clips", "stored")
 way) or ``stored`` (a frozen backbone's features of the un-augmented clips, computed once: the
 ``course`` preset's protocol, a documented deviation)."""
 EXEMPLAR_MISSING: tuple[str, ...] = ("error", "any")
+EXEMPLAR_DRAWS: tuple[str, ...] = ("fixed", "per_epoch")
 
 RECIPES: dict[str, FinetuneRecipe] = recipes()
 """Every supported (head, dataset) pairing, keyed ``"head/dataset"`` (the paper's pairings)."""
@@ -78,6 +82,13 @@ class FinetuneOptions:
         scope: Which settings the notebooks run: ``minimal``, ``main`` or ``paper`` (see :func:`settings_for`).
         grad_accum_steps: Micro-batches per optimiser step (0: the recipe's; official CoRe 2, else 1).
         checkpoint_every_steps: Also checkpoint every N optimiser steps inside an epoch (0: epoch ends only).
+        exemplar_draws: CoRe/TSA test exemplars: ``fixed`` (one draw per query for the run) or
+            ``per_epoch`` (official: drawn anew for every query at every epoch).
+        segment_pairs: TSA's segmentation of a training pair: ``separate`` (one PSNet call per video
+            of the pair) or ``joint`` (official: one call over both, BatchNorm over 2N sequences).
+        resize: Clip resize and centre crop: ``bilinear`` (the package's) or ``official`` (the head's
+            official reader: PIL's nearest neighbour for CoRe and TSA, rounded centre crop):
+            :func:`~pecop_lib.data.transforms.official_transform`.
     """
 
     epochs: int = 0
@@ -96,6 +107,9 @@ class FinetuneOptions:
     scope: str = "main"
     grad_accum_steps: int = 0
     checkpoint_every_steps: int = 0
+    resize: str = "bilinear"
+    exemplar_draws: str = "fixed"
+    segment_pairs: str = "separate"
 
     @classmethod
     def from_config(cls, cfg: Config) -> FinetuneOptions:
@@ -121,10 +135,20 @@ class FinetuneOptions:
             (self.scope in SCOPES, f"scope must be one of {SCOPES}"),
             (self.grad_accum_steps >= 0, "grad_accum_steps must be >= 0"),
             (self.checkpoint_every_steps >= 0, "checkpoint_every_steps must be >= 0"),
+            (self.resize in RESIZES, f"resize must be one of {RESIZES}"),
+            (self.exemplar_draws in EXEMPLAR_DRAWS, f"exemplar_draws must be one of {EXEMPLAR_DRAWS}"),
+            (self.segment_pairs in SEGMENT_PAIRS, f"segment_pairs must be one of {SEGMENT_PAIRS}"),
         ]
         bad = [f"{message} (got {self})" for ok, message in checks if not ok]
         if bad:
             raise ValueError("invalid fine-tuning options: " + "; ".join(bad))
+
+    def keyed(self) -> dict[str, Any]:
+        """The options as they enter a run's request and cache key: the fidelity switches added later
+        (``resize``, ``exemplar_draws``, ``segment_pairs``) only when they are not the package's values,
+        so results cached before these switches existed stay valid."""
+        later = {"resize": "bilinear", "exemplar_draws": "fixed", "segment_pairs": "separate"}
+        return {k: v for k, v in asdict(self).items() if not (k in later and v == later[k])}
 
     def resolved(self, recipe: FinetuneRecipe) -> dict[str, float | int]:
         """Epochs, batch size and learning rates with zeros replaced by the recipe's values."""

@@ -126,7 +126,8 @@ def finetune(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = kind.build(backbone.feature_dim, windowing, dataset_key, decode=options.decode,
-                          values=values[train_idx], groups=[data.train.records[i].group for i in train_idx])
+                          values=values[train_idx], groups=[data.train.records[i].group for i in train_idx],
+                          segment_pairs=options.segment_pairs)
     model = AQAModel(backbone, head, kind, windowing)
     optimizer = adam_two_rates(model, lr_backbone=float(hyper["lr_backbone"]), lr_head=float(hyper["lr_head"]),
                                weight_decay=recipe.weight_decay)
@@ -170,7 +171,7 @@ def finetune(
     def evaluate(epoch: int) -> dict[str, Any]:
         state = capture_rng_state()  # evaluation must not move the training generators (exact resume)
         try:
-            prediction = evaluator()
+            prediction = evaluator(epoch)
         finally:
             restore_rng_state(state)
         test = SplitPrediction(prediction.pred[: len(test_true)],

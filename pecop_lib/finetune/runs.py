@@ -169,7 +169,7 @@ def _load_or_train(store: ArtifactStore, setting: Setting, label: str, factory: 
 
     def train(resume: bool) -> FinetuneResult:
         data = open_finetune_data(data_root / setting.dataset, setting, crop=crop, clip_frames=clip_frames,
-                                  seed=run.seed)
+                                  seed=run.seed, resize=options.resize)
         result = finetune(factory(setting), setting, data, options, backbone_label=label, run_dir=run_dir,
                           run=run.but(resume=resume))
         if context.is_main:
@@ -198,7 +198,7 @@ def run_folder(out: str | os.PathLike[str], label: str, setting: Setting) -> Pat
 def run_request(setting: Setting, label: str, options: FinetuneOptions, *, seed: int, crop: int,
                 clip_frames: int | None) -> dict[str, Any]:
     """What decides a run's result, stored with it: a finished run is reused only for the same request."""
-    return {"setting": setting.label, "backbone": label, "seed": seed, "options": asdict(options), "crop": crop,
+    return {"setting": setting.label, "backbone": label, "seed": seed, "options": options.keyed(), "crop": crop,
             "clip_frames": clip_frames or None}
 
 

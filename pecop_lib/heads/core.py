@@ -339,7 +339,7 @@ class CoReKind(HeadKind):
         return scores
 
     def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
-              values: np.ndarray, groups: Sequence[str]) -> nn.Module:
+              values: np.ndarray, groups: Sequence[str], segment_pairs: str = "separate") -> nn.Module:
         """:class:`CoRe` with group edges from the training values (:func:`core_bounds`)."""
         score_range = CORE_SETTINGS[dataset_key].score_range
         return CoRe(core_bounds(values, groups, score_range), score_range, feature_dim)

@@ -14,9 +14,12 @@ the whole test set (:class:`FeatureCache`) and gives the same predictions; ``cac
 the official per-pair loop for comparison.
 
 Exemplar draws: the official datasets reshuffle the group's training list in place with Python's
-``random`` (seed 0) for every test item, so the draw depends on the order items are read.
-:func:`draw_exemplars` draws each query's exemplars from its own generator
-``default_rng([seed, query])``: reproducible and independent of loading order.
+``random`` (seed 0) for every test item at every epoch, so the draw depends on the order items are
+read and changes from one epoch to the next. :func:`draw_exemplars` draws each query's exemplars from
+its own generator, ``default_rng([seed, query])`` once for the run (``fixed``, the package's) or
+``default_rng([seed, epoch, query])`` anew at every epoch (``per_epoch``, the official code's
+variety; the fine-tuning option ``exemplar_draws``): reproducible and independent of loading order
+either way.
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ def draw_exemplars(
     seed: int = 0,
     missing: MissingGroup = "error",
     shared: bool = False,
+    epoch: int | None = None,
 ) -> ExemplarDraw:
     """Up to ``count`` training exemplars of the query's group, in random order, for every query.
 
@@ -126,12 +130,16 @@ def draw_exemplars(
             per group (from ``default_rng([seed, first query of the group])``) shared by all
             its queries, a fixed exemplar bank of at most ``count`` videos per group: far fewer
             exemplar videos to encode, less exemplar variety across queries. Label results.
+        epoch: Draw anew for this epoch (``default_rng([seed, epoch, query])``, the official
+            code's redraw at every epoch); ``None``: one draw for the whole run.
 
     Raises:
         ValueError: For a group without training videos when ``missing="error"`` (naming it).
     """
     if count < 1:
         raise ValueError(f"exemplar count must be >= 1, got {count}")
+    if epoch is not None and epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
     members = group_members(train_groups)
     everyone = np.arange(len(train_groups), dtype=np.int64)
     out = np.full((len(query_groups), count), -1, dtype=np.int64)
@@ -149,7 +157,8 @@ def draw_exemplars(
                     "pass missing='any' to draw from the whole training set"
                 )
             pool = everyone
-        chosen = np.random.default_rng([seed, q]).permutation(pool)[:count]
+        entropy = [seed, q] if epoch is None else [seed, epoch, q]
+        chosen = np.random.default_rng(entropy).permutation(pool)[:count]
         out[q, : len(chosen)] = chosen
     return ExemplarDraw(out)
 

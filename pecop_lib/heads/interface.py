@@ -132,7 +132,7 @@ class HeadKind:
 
     # ----------------------------------------------------------------------------------- the module
     def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
-              values: np.ndarray, groups: Sequence[str]) -> nn.Module:
+              values: np.ndarray, groups: Sequence[str], segment_pairs: str = "separate") -> nn.Module:
         """The head module, sized for the backbone's feature width and the clip windowing.
 
         Args:
@@ -140,6 +140,7 @@ class HeadKind:
             windowing: Clip windowing (windows and frames).
             dataset_key: The dataset's registry key (``mtl_aqa``), for per-dataset score scales.
             decode: Distribution decoding (USDL/MUSDL).
+            segment_pairs: How TSA segments the two videos of a training pair (:class:`~pecop_lib.heads.tsa.TSA`).
             values: :meth:`values` of the training videos (after the validation hold-out).
             groups: Their exemplar groups.
         """

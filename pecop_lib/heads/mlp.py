@@ -70,7 +70,7 @@ class MLPKind(HeadKind):
                for dataset in ("MTL-AQA", "JIGSAWS")}  # USDL's recipes: the closest official ones
 
     def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
-              values: np.ndarray, groups: Sequence[str]) -> nn.Module:
+              values: np.ndarray, groups: Sequence[str], segment_pairs: str = "separate") -> nn.Module:
         """:class:`ScoreMLP` standardised by the training scores."""
         return ScoreMLP(feature_dim, float(np.mean(values)), float(np.std(values)))
 

@@ -60,6 +60,8 @@ TOKEN_DOWNSAMPLE = 16
 
 MapLayout = Literal["official", "per_position"]
 MAP_LAYOUTS: tuple[str, ...] = ("official", "per_position")
+SEGMENT_PAIRS: tuple[str, ...] = ("joint", "separate")
+"""How :class:`TSA` segments a training pair: one PSNet call over both videos (official) or one per side."""
 
 
 def transition_targets(transitions: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -272,6 +274,10 @@ class TSA(nn.Module):
         fix_size: Positions per resampled step (5).
         num_heads, num_layers: Decoder shape (8, 3).
         map_layout: ``"official"`` or ``"per_position"`` (see the module docstring).
+        segment_pairs: ``"joint"`` (official: PSNet segments both videos of a training pair in one
+            call, so its BatchNorm normalises over 2N sequences and updates its running statistics
+            once per step) or ``"separate"`` (one call per side: two N-batches, two updates). At
+            test time (BatchNorm fixed) both give the same numbers.
     """
 
     def __init__(
@@ -284,11 +290,15 @@ class TSA(nn.Module):
         num_heads: int = 8,
         num_layers: int = 3,
         map_layout: MapLayout = "official",
+        segment_pairs: str = "separate",
     ) -> None:
         super().__init__()
         if map_layout not in MAP_LAYOUTS:
             raise ValueError(f"unknown map_layout {map_layout!r}; choose one of {MAP_LAYOUTS}")
+        if segment_pairs not in SEGMENT_PAIRS:
+            raise ValueError(f"unknown segment_pairs {segment_pairs!r}; choose one of {SEGMENT_PAIRS}")
         self.num_frames, self.fix_size, self.map_layout = num_frames, fix_size, map_layout
+        self.segment_pairs = segment_pairs
         dim = feature_dim // TOKEN_DOWNSAMPLE
         self.psnet = PSNet(num_windows, num_frames, feature_dim)
         self.decoder = CrossAttentionDecoder(dim, num_heads, num_layers)
@@ -349,7 +359,12 @@ class TSA(nn.Module):
             transitions_a, transitions_b: Ground-truth transitions ``(B, 2)`` to segment with
                 (teacher forcing), or ``None`` to use the predicted ones.
         """
-        seg_a, seg_b = self.segment(a), self.segment(b)
+        if self.segment_pairs == "joint":  # one PSNet call over the 2B videos, as the official code
+            both = self.segment(WindowFeatures.cat([a, b]))
+            n = a.pooled.shape[0]
+            seg_a, seg_b = (Segmentation(*(x[part] for x in both)) for part in (slice(0, n), slice(n, None)))
+        else:
+            seg_a, seg_b = self.segment(a), self.segment(b)
         ta = predict_transitions(seg_a.probs) if transitions_a is None else transitions_a
         tb = predict_transitions(seg_b.probs) if transitions_b is None else transitions_b
         tokens_a, maps_a = self._steps(seg_a, ta)
@@ -404,9 +419,9 @@ class TSAKind(HeadKind):
         return {"teacher": torch.tensor(teacher_forcing(epoch, epochs))}
 
     def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
-              values: np.ndarray, groups: Sequence[str]) -> nn.Module:
+              values: np.ndarray, groups: Sequence[str], segment_pairs: str = "separate") -> nn.Module:
         """:class:`TSA` for the windowing's windows and frames."""
-        return TSA(windowing.num_windows, windowing.clip_frames, feature_dim)
+        return TSA(windowing.num_windows, windowing.clip_frames, feature_dim, segment_pairs=segment_pairs)
 
     def loss(self, head: nn.Module, batch: dict[str, torch.Tensor], a: WindowFeatures,
              b: WindowFeatures | None = None) -> torch.Tensor:

@@ -333,7 +333,7 @@ class USDLKind(HeadKind):
     multi_path = False
 
     def build(self, feature_dim: int, windowing: Windowing, dataset_key: str, *, decode: str,
-              values: np.ndarray, groups: Sequence[str]) -> nn.Module:
+              values: np.ndarray, groups: Sequence[str], segment_pairs: str = "separate") -> nn.Module:
         """:class:`USDL` with the dataset's spec (:func:`usdl_spec`)."""
         return USDL(self.distribution_spec(dataset_key), feature_dim, decode=decode)  # type: ignore[arg-type]
 

@@ -21,7 +21,7 @@ from torch import nn
 from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
 from pecop_lib.config import OPTIMIZERS, Config
 from pecop_lib.data.registry import first_fold
-from pecop_lib.data.transforms import official_transform
+from pecop_lib.data.transforms import RESIZES, official_transform
 from pecop_lib.models.adapter_checkpoint import load_adapter_checkpoint, save_adapter_checkpoint
 from pecop_lib.models.adapters import AdapterConfig
 from pecop_lib.models.backbone import Backbone
@@ -66,7 +66,9 @@ class Stage2Spec:
         dataset, task: The target (:data:`~pecop_lib.pretrain.targets.TARGET_DATASETS`).
         fold: JIGSAWS test fold being evaluated (stage 2 reads the other three folds' trials);
             ``None`` for the other datasets (:func:`~pecop_lib.pretrain.targets.check_fold`).
-        clip_len, crop: Clip frames and crop side (PECoP's transform, ``core_mtl``, scaled to ``crop``).
+        clip_len, crop: Clip frames and crop side (PECoP's transform, ``pecop_stage2``, scaled to ``crop``).
+        resize: ``bilinear`` (the package's) or ``official`` (cv2's nearest neighbour, rounded centre crop):
+            :func:`~pecop_lib.data.transforms.official_transform`.
         epochs, batch_size, lr, optimizer, momentum, weight_decay, cosine_t_max, eta_min, dropout, list_repeat,
             channel_order, color_jitter, bn_mode: The recipe (:func:`~pecop_lib.pretrain.continual.continual_pretrain`).
         vspp_mode, normal_pace, max_speed, num_segments: The VSPP sampler; VideoPace uses
@@ -103,6 +105,7 @@ class Stage2Spec:
     adapter_groups: str = "width"
     adapter_init: str = "official"
     seed: int = 0
+    resize: str = "bilinear"
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
@@ -111,6 +114,8 @@ class Stage2Spec:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown stage-2 optimizer {self.optimizer!r}; choose one of {OPTIMIZERS} "
                              "(config key pretrain_optimizer)")
+        if self.resize not in RESIZES:
+            raise ValueError(f"unknown stage-2 resize {self.resize!r}; choose one of {RESIZES} (config key pretrain_resize)")
         check_target(self.dataset, self.task)
         check_fold(self.dataset, self.fold)
 
@@ -176,11 +181,12 @@ class Stage2Artifact:
 def stage2_key(spec: Stage2Spec, source: BackboneSource, target_root: str | os.PathLike[str]) -> str:
     """Cache key of a stage-2 run: its settings, the starting weights and the target data folder.
 
-    ``fold`` enters the key only when set (JIGSAWS) and ``optimizer`` only when it is not the official
-    SGD, so the keys of the artifacts cached before these settings existed stay valid.
+    ``fold`` enters the key only when set (JIGSAWS), ``optimizer`` only when it is not the official
+    SGD and ``resize`` only when it is not ``bilinear``, so the keys of the artifacts cached before these
+    settings existed stay valid.
     """
-    settings = {k: v for k, v in asdict(spec).items()
-                if not (k == "fold" and v is None) and not (k == "optimizer" and v == "sgd")}
+    defaults = {"fold": None, "optimizer": "sgd", "resize": "bilinear"}
+    settings = {k: v for k, v in asdict(spec).items() if not (k in defaults and v == defaults[k])}
     return digest(("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
                    str(Path(target_root).resolve())))
 
@@ -280,7 +286,7 @@ def train_stage2(
     key = stage2_key(spec, source, target_root)
     reset_peak_memory(context)
     result = continual_pretrain(
-        backbone, videos, spec.sampler(), official_transform("core_mtl", train=True, crop=spec.crop),
+        backbone, videos, spec.sampler(), official_transform("pecop_stage2", train=True, crop=spec.crop, resize=spec.resize),
         strategy=spec.strategy, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, optimizer=spec.optimizer,
         momentum=spec.momentum,
         weight_decay=spec.weight_decay, cosine_t_max=spec.cosine_t_max, eta_min=spec.eta_min, dropout=spec.dropout,
@@ -404,4 +410,5 @@ def stage2_spec(cfg: Config, *, strategy: str | None = None, pretext: str | None
         normal_pace=cfg.pretrain_normal_pace or official_normal_pace(dataset, task), max_speed=cfg.pretrain_max_speed,
         num_segments=cfg.pretrain_num_segments, adapter_reduction=cfg.model_adapter_lambda,
         adapter_groups=cfg.model_adapter_groups, adapter_init=cfg.model_adapter_init, seed=cfg.seed,
+        resize=cfg.pretrain_resize,
     )

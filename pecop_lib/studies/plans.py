@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +305,7 @@ def result_folder(artifact: Stage2Artifact, options: FinetuneOptions, *, crop: i
                   data_root: str | os.PathLike[str], seed: int, root: str | os.PathLike[str] | None = None) -> Path:
     """Where :func:`run_ablation` keeps a run's fine-tuning (see the module docstring)."""
     # what decides the result: checkpointing never does; accumulation only when it is not the recipe's (0)
-    decisive = {k: v for k, v in asdict(options).items()
+    decisive = {k: v for k, v in options.keyed().items()
                 if k != "checkpoint_every_steps" and not (k == "grad_accum_steps" and v == 0)}
     key = digest((decisive, crop, clip_frames or None, str(Path(data_root).resolve())))
     return ArtifactStore.at(ABLATION_ROOT, root).folder(artifact.folder.name, f"ft-{key}", f"seed{seed}")

@@ -121,6 +121,8 @@ class FineDiving(AQADataset):
         root: Dataset root (``Annotations/`` and the frames folder).
         split: ``"train"`` or ``"test"``.
         transform: Default: TSA's (112 W x 200 H resize, crop 112, flip in training), scaled to ``crop``.
+        resize: Flavour of the default transform (``bilinear`` or ``official``:
+            :func:`~pecop_lib.data.transforms.official_transform`).
         num_frames: Frames per clip (96 officially).
         check_frames: List every clip folder at construction and raise on a label/frame count
             mismatch (FineDiving issue #1).
@@ -135,6 +137,7 @@ class FineDiving(AQADataset):
         *,
         transform: ClipTransform | None = None,
         crop: int = 112,
+        resize: str = "bilinear",
         num_frames: int = NUM_FRAMES,
         check_frames: bool = True,
         frames_dir: str = FRAMES_DIR,
@@ -164,7 +167,8 @@ class FineDiving(AQADataset):
                           difficulty=float(rec[2]), extras={"action_type": str(rec[0]), "video": key[0], "clip": key[1]})
             )
         train = split == "train" if train is None else train
-        super().__init__(records, transform or official_transform("tsa_finediving", train=train, crop=crop),
+        super().__init__(records,
+                         transform or official_transform("tsa_finediving", train=train, crop=crop, resize=resize),
                          train=train, seed=seed, clip_frames=clip_frames)
 
     def labels(self, index: int) -> np.ndarray:

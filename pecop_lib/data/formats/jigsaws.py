@@ -129,6 +129,8 @@ class JIGSAWS(AQADataset):
         fold: Test fold 0..3.
         split: ``"train"`` (three folds) or ``"test"`` (fold ``fold``).
         transform: Default: centre crop ``crop`` without resize (MUSDL).
+        resize: Flavour of the default transform (``bilinear`` or ``official``:
+            :func:`~pecop_lib.data.transforms.official_transform`).
         num_frames: Frames per video (160 officially).
         seed, clip_frames, train: See :class:`AQADataset`.
     """
@@ -142,6 +144,7 @@ class JIGSAWS(AQADataset):
         *,
         transform: ClipTransform | None = None,
         crop: int = 224,
+        resize: str = "bilinear",
         num_frames: int = NUM_FRAMES,
         seed: int = 0,
         clip_frames: int | None = None,
@@ -170,7 +173,8 @@ class JIGSAWS(AQADataset):
                           extras={"task": task, "subject": subject, "fold": self._fold_of(splits[task], trial)})
             )
         train = split == "train" if train is None else train
-        super().__init__(records, transform or official_transform("musdl_jigsaws", train=train, crop=crop),
+        super().__init__(records,
+                         transform or official_transform("musdl_jigsaws", train=train, crop=crop, resize=resize),
                          train=train, seed=seed, clip_frames=clip_frames)
 
     @staticmethod

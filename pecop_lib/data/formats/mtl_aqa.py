@@ -184,6 +184,8 @@ class MTLAQA(AQADataset):
         transform: Clip transform; default: the official one of ``layout`` at ``crop``.
         train: Training jitter; defaults to ``split == "train"``.
         crop: Crop side for the default transform.
+        resize: Resize flavour of the default transform (``bilinear`` or ``official``:
+            :func:`~pecop_lib.data.transforms.official_transform`).
         seed, clip_frames: See :class:`AQADataset`.
         annotation_file: Use this pickle instead of the first found of :data:`ANNOTATION_FILES`.
         frames_dir: Frames folder relative to ``root`` (default per layout).
@@ -200,6 +202,7 @@ class MTLAQA(AQADataset):
         transform: ClipTransform | None = None,
         train: bool | None = None,
         crop: int = 224,
+        resize: str = "bilinear",
         seed: int = 0,
         clip_frames: int | None = None,
         annotation_file: str | os.PathLike[str] | None = None,
@@ -227,7 +230,8 @@ class MTLAQA(AQADataset):
             )
         train = split == "train" if train is None else train
         if transform is None:
-            transform = official_transform("core_mtl" if layout == "core" else "musdl_mtl", train=train, crop=crop)
+            transform = official_transform("core_mtl" if layout == "core" else "musdl_mtl", train=train, crop=crop,
+                                           resize=resize)
         super().__init__(
             [to_record(k, self.annotations[k]) for k in self.keys], transform, train=train, seed=seed,
             clip_frames=clip_frames,

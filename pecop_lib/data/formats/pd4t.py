@@ -111,6 +111,8 @@ class PD4T(AQADataset):
         video_template: Path of a video relative to ``root``, with ``{task}``, ``{subject}``, ``{stem}``.
         num_frames: Frames per clip (linspace over the decodable frames).
         transform: Default: random crop + flip in training, centre crop in evaluation, no resize.
+        resize: Flavour of the default transform (``bilinear`` or ``official``:
+            :func:`~pecop_lib.data.transforms.official_transform`).
         seed, clip_frames, train: See :class:`AQADataset`.
     """
 
@@ -124,6 +126,7 @@ class PD4T(AQADataset):
         num_frames: int = NUM_FRAMES,
         transform: ClipTransform | None = None,
         crop: int = 224,
+        resize: str = "bilinear",
         seed: int = 0,
         clip_frames: int | None = None,
         train: bool | None = None,
@@ -146,7 +149,8 @@ class PD4T(AQADataset):
             for e in self.entries
         ]
         train = split == "train" if train is None else train
-        super().__init__(records, transform or official_transform("plain", train=train, crop=crop),
+        super().__init__(records,
+                         transform or official_transform("plain", train=train, crop=crop, resize=resize),
                          train=train, seed=seed, clip_frames=clip_frames)
 
     def video_path(self, index: int) -> Path:
