@@ -161,3 +161,4 @@ def test_load_or_run_refuses_a_folder_another_run_makes(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     with pytest.raises(RunFolderLockedError, match="in use by another run"):
         store.load_or_run(folder, finished=lambda p: False, load=str, run=lambda r: "made")
+
