@@ -23,6 +23,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_num_workers": 0,
         "pretrain_clip_len": 8,
         "pretrain_pool": "adaptive",  # 8-frame clips leave I3D one time step; window2 needs two
+        # bilinear, not the official nearest neighbour: as course's, its frames are tiny (32 px; docs/fidelity.md)
+        "pretrain_resize": "bilinear",
+        "finetune_resize": "bilinear",
         "pretrain_batch_size": 4,
         "pretrain_epochs": 1,
         "pretrain_full_epochs": 1,

@@ -141,7 +141,7 @@ def test_resize_switch_reaches_the_loaders_and_stage_2(tmp_path) -> None:
     with pytest.raises(ValueError, match="resize must be one of"):
         FinetuneOptions(resize="cubic")
     assert "resize" not in FinetuneOptions().keyed() and FinetuneOptions(resize="official").keyed()["resize"] == "official"
-    spec = stage2_spec(resolve("smoke"), dataset="MTL-AQA")
+    spec = stage2_spec(resolve("tutorial"), dataset="MTL-AQA")
     source = scratch_source()
     # the package's value stays out of the key (artifacts cached before the switch stay valid); the official enters it
     assert spec.resize == "official"
