@@ -105,8 +105,9 @@ def test_keys_follow_the_settings_not_the_label(world, tmp_path: Path) -> None:
     assert stage2_key(replace(spec, lr=0.5), source, world["MTL-AQA"]) != key
     assert stage2_key(spec, replace(source, identity="abd"), world["MTL-AQA"]) != key
     assert stage2_key(spec, source, world["Kinetics-synth"]) != key
-    # the official optimiser stays out of the key (artifacts cached before the setting existed stay valid)
-    before = {k: v for k, v in asdict(spec).items() if k not in ("fold", "optimizer")}
+    # the official optimiser and the package's resize stay out of the key (artifacts cached before these settings
+    # existed stay valid)
+    before = {k: v for k, v in asdict(spec).items() if k not in ("fold", "optimizer", "resize")}
     assert spec.optimizer == "sgd" and key == digest(("stage2", before, source.kind, source.backbone,
                                                        dict(source.options), source.identity,
                                                        str(Path(world["MTL-AQA"]).resolve())))
