@@ -282,6 +282,15 @@ def test_progress_bar_shows_loss_and_metrics_per_step(monkeypatch: pytest.Monkey
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == f"train epoch 2/2: loss {history.epochs[1]['loss']:.4g}, mae {history.epochs[1]['mae']:.4g}"
 
+    # a run trained one epoch per call (held-out measurement between epochs) counts to its planned epochs
+    bars.clear()
+    model = _model(0)
+    trainer = Trainer(model, _noisy_step, torch.optim.SGD(model.parameters(), lr=0.01), device="cpu")
+    for epoch in range(3):
+        trainer.fit(epoch_loader(_dataset(), 4, seed=0), epoch + 1, of=3)
+    assert [b.kwargs["desc"] for b in bars] == ["train epoch 1/3", "train epoch 2/3", "train epoch 3/3"]
+    assert capsys.readouterr().out.splitlines()[-1].startswith("train epoch 3/3: loss ")
+
 
 @pytest.mark.gpu
 def test_cuda_autocast_scaler_and_resume(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ def finetune(
         records.append(evaluate(done))
         save()
     for epoch in range(done, epochs):
-        trainer.fit(loader, epoch + 1)
+        trainer.fit(loader, epoch + 1, of=epochs)
         records.append(evaluate(epoch + 1))
         save()
         if run.show_progress and context.is_main:

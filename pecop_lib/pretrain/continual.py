@@ -253,6 +253,6 @@ def continual_pretrain(
     elif not records or records[-1]["epoch"] != done:  # stopped between a checkpoint and its measurement
         measure(done)
     for epoch in range(done, epochs):
-        trainer.fit(data, epoch + 1)
+        trainer.fit(data, epoch + 1, of=epochs)
         measure(epoch + 1)
     return PretrainResult(model, trainer.history, trainable, time.perf_counter() - started, records)

@@ -267,7 +267,8 @@ class Trainer:
         """``run_dir/checkpoints`` (``None`` without a run folder)."""
         return self.run_dir / CHECKPOINT_DIR if self.run_dir is not None else None
 
-    def fit(self, data: EpochData, epochs: int, *, resume: bool | str | os.PathLike[str] = False) -> TrainHistory:
+    def fit(self, data: EpochData, epochs: int, *, resume: bool | str | os.PathLike[str] = False,
+            of: int | None = None) -> TrainHistory:
         """Train until ``epochs`` epochs are complete.
 
         Args:
@@ -276,6 +277,7 @@ class Trainer:
             epochs: Total number of epochs (a resumed run counts the epochs already done).
             resume: ``True`` continues from the newest checkpoint in ``run_dir``, a path from that
                 file, ``False`` starts from scratch.
+            of: Planned epochs of a run trained in parts (``fit(d, 1, of=6)``, then 2, ...), shown in the progress.
 
         Returns:
             The run's :class:`TrainHistory` (also on ``self.history``).
@@ -296,7 +298,7 @@ class Trainer:
         with (cpu_training_threads(self.device, self.loader_workers),
               cudnn_autotuning(self.device, self.cudnn_benchmark)):
             for epoch in range(self._position["epoch"], epochs):
-                self._run_epoch(data, epoch, epochs)
+                self._run_epoch(data, epoch, of or epochs)
         self.dist.barrier()
         return self.history
 
