@@ -71,6 +71,7 @@ class Config:
     # --- data: synthetic world sizes and loader settings (pecop_lib.data) ---
     data_synthetic_size: int = 112  # frame side of synthetic videos (px, even)
     data_synthetic_aqa_videos: int = 240  # dives per diving task; videos per PD4T task
+    data_synthetic_finediving_test_dives: int = 0  # FineDiving test split (0: a quarter of the dives, as the real split)
     data_synthetic_jigsaws_trials: int = 5  # trials per surgeon (8 surgeons) per JIGSAWS task
     data_synthetic_action_videos: int = 40  # videos per class of the domain-general set
     data_synthetic_action_frames: int = 64
@@ -233,6 +234,7 @@ RANGES: dict[str, Range] = {
     "runner_cell_timeout_s": _AT_LEAST_1,
     "data_synthetic_size": Range(8),
     "data_synthetic_aqa_videos": _AT_LEAST_1,
+    "data_synthetic_finediving_test_dives": _AT_LEAST_0,
     "data_synthetic_jigsaws_trials": _AT_LEAST_1,
     "data_synthetic_action_videos": _AT_LEAST_1,
     "data_synthetic_action_frames": _AT_LEAST_1,

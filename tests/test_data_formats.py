@@ -227,6 +227,19 @@ def test_finediving_round_trip_transitions(world):
     assert finediving.transitions_from_labels(np.array([4, 4, 7, 7, 9, 9, 2, 2])).tolist() == [2, 6]
 
 
+def test_finediving_test_split_size(world, tmp_path):
+    # default: the real split's 75/25 of aqa_videos; set: the training split keeps 12 dives, the test split has 20
+    default = FineDiving(world["FineDiving"], "train", crop=32), FineDiving(world["FineDiving"], "test", crop=32)
+    assert (len(default[0]), len(default[1])) == SPEC.finediving_split() == (12, 4)
+    spec = WorldSpec(**{**SPEC.__dict__, "finediving_test_dives": 20})
+    assert spec.finediving_split() == (12, 20) and spec.key() == SPEC.key() + "-fdtest20"
+    larger = generate_world(tmp_path / "fd", spec, datasets=("FineDiving",))
+    train, test = (FineDiving(larger["FineDiving"], split, crop=32) for split in ("train", "test"))
+    assert (len(train), len(test)) == (12, 20) and not set(train.keys) & set(test.keys)
+    with pytest.raises(ValueError, match="finediving_test_dives >= 0"):
+        WorldSpec(finediving_test_dives=-1)
+
+
 def test_finediving_label_frame_mismatch(world, tmp_path):
     root = _copy(world, "FineDiving", tmp_path)
     path = root / "Annotations" / "fine-grained_annotation_aqa.pkl"
@@ -331,6 +344,12 @@ def test_synthetic_world_cache(tmp_path, monkeypatch):
     assert synthetic_world(spec=spec).root == first.root
     assert (first.root / "world.json").stat().st_mtime_ns == stamp  # reused, not regenerated
     manifest = json.loads((first.root / "world.json").read_text())
+    # a world cached before finediving_test_dives existed (its manifest lacks the field) is still reused
+    spec_before = {k: v for k, v in manifest["spec"].items() if k != "finediving_test_dives"}
+    (first.root / "world.json").write_text(json.dumps({**manifest, "spec": spec_before}))
+    stamp = (first.root / "world.json").stat().st_mtime_ns
+    assert synthetic_world(spec=spec).root == first.root
+    assert (first.root / "world.json").stat().st_mtime_ns == stamp
     (first.root / "world.json").write_text(json.dumps({**manifest, "actions_version": ACTIONS_VERSION - 1}))
     assert load_world(first.root) is None  # an older action set is not reused (a stage-1 backbone depends on it)
 
