@@ -18,14 +18,13 @@ if TYPE_CHECKING:
 MANIFEST_FILE = "manifest.json"
 
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {"00": 10, "01": 20, "02": 14, "03": 26, "04": 45, "05": 23, "06": 45, "07": 71, "08": 28},
-    "course": {"00": 12, "01": 103, "02": 14, "03": 244, "04": 180, "05": 56, "06": 211, "07": 748, "08": 54},
+    "smoke": {"00": 8, "01": 14, "02": 10, "03": 17, "04": 35, "05": 20, "06": 34, "07": 60, "08": 21},
+    "course": {"00": 7, "01": 99, "02": 13, "03": 202, "04": 150, "05": 40, "06": 275, "07": 789, "08": 54},
 }
 """Expected wall seconds per preset and two-digit notebook number on a 2-core CPU: the time-left
 estimate for notebooks that did not finish in the output folder's previous run of the same preset
-(see :func:`expected_seconds`). Measured from empty caches on the 2-core development machine
-(reports/course-cpu/): course 00-05, 07 and 08 from the record of docs/course.md section 11 (nothing
-else running, load 1.0-1.5), 06 and every smoke value from section 12's record (06 with CoRe beside TSA)."""
+(see :func:`expected_seconds`). Measured from empty caches on the 2-core development machine, nothing
+else running: the record of docs/course.md section 14 (reports/course-cpu/; FineDiving with 120 test dives)."""
 
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)(?:\s+#+)?\s*$", re.MULTILINE)
 _HEADING_NUMBER = re.compile(r"^\d{1,2}\s*[·.:)\-–—]\s*")
