@@ -54,7 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data_synthetic_aqa_videos": 120,
         # FineDiving: 90 training dives as MTL-AQA's, 120 test dives (not 30): with 30 a Spearman interval spans about
         # +-0.15 near 0.8, too wide to tell a head from the difficulty alone; chosen on a selection world (seed 1),
-        # where the intervals became +-0.06-0.10 for +70 s (docs/course.md, section 14)
+        # where the intervals became +-0.06-0.10; about 85 s more in notebooks 01 and 06 (docs/course.md, section 14)
         "data_synthetic_finediving_test_dives": 120,
         "data_synthetic_jigsaws_trials": 1,
         "data_synthetic_action_videos": 120,

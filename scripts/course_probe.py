@@ -6,9 +6,10 @@ the world of another seed instead (docs/course.md, sections 12 and 14). Stage 1 
 keyed by the seed-0 action set, which ``--actions-root`` points to (the selection world's targets are used for
 stage 2 and its held-out test split).
 
-For each ``--set`` variant, stage 2 (``--strategy``, default PECoP) is trained on the target's training videos
-and measured on its test-split videos: the record's own held-out check (4 fixed clips per video, every epoch) and a
-larger draw (``--clips`` per video, after the run) whose accuracies have a smaller standard error.
+One invocation probes one recipe (the course preset with the ``--set`` overrides): PECoP's stage 2 is trained on
+the target's training videos and measured on its test-split videos, by the record's own held-out check (4 fixed
+clips per video, every epoch) and by a larger draw (``--clips`` per video, after the run) whose accuracies have a
+smaller standard error.
 
 Usage::
 
@@ -16,7 +17,7 @@ Usage::
     python scripts/course_probe.py --actions-root ... --set model_adapter_lambda=1 --set pretrain_epochs=6
     python scripts/course_probe.py --actions-root ... --clip-len 32                             # stage 2 only
 
-Results are printed and written as JSON to ``--out`` (one file per variant). The world and the artifacts go
+Results are printed and written as JSON to ``--out`` (one file per recipe). The world and the artifacts go
 to ``$PECOP_CACHE_DIR`` (use one of its own).
 """
 
@@ -35,6 +36,7 @@ from pecop_lib.data import official_transform
 from pecop_lib.data.synthetic import synthetic_world
 from pecop_lib.models.adapter_checkpoint import load_adapter_checkpoint
 from pecop_lib.pretrain import named_target, stage2_backbone, stage2_spec, starting_point
+from pecop_lib.pretrain.artifacts import ADAPTERS_DIR
 from pecop_lib.pretrain.pretext import pretext_accuracy, pretext_model
 from pecop_lib.pretrain.targets import heldout_videos
 from pecop_lib.train import RunContext
@@ -53,12 +55,11 @@ def main() -> None:
     parser.add_argument("--actions-root", required=True, help="the seed-0 world's Kinetics-synth (the shipped stage 1's)")
     parser.add_argument("--world-seed", type=int, default=1, help="seed of the selection world (not 0, the record's)")
     parser.add_argument("--target", default="Leg agility", help="stage-2 target, as pretrain_demo_task names it")
-    parser.add_argument("--strategy", default="pecop")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a course config override")
     parser.add_argument("--clip-len", type=int, default=None,
                         help="stage-2 clip length only (the shipped stage 1 keeps the preset's)")
     parser.add_argument("--clips", type=int, default=16, help="held-out clips per test video for the final measurement")
-    parser.add_argument("--out", default="reports/course-probe")
+    parser.add_argument("--out", default="runs/course-probe")
     args = parser.parse_args()
 
     overrides = {}
@@ -72,7 +73,7 @@ def main() -> None:
     dataset, task = named_target(args.target)
     run = RunContext.from_config(cfg, device="cpu")
     source, _stage1 = starting_point(cfg, args.actions_root, run)
-    spec = stage2_spec(cfg, strategy=args.strategy, dataset=dataset, task=task)
+    spec = stage2_spec(cfg, strategy="pecop", dataset=dataset, task=task)
     if args.clip_len is not None:
         spec = dataclasses.replace(spec, clip_len=args.clip_len)
 
@@ -82,9 +83,7 @@ def main() -> None:
 
     sampler = spec.sampler()
     backbone = source.build(seed=spec.seed)
-    if spec.strategy != "pecop":
-        raise SystemExit("this probe rebuilds the pretext heads of PECoP runs only (their adapters/heads.safetensors)")
-    report = load_adapter_checkpoint(backbone, artifact.folder / "adapters")
+    report = load_adapter_checkpoint(backbone, artifact.folder / ADAPTERS_DIR)  # the adapters and the VSPP heads
     model = pretext_model(backbone, sampler, dropout=spec.dropout)
     state = model.state_dict()
     unknown = sorted(set(report.extras) - set(state))
@@ -98,7 +97,7 @@ def main() -> None:
                              channel_order=spec.channel_order, seed=spec.seed + 1, device="cpu")
     record = artifact.record["heldout"]["epochs"][-1]
     result = {
-        "world_seed": args.world_seed, "target": args.target, "strategy": args.strategy, "overrides": overrides,
+        "world_seed": args.world_seed, "target": args.target, "strategy": "pecop", "overrides": overrides,
         "clip_len": spec.clip_len, "trained_now": artifact.trained, "seconds": round(seconds, 1),
         "train_seconds": artifact.record["seconds"], "steps": len(artifact.record["history"]["steps"]),
         "trainable_params": artifact.record["trainable_backbone_params"],
@@ -107,7 +106,7 @@ def main() -> None:
         "large_se": {k: math.sqrt(large[k] * (1 - large[k]) / large["clips"]) for k in ("segment_acc", "speed_acc")},
         "folder": str(artifact.folder),
     }
-    name = "-".join([args.target.replace(" ", "_"), args.strategy, f"clip{spec.clip_len}"] +
+    name = "-".join([args.target.replace(" ", "_"), "pecop", f"clip{spec.clip_len}"] +
                     [f"{k}={v}" for k, v in sorted(overrides.items())]) + f"-world{args.world_seed}.json"
     atomic_write_json(Path(args.out) / name, result)
     print(json.dumps(result, indent=1))
