@@ -143,7 +143,7 @@ def run_until_stall_then_signal(args: Sequence[str], env: Mapping[str, str], sta
             raise AssertionError(f"pecop {args} did not stall at {stall} (status {proc.returncode}):\n{err[-3000:]}")
         time.sleep(0.02)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=300)  # bounds a hang; 120 s was too short beside other jobs (load 4)
+    out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

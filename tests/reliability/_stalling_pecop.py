@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,4 +70,7 @@ torch.save = _save
 finetune_module.atomic_write_json = _write_json_stalled
 
 if __name__ == "__main__":
+    # Ctrl-C as at a terminal, whatever the test process inherited: a shell without job control starts background
+    # jobs with SIGINT ignored, their children inherit that, and Python then installs no KeyboardInterrupt handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main(sys.argv[1:]))
