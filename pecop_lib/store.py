@@ -30,7 +30,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +94,15 @@ def state_sha256(module: torch.nn.Module) -> str:
 def slug(text: str) -> str:
     """A folder-safe version of a label (``"musdl/JIGSAWS/Suturing/fold0"`` -> ``"musdl-JIGSAWS-Suturing-fold0"``)."""
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")
+
+
+def without_added(settings: Mapping[str, Any], added: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` without the entries of settings added after their key existed that hold the value they had
+    implicitly before (``added``: name -> that value), so that keys and records made before stay valid.
+
+    ``without_added({"lr": 0.1, "resize": "bilinear"}, {"resize": "bilinear"})`` -> ``{"lr": 0.1}``.
+    """
+    return {k: v for k, v in settings.items() if not (k in added and v == added[k])}
 
 
 def artifact_name(*parts: str) -> str:

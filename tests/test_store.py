@@ -20,6 +20,7 @@ from pecop_lib.store import (
     slug,
     state_sha256,
     tensors_sha256,
+    without_added,
 )
 
 
@@ -46,6 +47,13 @@ def test_slug_and_names() -> None:
     assert artifact_name("stage2", "pecop", "vspp", "PD4T-Leg agility", "course") == "stage2-pecop-vspp-PD4T-Leg-agility-course"
     store = ArtifactStore(Path("/c"))
     assert store.folder("Dom-G", "core/MTL-AQA") == Path("/c/Dom-G/core-MTL-AQA")
+
+
+def test_without_added_drops_only_the_values_held_before() -> None:
+    added = {"resize": "bilinear", "fold": None}
+    assert without_added({"lr": 0.1, "resize": "bilinear", "fold": None}, added) == {"lr": 0.1}
+    assert without_added({"lr": 0.1, "resize": "official", "fold": 2}, added) == {"lr": 0.1, "resize": "official", "fold": 2}
+    assert without_added({"lr": 0.1}, added) == {"lr": 0.1}  # a record written before the settings existed
 
 
 def test_tensor_digests_by_hand() -> None:

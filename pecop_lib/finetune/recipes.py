@@ -19,6 +19,7 @@ from pecop_lib.heads import (
 )
 from pecop_lib.heads.tsa import SEGMENT_PAIRS
 from pecop_lib.heads.usdl import DECODE_MODES
+from pecop_lib.store import without_added
 
 TRAIN_BACKBONE: tuple[str, ...] = ("all", "adapters", "frozen")
 FEATURE_MODES: tuple[str, ...] = ("clips", "stored")
@@ -147,8 +148,8 @@ class FinetuneOptions:
         """The options as they enter a run's request and cache key: the fidelity switches added later
         (``resize``, ``exemplar_draws``, ``segment_pairs``) only when they are not the package's values,
         so results cached before these switches existed stay valid."""
-        later = {"resize": "bilinear", "exemplar_draws": "fixed", "segment_pairs": "separate"}
-        return {k: v for k, v in asdict(self).items() if not (k in later and v == later[k])}
+        before = {"resize": "bilinear", "exemplar_draws": "fixed", "segment_pairs": "separate"}
+        return without_added(asdict(self), before)
 
     def resolved(self, recipe: FinetuneRecipe) -> dict[str, float | int]:
         """Epochs, batch size and learning rates with zeros replaced by the recipe's values."""

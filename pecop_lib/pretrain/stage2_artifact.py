@@ -49,7 +49,7 @@ from pecop_lib.pretrain.targets import (
     pretraining_videos,
 )
 from pecop_lib.ssl import PaceSampler, RSPNetSampler, VSPPSampler
-from pecop_lib.store import artifact_name, digest
+from pecop_lib.store import artifact_name, digest, without_added
 from pecop_lib.train.context import RunContext
 
 # --------------------------------------------------------------------------------------------
@@ -185,8 +185,7 @@ def stage2_key(spec: Stage2Spec, source: BackboneSource, target_root: str | os.P
     SGD and ``resize`` only when it is not ``bilinear``, so the keys of the artifacts cached before these
     settings existed stay valid.
     """
-    defaults = {"fold": None, "optimizer": "sgd", "resize": "bilinear"}
-    settings = {k: v for k, v in asdict(spec).items() if not (k in defaults and v == defaults[k])}
+    settings = without_added(asdict(spec), {"fold": None, "optimizer": "sgd", "resize": "bilinear"})
     return digest(("stage2", settings, source.kind, source.backbone, dict(source.options), source.identity,
                    str(Path(target_root).resolve())))
 

@@ -33,7 +33,7 @@ from pecop_lib.atomic import atomic_write_json, atomic_write_text, read_json
 from pecop_lib.data.safe_pickle import dump_pickle
 from pecop_lib.data.synthetic import actions, diving, motor, render, surgery
 from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
-from pecop_lib.store import ArtifactStore, replace_folder
+from pecop_lib.store import ArtifactStore, replace_folder, without_added
 
 if TYPE_CHECKING:
     from pecop_lib.config import Config
@@ -488,9 +488,9 @@ def synthetic_world(
     folder = Path(root) if root is not None else ArtifactStore.at(WORLD_ROOT).folder(spec.key())
 
     def finished(path: Path) -> bool:
-        world = load_world(path)  # a world written before finediving_test_dives existed has 0
-        return (world is not None and {"finediving_test_dives": 0, **world.manifest.get("spec", {})} == asdict(spec)
-                and set(world.manifest["datasets"]) == set(DATASETS))
+        world, added = load_world(path), {"finediving_test_dives": 0}  # worlds written before it existed: 0
+        return (world is not None and set(world.manifest["datasets"]) == set(DATASETS)
+                and without_added(world.manifest.get("spec", {}), added) == without_added(asdict(spec), added))
 
     def generate(_resume: bool) -> World:
         replace_folder(folder, lambda tmp: generate_world(tmp, spec, workers=workers))
