@@ -7,7 +7,7 @@ STAMP := $(VENV)/.pecop-installed
 PRESET ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: setup browser tutorial test lab clean
+.PHONY: setup browser tutorial test lab course clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ tutorial: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+## course: build the course kit (student and instructor editions, nbgrader) into course/build
+course: $(STAMP)
+	$(BIN)/pecop course build
 
 ## lab: open the notebooks in JupyterLab
 lab: $(STAMP)

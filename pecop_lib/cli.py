@@ -4,7 +4,8 @@
 ``pecop notebooks list`` shows the notebooks and their parameters; ``pecop pretrain`` runs
 continual pretraining (stage 1 from the cache or real weights, then stage 2; see
 :mod:`pecop_lib.pretrain.pipeline`), also under ``torchrun``. Later stages register their own
-subcommands here (``doctor``). ``pecop finetune`` fine-tunes an AQA head on a pretrained backbone (see
+subcommands here (``doctor``). ``pecop course build`` / ``pecop course grade`` make the course kit's
+editions and grade submissions (see :mod:`pecop_lib.course_kit`). ``pecop finetune`` fine-tunes an AQA head on a pretrained backbone (see
 :mod:`pecop_lib.finetune.runs`).
 """
 
@@ -46,6 +47,43 @@ def _notebooks_run(args: argparse.Namespace) -> int:
         print(f"pecop: error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(run_summary(report)))
+    return 0
+
+
+def _course_build(args: argparse.Namespace) -> int:
+    from pecop_lib.course_kit import CourseKitError, build_course
+
+    try:
+        build = build_course(args.out, preset=args.preset, notebooks_dir=args.notebooks_dir, only=args.only)
+    except (CourseKitError, FileNotFoundError, ValueError) as exc:
+        print(f"pecop: error: {exc}", file=sys.stderr)
+        return 2
+    points = sum(e.points for e in build.exercises)
+    print(f"course folder {build.root}: {len(build.exercises)} exercises ({points} points) in "
+          f"{len(build.student)} notebooks, preset {build.preset}")
+    print(f"  student edition:    {build.root / 'release'}  (hand these out)")
+    print(f"  instructor edition: {build.root / 'source'}")
+    print(f"  grade submissions:  pecop course grade <folder of <student>/<NN_topic>.ipynb> --course {args.out}")
+    return 0
+
+
+def _course_grade(args: argparse.Namespace) -> int:
+    from pecop_lib.course_kit import GRADES_FILE, CourseKitError, grade_submissions
+
+    try:
+        rows = grade_submissions(args.course, args.submissions, out=args.out)
+    except CourseKitError as exc:
+        print(f"pecop: error: {exc}", file=sys.stderr)
+        return 2
+    totals: dict[str, list[float]] = {}
+    for row in rows:
+        got = totals.setdefault(row["student"], [0.0, 0.0])
+        got[0] += row["points"]
+        got[1] += row["max_points"]
+    for student, (points, most) in totals.items():
+        print(f"{student}: {points:g} / {most:g} points")
+    table = args.out or str(Path(args.course) / GRADES_FILE)
+    print(f"grade table: {table}; feedback: {Path(args.course) / 'feedback'}")
     return 0
 
 
@@ -270,6 +308,27 @@ def build_parser() -> argparse.ArgumentParser:
     listing = nb_commands.add_parser("list", help="list the notebooks and their parameters")
     listing.add_argument("--notebooks-dir", default=None)
     listing.set_defaults(func=_notebooks_list)
+
+    course = commands.add_parser("course", help="the course kit: student editions and autograding (nbgrader)")
+    course_commands = course.add_subparsers(dest="course_command", required=True, metavar="ACTION")
+    build = course_commands.add_parser(
+        "build", help="build the instructor and student editions of the notebooks with exercises",
+        description="Write an nbgrader course folder: source/ (instructor edition), release/ (student edition, "
+                    "answers and hidden tests stripped), gradebook.db. Needs pip install -e '.[course]'.")
+    build.add_argument("--out", default="course/build", help="course folder (default: course/build)")
+    build.add_argument("--preset", default="course", choices=PRESET_NAMES,
+                       help="preset the editions run with (default: course, the CPU preset)")
+    build.add_argument("--only", nargs="+", metavar="NN", help="only these notebooks (numbers or file stems)")
+    build.add_argument("--notebooks-dir", default=None, help="folder of the notebooks (default: the repo's notebooks/)")
+    build.set_defaults(func=_course_build)
+    grade = course_commands.add_parser(
+        "grade", help="autograde submitted notebooks into a grade table (CSV) with per-exercise feedback",
+        description="Autograde SUBMISSIONS/<student>/<NN_topic>.ipynb with nbgrader; write grades.csv (one row per "
+                    "student and exercise) and HTML feedback under the course folder's feedback/.")
+    grade.add_argument("submissions", help="folder of <student>/<NN_topic>.ipynb (or <student>/<NN_topic>/...)")
+    grade.add_argument("--course", default="course/build", help="course folder made by `pecop course build`")
+    grade.add_argument("--out", default=None, help="grade table (default: <course>/grades.csv)")
+    grade.set_defaults(func=_course_grade)
 
     doctor = commands.add_parser("doctor", help="check this machine (packages, kernel, video decoding, device, "
                                                 "disk, dataset roots) and print fixes")

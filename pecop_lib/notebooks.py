@@ -224,7 +224,7 @@ def parse_parameter(assignment: str) -> tuple[str, Any]:
 
 
 @contextlib.contextmanager
-def _headless() -> Iterator[None]:
+def headless() -> Iterator[None]:
     """Set ``PECOP_HEADLESS=1`` for kernels started inside the block (they inherit the environment)."""
     before = os.environ.get(HEADLESS_ENV)
     os.environ[HEADLESS_ENV] = "1"
@@ -409,7 +409,7 @@ def run_notebooks(
         )
         report.save()
         t_run = time.perf_counter()
-        with _headless():
+        with headless():
             for path, record in zip(paths, report.notebooks):
                 nb_out = out_root / path.stem
                 executed = out_root / path.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -36,6 +37,34 @@ def _close_figures() -> Iterator[None]:
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close("all")
+
+
+@contextlib.contextmanager
+def cache_env(folder: Path) -> Iterator[Path]:
+    """Set ``PECOP_CACHE_DIR`` to ``folder`` inside the block (kernels started there inherit it)."""
+    before = os.environ.get("PECOP_CACHE_DIR")
+    os.environ["PECOP_CACHE_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("PECOP_CACHE_DIR")
+        else:
+            os.environ["PECOP_CACHE_DIR"] = before
+
+
+@pytest.fixture(scope="session")
+def notebook_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for every test that runs the committed notebooks: their smoke artifacts are
+    trained once per session, by whichever test runs first."""
+    return tmp_path_factory.mktemp("pecop-notebook-cache")
+
+
+@pytest.fixture
+def notebook_cache(notebook_cache_dir: Path) -> Iterator[Path]:
+    """``PECOP_CACHE_DIR`` set to the session's notebook cache for one test."""
+    with cache_env(notebook_cache_dir) as folder:
+        yield folder
 
 
 @pytest.fixture(scope="session")

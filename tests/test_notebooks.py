@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -216,22 +215,10 @@ def test_cli_refuses_cuda_without_gpu(tmp_path):
 
 # --- every committed notebook, headless, smoke preset ------------------------------------------
 
-@pytest.fixture(scope="module")
-def isolated_cache(tmp_path_factory):
-    """A fresh cache folder for the notebook runs (kernels inherit the environment)."""
-    before = os.environ.get("PECOP_CACHE_DIR")
-    os.environ["PECOP_CACHE_DIR"] = str(tmp_path_factory.mktemp("pecop-cache"))
-    yield
-    if before is None:
-        os.environ.pop("PECOP_CACHE_DIR")
-    else:
-        os.environ["PECOP_CACHE_DIR"] = before
-
-
 @pytest.mark.notebooks
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_smoke_preset(path, tmp_path, isolated_cache):
+def test_notebook_runs_in_smoke_preset(path, tmp_path, notebook_cache):
     report = run_notebooks("smoke", only=[path.stem], device="cpu", out=tmp_path, progress=False, log_output=True)
     assert report.status == "ok"
     out_dir = tmp_path / path.stem
