@@ -68,7 +68,7 @@ def _course_build(args: argparse.Namespace) -> int:
 
 
 def _course_grade(args: argparse.Namespace) -> int:
-    from pecop_lib.course_kit import GRADES_FILE, CourseKitError, grade_submissions
+    from pecop_lib.course_kit import GRADES_FILE, NOT_GRADED, CourseKitError, grade_submissions
 
     try:
         rows = grade_submissions(args.course, args.submissions, out=args.out)
@@ -84,7 +84,10 @@ def _course_grade(args: argparse.Namespace) -> int:
         print(f"{student}: {points:g} / {most:g} points")
     table = args.out or str(Path(args.course) / GRADES_FILE)
     print(f"grade table: {table}; feedback: {Path(args.course) / 'feedback'}")
-    return 0
+    failed = sorted({(r["student"], r["notebook"], r["feedback"]) for r in rows if r["feedback"].startswith(NOT_GRADED)})
+    for student, notebook, why in failed:
+        print(f"pecop: {student}/{notebook}: {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _notebooks_list(args: argparse.Namespace) -> int:

@@ -50,6 +50,9 @@ COURSE_MARKER = ".pecop-course"
 GRADES_FILE = "grades.csv"
 """The grade table :func:`grade_submissions` writes into the course folder."""
 
+NOT_GRADED = "not graded"
+"""How the feedback of a submission nbgrader could not grade begins (its points are 0)."""
+
 GRADE_COLUMNS: tuple[str, ...] = ("student", "notebook", "exercise", "title", "points", "max_points", "feedback")
 """Columns of the grade table, one row per student and exercise."""
 
@@ -325,6 +328,27 @@ def _failure(notebook: Any, check_id: str) -> str:
     return f"{errors[0].get('ename', 'Error')}: {errors[0].get('evalue', '')}".strip().rstrip(":")
 
 
+def _autograde(api: Any, root: Path, student: str, assignment: str, path: Path) -> str | None:
+    """Autograde one submission with its feedback; ``None`` when graded, else why not (a log is kept)."""
+    try:
+        nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as exc:  # not JSON, not UTF-8, not a notebook
+        return f"{NOT_GRADED}: {path.name} is not a readable notebook ({type(exc).__name__}: {exc})"[:500]
+    target = root / "submitted" / student / assignment / path.name
+    if target.resolve() != path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, path.read_bytes())
+    for action, result in (("autograde", lambda: api.autograde(assignment, student)),
+                           ("feedback", lambda: api.generate_feedback(assignment, student))):
+        outcome = result()
+        if not outcome.get("success"):
+            log = root / "logs" / f"{student}-{assignment}-{action}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(log, (outcome.get("log") or "") + (outcome.get("error") or ""))
+            return f"{NOT_GRADED}: nbgrader's {action} failed on {path} (log: {log})"
+    return None
+
+
 def grade_submissions(course: str | os.PathLike[str], submissions: str | os.PathLike[str], *,
                       out: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Autograde a folder of submitted notebooks into a grade table with per-exercise feedback.
@@ -338,11 +362,14 @@ def grade_submissions(course: str | os.PathLike[str], submissions: str | os.Path
         submissions: ``<student>/<NN_topic>.ipynb`` or ``<student>/<NN_topic>/<NN_topic>.ipynb``.
         out: The grade table; defaults to ``<course>/grades.csv``.
 
+    A submission nbgrader cannot grade (not a notebook, a kernel that dies) does not stop the others:
+    its rows get 0 points and feedback beginning with :data:`NOT_GRADED`, naming the file and the log.
+
     Returns:
         The table's rows (:data:`GRADE_COLUMNS`): one per student and exercise of the submitted notebooks.
 
     Raises:
-        CourseKitError: Not a course folder, an unknown notebook name, no submissions, or nbgrader failed.
+        CourseKitError: Not a course folder, an unknown notebook name or no submissions.
     """
     _require_nbgrader()
     from nbgrader.api import Gradebook
@@ -358,20 +385,18 @@ def grade_submissions(course: str | os.PathLike[str], submissions: str | os.Path
     rows: list[dict[str, Any]] = []
     with _nbgrader_session():
         for student, assignment, path in progress(found, desc="autograding"):
-            target = root / "submitted" / student / assignment / path.name
-            if target.resolve() != path:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(target, path.read_bytes())
-            _check(api.autograde(assignment, student), f"autograde {path}")
-            _check(api.generate_feedback(assignment, student), f"write the feedback of {path}")
-            graded = nbformat.read(root / "autograded" / student / assignment / path.name, as_version=4)
-            with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-                scores = {g.name: g.score for g in gradebook.find_submission_notebook(
-                    assignment, assignment, student).grades}
+            failure = _autograde(api, root, student, assignment, path)
+            graded, scores = None, {}
+            if failure is None:
+                graded = nbformat.read(root / "autograded" / student / assignment / path.name, as_version=4)
+                with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+                    scores = {g.name: g.score for g in gradebook.find_submission_notebook(
+                        assignment, assignment, student).grades}
             for exercise in catalogue[assignment]:
                 rows.append({"student": student, "notebook": assignment, "exercise": exercise.number,
-                             "title": exercise.title, "points": float(scores[exercise.check_id]),
-                             "max_points": exercise.points, "feedback": _failure(graded, exercise.check_id)})
+                             "title": exercise.title, "points": float(scores.get(exercise.check_id, 0.0)),
+                             "max_points": exercise.points,
+                             "feedback": failure or _failure(graded, exercise.check_id)})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=GRADE_COLUMNS)
     writer.writeheader()

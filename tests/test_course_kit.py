@@ -19,6 +19,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from pecop_lib.course_kit import (
     GRADE_COLUMNS,
     HIDDEN_BEGIN,
+    NOT_GRADED,
     SOLUTION_BEGIN,
     CourseKitError,
     build_course,
@@ -134,16 +135,21 @@ def test_toy_course_build_and_grade(tmp_path):
         cell.source = {"ex01-1-answer": "x = 42", "ex01-2-answer": "y = 1000"}.get(gid, cell.source)
     (subs / "half").mkdir()
     nbformat.write(wrong, subs / "half" / "01_toy.ipynb")
+    (subs / "zed").mkdir()
+    (subs / "zed" / "01_toy.ipynb").write_text("my answers are in the email")
 
     rows = grade_submissions(build.root, subs)
     table = read_grades(build.root / "grades.csv")
-    assert list(table[0]) == list(GRADE_COLUMNS) and len(table) == len(rows) == 6
+    assert list(table[0]) == list(GRADE_COLUMNS) and len(table) == len(rows) == 8
     got = {(r["student"], r["exercise"]): (r["points"], r["max_points"], r["feedback"]) for r in rows}
     assert got[("teacher", "1.1")] == (2.0, 2, "passed") and got[("teacher", "1.2")] == (3.0, 3, "passed")
     assert got[("blank", "1.1")][:2] == (0.0, 2) and got[("blank", "1.1")][2].startswith("NameError")
     assert got[("half", "1.1")] == (2.0, 2, "passed")
     assert got[("half", "1.2")][0] == 0.0 and got[("half", "1.2")][2] == "AssertionError"
     assert (build.root / "feedback" / "half" / "01_toy" / "01_toy.html").is_file()
+    for rank in ("1.1", "1.2"):  # an unreadable submission is not graded, and the others still are
+        points, _, feedback = got[("zed", rank)]
+        assert points == 0.0 and feedback.startswith(f"{NOT_GRADED}: 01_toy.ipynb is not a readable notebook")
     assert nbformat.read(subs / "half" / "01_toy.ipynb", 4) == wrong  # the originals are not touched
 
 
@@ -252,3 +258,14 @@ def test_one_solved_exercise_gets_exactly_its_points(graded_course):
     one = {r["exercise"]: r["points"] for r in rows if r["student"] == "one"}
     assert one[solved.number] == solved.points
     assert sum(one.values()) == solved.points
+
+
+def test_cli_reports_course_errors_with_exit_status_2(tmp_path, capsys):
+    from pecop_lib.cli import main
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert main(["course", "build", "--out", str(tmp_path / "mine"), "--preset", "smoke"]) == 2
+    assert "is not a course folder built by pecop" in capsys.readouterr().err
+    assert main(["course", "grade", str(tmp_path), "--course", str(tmp_path / "mine")]) == 2
+    assert "build it first with `pecop course build" in capsys.readouterr().err
