@@ -36,7 +36,7 @@ from typing import Any
 
 import nbformat
 
-from pecop_lib.atomic import atomic_write_bytes, atomic_write_text
+from pecop_lib.atomic import atomic_write_text
 from pecop_lib.config import PRESET_NAMES, resolve
 from pecop_lib.notebooks import discover_notebooks, headless
 from pecop_lib.outputs import progress
@@ -219,12 +219,15 @@ def _check(result: dict[str, Any], what: str) -> None:
         raise CourseKitError(f"nbgrader failed to {what}:\n{log[-3000:]}")
 
 
-def _set_parameters(nb: Any, preset: str, stem: str) -> None:
-    """Point the parameters cell at ``preset`` (its ``PRESET`` and ``OUT_DIR`` literals)."""
-    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    cell.source = re.sub(r"^PRESET = .*$", f"PRESET = {preset!r}", cell.source, count=1, flags=re.M)
-    cell.source = re.sub(r"^OUT_DIR = .*$", f"OUT_DIR = {f'runs/{preset}/{stem}'!r}", cell.source, count=1,
-                         flags=re.M)
+def _set_parameters(nb: Any, **literals: object) -> None:
+    """Set ``NAME = literal`` lines of the notebook's parameters cell (each name must be declared there)."""
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise CourseKitError("the notebook has no cell tagged 'parameters'; restore it from the course's edition")
+    for name, value in literals.items():
+        cell.source, found = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", cell.source, count=1, flags=re.M)
+        if not found:
+            raise CourseKitError(f"the parameters cell declares no {name}; restore it (`{name} = ...`)")
 
 
 def build_course(out: str | os.PathLike[str], *, preset: str = "course",
@@ -269,7 +272,7 @@ def build_course(out: str | os.PathLike[str], *, preset: str = "course",
     with _nbgrader_session():
         for path, found in progress(chosen, desc="student editions"):
             nb = nbformat.read(path, as_version=4)
-            _set_parameters(nb, preset, path.stem)
+            _set_parameters(nb, PRESET=preset, OUT_DIR=f"runs/{preset}/{path.stem}")
             source = root / "source" / path.stem / path.name
             source.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(source, nbformat.writes(nb))
@@ -331,13 +334,13 @@ def _failure(notebook: Any, check_id: str) -> str:
 def _autograde(api: Any, root: Path, student: str, assignment: str, path: Path) -> str | None:
     """Autograde one submission with its feedback; ``None`` when graded, else why not (a log is kept)."""
     try:
-        nbformat.read(path, as_version=4)
-    except (OSError, ValueError) as exc:  # not JSON, not UTF-8, not a notebook
-        return f"{NOT_GRADED}: {path.name} is not a readable notebook ({type(exc).__name__}: {exc})"[:500]
+        nb = nbformat.read(path, as_version=4)
+        _set_parameters(nb, INTERACTIVE=False)
+    except (OSError, ValueError) as exc:  # not JSON, not UTF-8, not a notebook, no parameters cell (CourseKitError)
+        return f"{NOT_GRADED}: {path.name} is not a readable course notebook ({type(exc).__name__}: {exc})"[:500]
     target = root / "submitted" / student / assignment / path.name
-    if target.resolve() != path:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, path.read_bytes())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, nbformat.writes(nb))
     for action, result in (("autograde", lambda: api.autograde(assignment, student)),
                            ("feedback", lambda: api.generate_feedback(assignment, student))):
         outcome = result()
@@ -354,8 +357,11 @@ def grade_submissions(course: str | os.PathLike[str], submissions: str | os.Path
     """Autograde a folder of submitted notebooks into a grade table with per-exercise feedback.
 
     Each submitted notebook is copied into the course's ``submitted/<student>/<stem>/`` (the
-    originals are not touched), run and graded by nbgrader (hidden tests restored, locked cells
-    reset), and given nbgrader's HTML feedback in ``feedback/<student>/<stem>/``.
+    originals are not touched) with ``INTERACTIVE = False`` (grading is headless, as ``pecop
+    notebooks run`` is: widgets are for exploring, they hold no answer; and nbclient has been seen to
+    wait forever on notebook 02's ``interact`` widget with the ``course`` preset), run and graded by
+    nbgrader (hidden tests restored, locked cells reset), and given nbgrader's HTML feedback in
+    ``feedback/<student>/<stem>/``.
 
     Args:
         course: A folder made by :func:`build_course`.

@@ -149,7 +149,9 @@ def test_toy_course_build_and_grade(tmp_path):
     assert (build.root / "feedback" / "half" / "01_toy" / "01_toy.html").is_file()
     for rank in ("1.1", "1.2"):  # an unreadable submission is not graded, and the others still are
         points, _, feedback = got[("zed", rank)]
-        assert points == 0.0 and feedback.startswith(f"{NOT_GRADED}: 01_toy.ipynb is not a readable notebook")
+        assert points == 0.0 and feedback.startswith(f"{NOT_GRADED}: 01_toy.ipynb is not a readable course notebook")
+    graded_copy = nbformat.read(build.root / "submitted" / "teacher" / "01_toy" / "01_toy.ipynb", 4)
+    assert "INTERACTIVE = False" in graded_copy.cells[0].source  # grading is headless
     assert nbformat.read(subs / "half" / "01_toy.ipynb", 4) == wrong  # the originals are not touched
 
 
@@ -232,22 +234,15 @@ def test_student_edition_holds_no_answers(graded_course):
 @pytest.mark.slow
 @pytest.mark.notebooks
 @pytest.mark.timeout(2400)  # the first of these builds and autogrades the whole course
-def test_instructor_edition_gets_full_marks(graded_course):
+@pytest.mark.parametrize("student, full", [("teacher", True), ("blank", False)],
+                         ids=["instructor edition: full marks", "untouched student edition: zero"])
+def test_edition_grades(graded_course, student, full):
     build, rows, _ = graded_course
-    teacher = [r for r in rows if r["student"] == "teacher"]
-    assert len(teacher) == len(build.exercises)
-    failed = [(r["exercise"], r["feedback"]) for r in teacher if r["points"] != r["max_points"]]
-    assert not failed
-
-
-@pytest.mark.slow
-@pytest.mark.notebooks
-@pytest.mark.timeout(2400)  # the first of these builds and autogrades the whole course
-def test_untouched_student_edition_gets_zero(graded_course):
-    build, rows, _ = graded_course
-    blank = [r for r in rows if r["student"] == "blank"]
-    assert len(blank) == len(build.exercises)
-    assert not [(r["exercise"], r["feedback"]) for r in blank if r["points"] != 0]
+    graded = [r for r in rows if r["student"] == student]
+    assert len(graded) == len(build.exercises)
+    wrong = [(r["exercise"], r["points"], r["feedback"]) for r in graded
+             if r["points"] != (r["max_points"] if full else 0)]
+    assert not wrong
 
 
 @pytest.mark.slow
