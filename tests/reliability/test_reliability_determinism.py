@@ -85,4 +85,6 @@ def test_same_seed_same_bits_other_seed_other_numbers(world_root, tmp_path, monk
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)  # floats compared by repr: bit-exact
     for part in ("stage1", "stage2", "finetune", "adapters"):
         assert json.dumps(first[part], sort_keys=True) != json.dumps(other[part], sort_keys=True), part
-    assert first["finetune"]["epochs"][-1]["test_pred"] != other["finetune"]["epochs"][-1]["test_pred"]
+    # the seed reaches fine-tuning's training; not its decoded predictions, which after two epochs can coincide: on
+    # some CPUs both seeds' USDL heads put all three test videos in the same bin (argmax 1.0), their losses differ
+    assert first["finetune"]["epochs"][-1]["train_loss"] != other["finetune"]["epochs"][-1]["train_loss"]
