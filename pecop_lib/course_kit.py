@@ -38,6 +38,7 @@ import nbformat
 
 from pecop_lib.atomic import atomic_write_text
 from pecop_lib.config import PRESET_NAMES, resolve
+from pecop_lib.environment import environ
 from pecop_lib.notebooks import discover_notebooks, headless
 from pecop_lib.outputs import progress
 
@@ -185,14 +186,10 @@ def _nbgrader_session() -> Iterator[None]:
     nbgrader runs the ``alembic`` executable when it creates a gradebook, which a virtual environment
     only provides on PATH when activated.
     """
-    before = os.environ.get("PATH", "")
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), before])
-    try:
-        with headless(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"nbgrader\..*")  # SQLAlchemy 2.1 notices about nbgrader's ORM
-            yield
-    finally:
-        os.environ["PATH"] = before
+    scripts = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    with environ(PATH=scripts), headless(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"nbgrader\..*")  # SQLAlchemy 2.1 notices about nbgrader's ORM
+        yield
 
 
 def _api(root: Path, cell_timeout: int) -> Any:
@@ -262,12 +259,13 @@ def build_course(out: str | os.PathLike[str], *, preset: str = "course",
         raise CourseKitError("none of the selected notebooks has exercises")
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / COURSE_MARKER, f"preset = {preset}\n")
+    cell_timeout = resolve(preset).runner_cell_timeout_s
     atomic_write_text(root / "nbgrader_config.py", (
         "# nbgrader's configuration of this course folder (written by `pecop course build`)\n"
         "c = get_config()  # noqa: F821\n"
         f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
-        f"c.Execute.timeout = {resolve(preset).runner_cell_timeout_s}\n"))
-    api = _api(root, resolve(preset).runner_cell_timeout_s)
+        f"c.Execute.timeout = {cell_timeout}\n"))
+    api = _api(root, cell_timeout)
     instructor, student = [], []
     with _nbgrader_session():
         for path, found in progress(chosen, desc="student editions"):

@@ -1,19 +1,42 @@
 """What this run stands on: Python, packages, torch/CUDA, the device and the git commit.
 
 One function gathers it so that the notebook runner's ``manifest.json``, the overview notebook and
-``pecop doctor`` report the same facts.
+``pecop doctor`` report the same facts. :func:`environ` sets environment variables for a block (the
+kernels and tools started inside it inherit them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pecop_lib.config import resolve_device
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """Set environment variables inside the block and restore (or remove) them afterwards.
+
+    ``with environ(PECOP_HEADLESS="1"): ...``; processes started inside inherit the values.
+    """
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
 
 TRACKED_PACKAGES: tuple[str, ...] = (
     "pecop",

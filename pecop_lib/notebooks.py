@@ -31,7 +31,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +39,7 @@ from typing import Any
 
 from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import auto_preset, resolve, resolve_device
-from pecop_lib.environment import environment_report
+from pecop_lib.environment import environ, environment_report
 from pecop_lib.notebook_progress import (
     MANIFEST_FILE,
     SequenceProgress,
@@ -223,18 +223,9 @@ def parse_parameter(assignment: str) -> tuple[str, Any]:
     return name, _literal(value.strip())
 
 
-@contextlib.contextmanager
-def headless() -> Iterator[None]:
+def headless() -> contextlib.AbstractContextManager[None]:
     """Set ``PECOP_HEADLESS=1`` for kernels started inside the block (they inherit the environment)."""
-    before = os.environ.get(HEADLESS_ENV)
-    os.environ[HEADLESS_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(HEADLESS_ENV, None)
-        else:
-            os.environ[HEADLESS_ENV] = before
+    return environ(**{HEADLESS_ENV: "1"})
 
 
 def _timed_out_cell(output_path: Path, message: str) -> int | None:

@@ -11,6 +11,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 
+from pecop_lib.environment import environ
+
 matplotlib.use("Agg")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,15 +44,8 @@ def _close_figures() -> Iterator[None]:
 @contextlib.contextmanager
 def cache_env(folder: Path) -> Iterator[Path]:
     """Set ``PECOP_CACHE_DIR`` to ``folder`` inside the block (kernels started there inherit it)."""
-    before = os.environ.get("PECOP_CACHE_DIR")
-    os.environ["PECOP_CACHE_DIR"] = str(folder)
-    try:
+    with environ(PECOP_CACHE_DIR=str(folder)):
         yield folder
-    finally:
-        if before is None:
-            os.environ.pop("PECOP_CACHE_DIR")
-        else:
-            os.environ["PECOP_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ results. At the end, no notebook has generated the default synthetic world: they
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from _reliability_support import REPO_ROOT, read_json, without_timing
 
 from pecop_lib.data.synthetic import WorldSpec, generate_world
+from pecop_lib.environment import environ
 from pecop_lib.notebooks import discover_notebooks, run_notebooks
 
 NOTEBOOKS = discover_notebooks(REPO_ROOT / "notebooks")
@@ -35,13 +35,8 @@ pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 def cache(tmp_path_factory) -> Iterator[Path]:
     """A fresh artifact cache shared by the module's notebook runs (kernels inherit the environment)."""
     folder = tmp_path_factory.mktemp("notebook-twin-cache")
-    before = os.environ.get("PECOP_CACHE_DIR")
-    os.environ["PECOP_CACHE_DIR"] = str(folder)
-    yield folder
-    if before is None:
-        os.environ.pop("PECOP_CACHE_DIR")
-    else:
-        os.environ["PECOP_CACHE_DIR"] = before
+    with environ(PECOP_CACHE_DIR=str(folder)):
+        yield folder
 
 
 @pytest.fixture(scope="module")
