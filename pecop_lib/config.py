@@ -96,6 +96,9 @@ class Config:
     pretrain_lr: float = 0.01  # the official code hard-codes 0.01; README / paper text 1e-3
     pretrain_strategy: str = "pecop"  # pecop | hpt | hpt_bn | dom_s | dom_g (pecop_lib.models.strategies)
     pretrain_demo_task: str = "MTL-AQA"  # notebook 03's stage-2 target: a single-task dataset or a task (Leg agility)
+    pretrain_demo_clip_len: int = 0  # notebook 03's demonstration run (PECoP); 0 = pretrain_clip_len
+    pretrain_demo_epochs: int = 0  # its epochs; 0 = pretrain_epochs
+    pretrain_heldout_check_clips: int = 16  # clips per test-split video of notebook 03's final held-out measurement
     pretrain_pretext: str = "vspp"  # vspp | pace | rspnet (pecop_lib.ssl; Table 5)
     pretrain_vspp_mode: str = "official"  # official (the released sampler) | paper (clean bounds)
     pretrain_normal_pace: int = 0  # VSPP normal frame step fr; 0 = the target's official value (3 PD4T gait, else 1)
@@ -245,6 +248,9 @@ RANGES: dict[str, Range] = {
     "model_adapter_lambda": _AT_LEAST_1,
     "model_bn_eps": _POSITIVE,
     "pretrain_clip_len": _AT_LEAST_1,
+    "pretrain_demo_clip_len": _AT_LEAST_0,
+    "pretrain_demo_epochs": _AT_LEAST_0,
+    "pretrain_heldout_check_clips": _AT_LEAST_1,
     "pretrain_batch_size": _AT_LEAST_1,
     "pretrain_epochs": _AT_LEAST_1,
     "pretrain_full_epochs": _AT_LEAST_1,
@@ -346,12 +352,13 @@ def resolve(preset: str = "smoke", **overrides: Any) -> Config:
     for key, value in checked.items():
         _check_range(key, value)
     cfg = Config(preset=preset, **checked)
-    if cfg.pretrain_pool != "adaptive" and cfg.pretrain_clip_len < 16:
-        raise ConfigError(
-            f"pretrain_pool={cfg.pretrain_pool!r} averages two time steps of the backbone's feature map, but "
-            f"pretrain_clip_len={cfg.pretrain_clip_len} leaves one (I3D and R3D-18 divide time by 8); set "
-            "pretrain_clip_len >= 16 or pretrain_pool='adaptive'"
-        )
+    for key in ("pretrain_clip_len", "pretrain_demo_clip_len"):
+        if cfg.pretrain_pool != "adaptive" and 0 < getattr(cfg, key) < 16:
+            raise ConfigError(
+                f"pretrain_pool={cfg.pretrain_pool!r} averages two time steps of the backbone's feature map, but "
+                f"{key}={getattr(cfg, key)} leaves one (I3D and R3D-18 divide time by 8); set "
+                f"{key} >= 16 or pretrain_pool='adaptive'"
+            )
     return cfg
 
 

@@ -26,19 +26,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
 from pecop_lib.atomic import atomic_write_json
 from pecop_lib.config import resolve
-from pecop_lib.data import official_transform
 from pecop_lib.data.synthetic import synthetic_world
-from pecop_lib.models.adapter_checkpoint import load_adapter_checkpoint
-from pecop_lib.pretrain import named_target, stage2_backbone, stage2_spec, starting_point
-from pecop_lib.pretrain.artifacts import ADAPTERS_DIR
-from pecop_lib.pretrain.pretext import pretext_accuracy, pretext_model
-from pecop_lib.pretrain.targets import heldout_videos
+from pecop_lib.pretrain import heldout_check, named_target, stage2_backbone, stage2_spec, starting_point
 from pecop_lib.train import RunContext
 
 
@@ -81,20 +75,7 @@ def main() -> None:
     artifact = stage2_backbone(spec, source, world[dataset], label=f"probe-world{args.world_seed}", run=run)
     seconds = time.perf_counter() - start
 
-    sampler = spec.sampler()
-    backbone = source.build(seed=spec.seed)
-    report = load_adapter_checkpoint(backbone, artifact.folder / ADAPTERS_DIR)  # the adapters and the VSPP heads
-    model = pretext_model(backbone, sampler, dropout=spec.dropout)
-    state = model.state_dict()
-    unknown = sorted(set(report.extras) - set(state))
-    if unknown:
-        raise SystemExit(f"{artifact.folder}: stored head tensors {unknown} do not fit the VSPP model")
-    state.update(report.extras)
-    model.load_state_dict(state)
-    videos = heldout_videos(world[dataset], dataset, task=task)
-    transform = official_transform("pecop_stage2", train=False, crop=spec.crop, resize=spec.resize)
-    large = pretext_accuracy(model, videos, sampler, transform, clips_per_video=args.clips,
-                             channel_order=spec.channel_order, seed=spec.seed + 1, device="cpu")
+    large = heldout_check(artifact, world[dataset], clips_per_video=args.clips, device="cpu")
     record = artifact.record["heldout"]["epochs"][-1]
     result = {
         "world_seed": args.world_seed, "target": args.target, "strategy": "pecop", "overrides": overrides,
@@ -103,7 +84,7 @@ def main() -> None:
         "trainable_params": artifact.record["trainable_backbone_params"],
         "record_check": {k: record[k] for k in ("segment_acc", "speed_acc")},
         "large": {k: large[k] for k in ("segment_acc", "speed_acc", "clips")},
-        "large_se": {k: math.sqrt(large[k] * (1 - large[k]) / large["clips"]) for k in ("segment_acc", "speed_acc")},
+        "large_se": {k: large[k.replace("_acc", "_se")] for k in ("segment_acc", "speed_acc")},
         "folder": str(artifact.folder),
     }
     name = "-".join([args.target.replace(" ", "_"), "pecop", f"clip{spec.clip_len}"] +

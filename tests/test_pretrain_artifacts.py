@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -12,7 +13,8 @@ import torch
 from _worlds import TINY_SPEC, tiny_world
 from safetensors.torch import load_file
 
-from pecop_lib.config import resolve
+from pecop_lib.config import ConfigError, resolve
+from pecop_lib.data import official_transform
 from pecop_lib.data.formats.kinetics import KineticsActions
 from pecop_lib.data.synthetic.actions import ACTION_CLASSES, TIMING_CLASSES
 from pecop_lib.data.synthetic.world import actions_identity
@@ -30,6 +32,7 @@ from pecop_lib.pretrain.artifacts import (
     kinetics_source,
     scratch_source,
 )
+from pecop_lib.pretrain.pretext import pretext_accuracy
 from pecop_lib.pretrain.stage1_artifact import (
     Stage1Spec,
     load_stage1,
@@ -41,13 +44,15 @@ from pecop_lib.pretrain.stage1_artifact import (
 )
 from pecop_lib.pretrain.stage2_artifact import (
     Stage2Artifact,
+    demo_stage2_spec,
+    heldout_check,
     stage2_backbone,
     stage2_costs,
     stage2_folder,
     stage2_key,
     stage2_spec,
 )
-from pecop_lib.pretrain.targets import pretraining_videos
+from pecop_lib.pretrain.targets import heldout_videos, pretraining_videos
 from pecop_lib.store import digest, file_sha256
 from pecop_lib.train.context import RunContext
 from pecop_lib.train.loop import CHECKPOINT_DIR
@@ -172,6 +177,23 @@ def test_pecop_stage2_stores_adapters_and_rebuilds(stage1, world, tmp_path: Path
     assert not loaded.trained and (artifact.folder / STAGE2_RECORD).stat().st_mtime_ns == mtime
     assert all(torch.equal(v, after[k]) for k, v in loaded.build().state_dict().items())
 
+    # the stored pretext heads rebuild the trained model: its last held-out measurement is reproduced
+    videos = heldout_videos(world["MTL-AQA"], "MTL-AQA")
+    transform = official_transform("pecop_stage2", train=True, crop=spec.crop, resize=spec.resize).evaluation()
+    again = pretext_accuracy(loaded.pretext_model(), videos, spec.sampler(), transform, clips_per_video=4,
+                             seed=spec.seed, device="cpu")
+    last = record["heldout"]["epochs"][-1]
+    assert {k: again[k] for k in ("speed_acc", "segment_acc", "clips")} == {
+        k: last[k] for k in ("speed_acc", "segment_acc", "clips")}
+    assert again["loss"] == pytest.approx(last["loss"], rel=1e-5)
+    # the final check: other clips (seed + 1), as many per video as asked, binomial standard errors
+    check = heldout_check(loaded, world["MTL-AQA"], clips_per_video=3, device="cpu")
+    assert check["clips"] == 3 * len(videos) > 0
+    for name in ("speed", "segment"):
+        p = check[f"{name}_acc"]
+        assert check[f"{name}_se"] == pytest.approx(math.sqrt(p * (1 - p) / check["clips"]))
+    assert heldout_check(loaded, world["MTL-AQA"], clips_per_video=3, device="cpu") == check
+
 
 @pytest.mark.slow
 def test_hpt_bn_and_dom_g_stage2(stage1, world, tmp_path: Path) -> None:
@@ -179,6 +201,8 @@ def test_hpt_bn_and_dom_g_stage2(stage1, world, tmp_path: Path) -> None:
     hpt_bn = stage2_backbone(stage2_spec(SMOKE, strategy="hpt_bn"), stage1.source, world["MTL-AQA"], root=tmp_path,
                              run=RunContext(device="cpu", show_progress=False))
     assert hpt_bn.weights_path.name == WEIGHTS_FILE
+    with pytest.raises(ValueError, match="keeps the backbone only"):
+        hpt_bn.pretext_model()  # only PECoP's adapter folder stores the pretext heads
     state = hpt_bn.build().state_dict()
     changed = {k for k, v in state.items() if not torch.equal(v, reference[k]) and not k.endswith(
         ("running_mean", "running_var", "num_batches_tracked"))}
@@ -236,6 +260,14 @@ def test_specs_from_the_config() -> None:
     assert stage1_spec(cfg) == Stage1Spec(backbone="i3d", clip_len=32, crop=224, epochs=cfg.pretrain_general_epochs,
                                           batch_size=cfg.pretrain_general_batch_size, lr=cfg.pretrain_general_lr,
                                           pool="window2", seed=0)  # the official temporal weighting (fidelity)
+    assert demo_stage2_spec(cfg, dataset="PD4T", task="Gait") == stage2_spec(cfg, dataset="PD4T", task="Gait")
+    course = resolve("course")
+    demo = demo_stage2_spec(course, dataset="PD4T", task="Leg agility")
+    shared = stage2_spec(course, strategy="pecop", dataset="PD4T", task="Leg agility")
+    assert (demo.clip_len, demo.epochs, shared.clip_len, shared.epochs) == (32, 10, 16, 6)
+    assert demo == replace(shared, clip_len=32, epochs=10) and stage1_spec(course).clip_len == 16
+    with pytest.raises(ConfigError, match="pretrain_demo_clip_len=8 leaves one"):
+        resolve("paper", pretrain_demo_clip_len=8)
     with pytest.raises(ValueError, match="needs a task"):
         stage2_spec(cfg, dataset="PD4T")
     with pytest.raises(ValueError, match="unknown target dataset"):

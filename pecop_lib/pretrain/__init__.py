@@ -33,6 +33,8 @@ from pecop_lib.pretrain.stage1_artifact import (
 from pecop_lib.pretrain.stage2_artifact import (
     Stage2Artifact,
     Stage2Spec,
+    demo_stage2_spec,
+    heldout_check,
     load_stage2,
     stage2_backbone,
     stage2_costs,
@@ -65,7 +67,9 @@ __all__ = [
     "check_fold",
     "continual_pretrain",
     "cosine_optimizer",
+    "demo_stage2_spec",
     "domain_general_pretrain",
+    "heldout_check",
     "kinetics_source",
     "load_stage1",
     "load_stage2",
