@@ -18,13 +18,14 @@ if TYPE_CHECKING:
 MANIFEST_FILE = "manifest.json"
 
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {"00": 8, "01": 14, "02": 10, "03": 17, "04": 35, "05": 20, "06": 34, "07": 60, "08": 21},
-    "course": {"00": 7, "01": 99, "02": 13, "03": 202, "04": 150, "05": 40, "06": 275, "07": 789, "08": 54},
+    "smoke": {"00": 8, "01": 14, "02": 10, "03": 17, "04": 35, "05": 20, "06": 34, "07": 60, "08": 21, "09": 30},
+    "course": {"00": 10, "01": 119, "02": 17, "03": 600, "04": 199, "05": 67, "06": 329, "07": 1002, "08": 65, "09": 150},
 }
 """Expected wall seconds per preset and two-digit notebook number on a 2-core CPU: the time-left
 estimate for notebooks that did not finish in the output folder's previous run of the same preset
 (see :func:`expected_seconds`). Measured from empty caches on the 2-core development machine, nothing
-else running: the record of docs/course.md section 14 (reports/course-cpu/; FineDiving with 120 test dives)."""
+else running: the record of docs/course.md section 16 (reports/course-cpu/); notebook 09's from its own runs
+(section 17)."""
 
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)(?:\s+#+)?\s*$", re.MULTILINE)
 _HEADING_NUMBER = re.compile(r"^\d{1,2}\s*[·.:)\-–—]\s*")

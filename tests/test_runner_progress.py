@@ -62,7 +62,7 @@ def test_estimate_left_scales_by_finished_notebooks():
 
 
 def test_expected_seconds_prefers_the_previous_manifest_of_the_same_preset(tmp_path):
-    paths = [Path(f"{stem}.ipynb") for stem in ("00_a", "01_b", "07_c", "09_new")]
+    paths = [Path(f"{stem}.ipynb") for stem in ("00_a", "01_b", "07_c", "10_new")]
     write_manifest(tmp_path, "course", {"00_a": ("ok", 30.0), "01_b": ("failed", 5.0)})
     previous = previous_wall_times(tmp_path, "course")
     assert previous == {"00_a": 30.0}  # the failed notebook's time says nothing about a full run
