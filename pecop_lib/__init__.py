@@ -53,7 +53,7 @@ from pecop_lib.models import (
 from pecop_lib.ssl import VSPPSampler, vspp_official_indices
 
 # training: stage 1 (the domain-general stand-in), stage 2 (continual pretraining), fine-tuning, studies
-from pecop_lib.finetune import FinetuneOptions, finetune, run_settings
+from pecop_lib.finetune import FinetuneOptions, finetune, load_exported, run_settings, score
 from pecop_lib.pretrain import (
     continual_pretrain,
     domain_general_pretrain,
@@ -91,7 +91,8 @@ __all__ = [
     "VSPPSampler", "vspp_official_indices",
     # training
     "RunContext", "domain_general_pretrain", "stage1_backbone", "target_videos", "continual_pretrain", "stage2_backbone",
-    "pretrained_backbone", "FinetuneOptions", "finetune", "run_settings", "ablation_plan", "run_ablation",
+    "pretrained_backbone", "FinetuneOptions", "finetune", "run_settings", "load_exported", "score", "ablation_plan",
+    "run_ablation",
     "NonFiniteLossError", "seed_everything",
     # heads
     "USDL", "usdl_spec", "CoRe", "TSA",

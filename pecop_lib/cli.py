@@ -6,7 +6,8 @@ continual pretraining (stage 1 from the cache or real weights, then stage 2; see
 :mod:`pecop_lib.pretrain.pipeline`), also under ``torchrun``. Later stages register their own
 subcommands here (``doctor``). ``pecop finetune`` fine-tunes an AQA head on a pretrained backbone (see
 :mod:`pecop_lib.finetune.runs`). ``pecop course build`` / ``pecop course grade`` make the course kit's
-editions and grade submissions (see :mod:`pecop_lib.course_kit`).
+editions and grade submissions (see :mod:`pecop_lib.course_kit`). ``pecop score`` and ``pecop explain`` use
+a run's exported model (see :mod:`pecop_lib.model_commands`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from pecop_lib import __version__
 from pecop_lib.config import OPTIMIZERS, PRESET_NAMES, ConfigError
+from pecop_lib.model_commands import add_model_commands
 from pecop_lib.run_lock import RunFolderLockedError
 
 
@@ -231,7 +233,7 @@ def _finetune(args: argparse.Namespace) -> int:
         metrics = finetune_command(
             cfg, head=args.head, dataset=args.dataset, task=args.task, fold=args.fold,
             backbone_checkpoint=args.backbone_checkpoint, base_weights=args.base_weights, data_root=args.data_root,
-            out=out, label=args.label, overwrite=args.overwrite,
+            out=out, label=args.label, overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints,
             run=RunContext.from_config(cfg, distributed=context if context.is_distributed else None,
                                        resume=args.resume, show_progress=not args.no_progress),
         )
@@ -429,8 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="videos (pairs) per device; the step holds N x $WORLD_SIZE (torchrun)")
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="any config key, e.g. --set finetune_decode=expectation (repeatable)")
+    finetune.add_argument("--keep-checkpoints", action="store_true",
+                          help="keep the trainer's checkpoints of finished runs (default: only the exported models)")
     finetune.add_argument("--no-progress", action="store_true", help="hide progress bars")
     finetune.set_defaults(func=_finetune)
+
+    add_model_commands(commands)
     return parser
 
 

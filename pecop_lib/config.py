@@ -172,6 +172,11 @@ class Config:
     ablation_folds: int = 1  # JIGSAWS test folds per task (4: the full cross-validation)
     ablation_finetune_epochs: int = 10  # fine-tuning epochs of every ablation run; 0: finetune_epochs
 
+    # --- explain: notebook 09's attribution of scores over time (pecop_lib.explain) ---
+    explain_videos: int = 0  # test videos with a known defect attributed per head; 0: all of them
+    explain_window: int = 0  # occlusion window in clip frames; 0: a twelfth of the clip (at least 2)
+    explain_ig_steps: int = 32  # Integrated Gradients path steps
+
     def stage(self, prefix: str) -> dict[str, Any]:
         """Return the fields of one stage with the prefix stripped.
 
@@ -283,6 +288,9 @@ RANGES: dict[str, Range] = {
     "ablation_seeds": _AT_LEAST_1,
     "ablation_folds": Range(1, 4),
     "ablation_finetune_epochs": _AT_LEAST_0,
+    "explain_videos": _AT_LEAST_0,
+    "explain_window": _AT_LEAST_0,
+    "explain_ig_steps": _AT_LEAST_1,
 }
 """The accepted range of every numeric config key (0 means "the official value" where a key's comment says
 so); :func:`resolve` checks each value, from presets, notebooks, ``--set`` and CLI flags alike."""

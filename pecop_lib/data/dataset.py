@@ -121,6 +121,11 @@ class AQADataset(Dataset):
         """Additional per-sample tensors that depend on the sampled positions."""
         return {}
 
+    @property
+    def official_frames(self) -> int:
+        """Frames of the format's official clip, before :attr:`clip_frames` shortens it (formats set ``num_frames``)."""
+        return int(self.num_frames)  # type: ignore[attr-defined]
+
     def sample_positions(self, index: int, source: FrameSource, rng: np.random.Generator) -> np.ndarray:
         """Official positions, shortened to :attr:`clip_frames` when set."""
         positions = self.positions(index, source, rng)

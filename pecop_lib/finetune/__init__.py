@@ -39,6 +39,11 @@ bootstrap confidence interval over the test videos. Evaluation runs with fixed B
 statistics; CoRe and TSA compare each query with up to ``M`` training exemplars of its group,
 encoding every video once per evaluation (:func:`pecop_lib.heads.predict_with_exemplars`).
 
+Export: a run with a run folder writes the model each protocol selects (``export/honest/``, and
+``export/official/`` where that is another epoch) as safetensors plus a JSON card
+(:mod:`~pecop_lib.finetune.export`); :func:`score` (``pecop score``) scores videos with it alone
+(:mod:`~pecop_lib.finetune.scoring`).
+
 Resume: the trainer's checkpoints hold model, optimiser and generators; ``evaluation.json`` in the
 run folder holds every evaluated epoch, written atomically after each evaluation. A resumed run
 evaluates the checkpoint's epoch if its evaluation is missing and continues.
@@ -55,26 +60,33 @@ head: each head answers through its :class:`~pecop_lib.heads.HeadKind`.
 from pecop_lib.finetune.backbone import BACKBONE_POOL, load_finetune_backbone, set_trainable
 from pecop_lib.finetune.data import FinetuneData, open_finetune_data, validation_split
 from pecop_lib.finetune.evaluation import epoch_record
+from pecop_lib.finetune.export import EXPORT_DIR, ExportedModel, ModelCardError, load_exported
 from pecop_lib.finetune.model import AQAModel, adam_two_rates
 from pecop_lib.finetune.recipes import RECIPES, SCOPES, FinetuneOptions, Setting, get_recipe, settings_for
 from pecop_lib.finetune.report import aggregate_folds, comparison_table, paper_reference, summarize_seeds
 from pecop_lib.finetune.results import FinetuneResult, Reported, difficulty_baseline, select_epochs
 from pecop_lib.finetune.run import EVALUATION_FILE, finetune
 from pecop_lib.finetune.runs import comparison_backbones, finetune_command, load_result, run_settings
+from pecop_lib.finetune.scoring import ScoreReport, VideoScore, score
 from pecop_lib.heads import FinetuneRecipe
 
 __all__ = [
     "BACKBONE_POOL",
     "EVALUATION_FILE",
+    "EXPORT_DIR",
     "RECIPES",
     "SCOPES",
     "AQAModel",
+    "ExportedModel",
     "FinetuneData",
     "FinetuneOptions",
     "FinetuneRecipe",
     "FinetuneResult",
+    "ModelCardError",
     "Reported",
+    "ScoreReport",
     "Setting",
+    "VideoScore",
     "adam_two_rates",
     "aggregate_folds",
     "comparison_backbones",
@@ -84,11 +96,13 @@ __all__ = [
     "finetune",
     "finetune_command",
     "get_recipe",
+    "load_exported",
     "load_finetune_backbone",
     "load_result",
     "open_finetune_data",
     "paper_reference",
     "run_settings",
+    "score",
     "select_epochs",
     "set_trainable",
     "settings_for",

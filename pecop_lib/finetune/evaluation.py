@@ -68,6 +68,7 @@ class Evaluator:
     keep_distributions: int = DISTRIBUTION_SAMPLES
     draw: ExemplarDraw | None = None
     store: FeatureStore | None = None  # set when the backbone cannot change: features computed once, on disk
+    split_at: int | None = None  # queries before it (the test videos) never share a batch with those after it
 
     def __post_init__(self) -> None:
         self._redraw(None)
@@ -123,7 +124,20 @@ class Evaluator:
                 out[q] = (p, d if q < self.keep_distributions else None)
         return out
 
-    def _pair_heads(self, mine: list[int]) -> dict[int, tuple[float, np.ndarray | None]]:
+    def _exemplar_cache(self) -> FeatureCache:
+        """Every training exemplar's features, encoded in their order in batches of ``eval_batch_size`` (from the
+        store when the backbone is fixed): the same batches whichever queries draw them, as an export's bank."""
+        windowing = self.model.windowing
+        if self.store is not None:
+            return FeatureCache.filled(self._stored([(self.exemplar_set, i) for i in self.exemplar_indices]), windowing)
+        cache = FeatureCache(self.model.backbone, windowing,
+                             lambda k: self.exemplar_set[self.exemplar_indices[k]]["clip"],
+                             maps=self.setting.kind.maps, batch_size=self.options.eval_batch_size)
+        with autocast(next(self.model.parameters()).device, self.amp_dtype):
+            cache.features(range(len(self.exemplar_indices)))
+        return cache
+
+    def _pair_heads(self, mine: list[int], exemplars: FeatureCache) -> dict[int, tuple[float, np.ndarray | None]]:
         backbone, head = self.model.backbone, self.model.head
         device = next(self.model.parameters()).device
         kind = self.setting.kind
@@ -139,12 +153,9 @@ class Evaluator:
         size, windowing = self.options.eval_batch_size, self.model.windowing
         if self.store is not None:  # fixed backbone: every video encoded once per run (or read from disk)
             queries = FeatureCache.filled(self._stored([self.queries[q] for q in mine]), windowing)
-            exemplars = FeatureCache.filled(self._stored([(self.exemplar_set, i) for i in self.exemplar_indices]),
-                                            windowing)
-        else:  # each query and exemplar encoded once per evaluation; TSA's transitions reuse the queries
+        else:  # each query encoded once per evaluation; TSA's transitions reuse the queries
             queries = FeatureCache(backbone, windowing, lambda k: self._clip(mine[k]), maps=kind.maps,
                                    batch_size=size)
-            exemplars = None
         with autocast(device, self.amp_dtype):
             values = predict_with_exemplars(
                 relative, backbone, windowing, query_clip=lambda k: self._clip(mine[k]),
@@ -176,11 +187,20 @@ class Evaluator:
         if self.options.exemplar_draws == "per_epoch" and epoch is not None:
             self._redraw(epoch)
         mine = self._mine()
+        split = len(self.queries) if self.split_at is None else self.split_at
+        parts = [p for p in ([q for q in mine if q < split], [q for q in mine if q >= split]) if p]
         was_training = self.model.training
         self.model.eval()
+        local: dict[int, tuple[float, np.ndarray | None]] = {}
         try:
             with torch.inference_mode():
-                local = self._pair_heads(mine) if self.setting.kind.pairs else self._score_heads(mine)
+                if self.setting.kind.pairs:
+                    exemplars = self._exemplar_cache()
+                    for part in parts:  # test and validation videos never share a batch: a test prediction is
+                        local.update(self._pair_heads(part, exemplars))  # what an export of the model gives
+                else:
+                    for part in parts:
+                        local.update(self._score_heads(part))
         finally:
             self.model.train(was_training)
         merged: dict[int, tuple[float, np.ndarray | None]] = {}

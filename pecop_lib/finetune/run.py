@@ -30,6 +30,7 @@ from pecop_lib.finetune.evaluation import (
     epoch_record,
     nan_if_none,
 )
+from pecop_lib.finetune.export import EXPORT_DIR, run_exporter
 from pecop_lib.finetune.model import AQAModel, adam_two_rates, aqa_step
 from pecop_lib.finetune.recipes import FinetuneOptions, Setting
 from pecop_lib.finetune.results import FinetuneResult, difficulty_baseline, select_epochs
@@ -157,7 +158,12 @@ def finetune(
     queries = [(data.test, i) for i in range(len(data.test))] + [(data.reference, i) for i in val_idx]
     evaluator = Evaluator(model, setting, queries, data.reference, train_idx, values[train_idx], options, seed, context,
                            autocast_dtype(precision, context.device), min(DISTRIBUTION_SAMPLES, len(test_true)),
-                           store=store)
+                           store=store, split_at=len(test_true))
+    exporter = None
+    if folder is not None and context.is_main:
+        exporter = run_exporter(folder / EXPORT_DIR, model, setting, data, options, train_idx, values, evaluator,
+                                store=store, backbone_label=backbone_label, seed=seed,
+                                amp_dtype=autocast_dtype(precision, context.device), validation=bool(val_idx))
     test_transitions = None
     if kind.steps:
         test_transitions = np.stack([true_transitions(data.test, i) for i in range(len(data.test))])
@@ -201,10 +207,14 @@ def finetune(
     if len(records) == done - 1:  # stopped between the checkpoint and its evaluation
         records.append(evaluate(done))
         save()
+        if exporter is not None:
+            exporter.update(records)
     for epoch in range(done, epochs):
         trainer.fit(loader, epoch + 1, of=epochs)
         records.append(evaluate(epoch + 1))
         save()
+        if exporter is not None:
+            exporter.update(records)
         if run.show_progress and context.is_main:
             r = records[-1]
             print(f"{setting.label} epoch {epoch + 1}/{epochs}: test rho {nan_if_none(r['test_rho']):.4f}, val rho "
@@ -213,6 +223,8 @@ def finetune(
         raise ValueError(f"no epoch was trained or evaluated (epochs={epochs})")
     reported = select_epochs(records, test_true, recipe.official_protocol, validation=bool(val_idx),
                              bootstrap=options.bootstrap, seed=seed)
+    if exporter is not None:
+        exporter.finish(reported)
     hyper_out = {**hyper, "weight_decay": recipe.weight_decay, "grad_accum_steps": grad_accum_steps,
                  "bn_mode": recipe.bn_mode, "train_backbone": options.train_backbone, "decode": options.decode,
                  "windows": windowing.num_windows, "clip_frames": windowing.clip_frames, "recipe": recipe.source,

@@ -132,7 +132,7 @@ def run_settings(
     crop: int,
     clip_frames: int | None,
     run: RunContext = RunContext(resume=True),
-    keep_checkpoints: bool = True,
+    keep_checkpoints: bool = False,
 ) -> dict[str, list[FinetuneResult]]:
     """Fine-tune every backbone on every setting (see the module docstring).
 
@@ -145,8 +145,8 @@ def run_settings(
         crop, clip_frames: Clip size (``clip_frames`` 0 / ``None``: official).
         run: As :func:`~pecop_lib.finetune.finetune`; ``run.resume`` loads finished runs and continues
             unfinished ones (see the module docstring).
-        keep_checkpoints: Keep the trainer's checkpoints of finished runs (``False`` deletes them,
-            keeping ``evaluation.json``, ``result.json`` and the trainer's metrics).
+        keep_checkpoints: Keep the trainer's checkpoints of finished runs (``False``, the default, deletes them,
+            keeping ``evaluation.json``, ``result.json``, the exported models and the trainer's metrics).
 
     Returns:
         ``{label: [result per setting]}``.
@@ -284,6 +284,7 @@ def finetune_command(
     label: str | None = None,
     overwrite: bool = False,
     run: RunContext | None = None,
+    keep_checkpoints: bool = False,
 ) -> dict[str, Any]:
     """``pecop finetune``: one head on one dataset (JIGSAWS: one fold, or all four) from a config.
 
@@ -295,7 +296,8 @@ def finetune_command(
 
     ``out`` is held for the whole command (:func:`~pecop_lib.run_lock.run_lock`); earlier runs in it are
     replaced only with ``overwrite``, reused or continued only with ``run.resume`` (:func:`check_replacing`).
-    ``run`` defaults to the config's :class:`~pecop_lib.train.context.RunContext` (no resume).
+    ``run`` defaults to the config's :class:`~pecop_lib.train.context.RunContext` (no resume). Each finished run
+    keeps its exported models and drops its trainer checkpoints unless ``keep_checkpoints``.
 
     Returns:
         The metrics written to ``out/metrics.json``: the backbone, one summary per run and, for
@@ -339,7 +341,7 @@ def finetune_command(
                 shutil.rmtree(folder)
         context.barrier()
         results = run_settings(settings, {name: factory}, data_root, options, out=out, crop=cfg.data_crop_size,
-                               clip_frames=clip_frames, run=run)[name]
+                               clip_frames=clip_frames, run=run, keep_checkpoints=keep_checkpoints)[name]
         metrics: dict[str, Any] = {"backbone": description, "label": name, "runs": [r.summary() for r in results]}
         record = dataset_record(dataset)
         if record.folds:

@@ -229,7 +229,7 @@ class FeatureCache:
         return WindowFeatures.cat([self._store[k] for k in keys])
 
 
-def predict_with_exemplars(
+def exemplar_votes(
     relative: RelativeFn,
     backbone: Backbone,
     windowing: Windowing,
@@ -244,8 +244,8 @@ def predict_with_exemplars(
     batch_size: int = 8,
     query_cache: FeatureCache | None = None,
     exemplar_cache: FeatureCache | None = None,
-) -> torch.Tensor:
-    """Test-time prediction: mean over a query's exemplars of ``relative + exemplar score``.
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Test-time votes: ``relative + exemplar score`` of every (query, exemplar) pair of the draw.
 
     Args:
         relative: The head's pair prediction (e.g. :meth:`pecop_lib.heads.core.CoRe.relative_to`).
@@ -268,8 +268,8 @@ def predict_with_exemplars(
         exemplar_cache: The same for the exemplars (training videos).
 
     Returns:
-        float32 ``(Q,)`` predictions on the head's score scale (CoRe on MTL-AQA: completeness;
-        multiply by the difficulty).
+        ``(query_of_pair, votes)``: the query index of every valid pair ``(P,)`` (query-major, in draw order)
+        and its float32 vote ``(P,)`` on the head's score scale.
 
     Raises:
         ValueError: If the backbone is in training mode, or a query has no exemplar.
@@ -317,7 +317,38 @@ def predict_with_exemplars(
                 )
             deltas = torch.cat(parts)
         votes = deltas.float() + pair_scores
-        q_t = torch.as_tensor(q_idx, device=device)
-        total = torch.zeros(num_queries, device=device).index_add_(0, q_t, votes)
-        count = torch.zeros(num_queries, device=device).index_add_(0, q_t, torch.ones_like(votes))
+    return q_idx, votes
+
+
+def predict_with_exemplars(
+    relative: RelativeFn,
+    backbone: Backbone,
+    windowing: Windowing,
+    *,
+    query_clip: ClipFn,
+    num_queries: int,
+    exemplar_clip: ClipFn,
+    draw: ExemplarDraw,
+    exemplar_scores: Sequence[float] | np.ndarray | torch.Tensor,
+    cached: bool = True,
+    maps: bool = False,
+    batch_size: int = 8,
+    query_cache: FeatureCache | None = None,
+    exemplar_cache: FeatureCache | None = None,
+) -> torch.Tensor:
+    """Test-time prediction: mean over a query's exemplars of ``relative + exemplar score``.
+
+    Takes :func:`exemplar_votes`' arguments and averages its votes per query.
+
+    Returns:
+        float32 ``(Q,)`` predictions on the head's score scale (CoRe on MTL-AQA: completeness;
+        multiply by the difficulty).
+    """
+    q_idx, votes = exemplar_votes(
+        relative, backbone, windowing, query_clip=query_clip, num_queries=num_queries, exemplar_clip=exemplar_clip,
+        draw=draw, exemplar_scores=exemplar_scores, cached=cached, maps=maps, batch_size=batch_size,
+        query_cache=query_cache, exemplar_cache=exemplar_cache)
+    q_t = torch.as_tensor(q_idx, device=votes.device)
+    total = torch.zeros(num_queries, device=votes.device).index_add_(0, q_t, votes)
+    count = torch.zeros(num_queries, device=votes.device).index_add_(0, q_t, torch.ones_like(votes))
     return total / count

@@ -224,6 +224,51 @@ def combine_paths(
     return middle * difficulty.to(middle.dtype)
 
 
+def distribution_interval(probs: torch.Tensor, spec: USDLSpec, difficulty: torch.Tensor | None = None, *,
+                          coverage: float = 0.9, samples: int = 4000, seed: int = 0) -> torch.Tensor:
+    """Central interval of the final score a predicted (M)USDL distribution implies.
+
+    One path (USDL): the quantiles of the distribution over the bin scores. Several paths (MUSDL): the
+    paths are independent draws, ``samples`` joint draws (generator seeded with ``seed``) are combined with
+    the spec's rule (:func:`combine_paths`), and the interval is taken over the combined scores.
+
+    Args:
+        probs: Predicted probabilities ``(B, paths, bins)`` (rows sum to 1).
+        spec: The head's bins, paths and combination.
+        difficulty: ``(B,)`` where the combination multiplies by it.
+        coverage: Probability inside the interval (0.9: the 5th to the 95th percentile).
+        samples: Monte Carlo draws per video for several paths.
+        seed: Seed of those draws.
+
+    Returns:
+        float32 ``(B, 2)``: low and high end.
+
+    Raises:
+        ValueError: On a coverage outside (0, 1) or a shape that does not match the spec.
+    """
+    if not 0 < coverage < 1:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+    if probs.dim() != 3 or probs.shape[1:] != (spec.num_paths, spec.bins.num_bins):
+        raise ValueError(f"expected probabilities (B, {spec.num_paths}, {spec.bins.num_bins}), got {tuple(probs.shape)}")
+    tail = (1 - coverage) / 2
+    values = spec.bins.values(probs.device)
+    probs = probs.float()
+    if spec.num_paths == 1:
+        cdf = probs[:, 0].cumsum(dim=1)
+        ends = [torch.searchsorted(cdf, torch.full((cdf.shape[0], 1), q, device=cdf.device)).clamp(max=cdf.shape[1] - 1)
+                for q in (tail, 1 - tail)]
+        return torch.cat([values[e] for e in ends], dim=1)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    batch = probs.shape[0]
+    flat = probs.reshape(batch * spec.num_paths, -1).cpu()
+    draws = torch.multinomial(flat, samples, replacement=True, generator=generator)  # (B * paths, samples)
+    path_scores = values.cpu()[draws].reshape(batch, spec.num_paths, samples).permute(0, 2, 1)
+    scores = combine_paths(path_scores.reshape(batch * samples, spec.num_paths), spec.combination,  # type: ignore[arg-type]
+                           None if difficulty is None else difficulty.cpu().float().repeat_interleave(samples))
+    quantiles = torch.tensor([tail, 1 - tail])
+    return torch.quantile(scores.reshape(batch, samples), quantiles, dim=1).T.to(probs.device)
+
+
 class ScoreDistributionMLP(nn.Module):
     """The official ``MLP_block``: Linear-ReLU-Linear-ReLU-Linear, log-softmax over bins.
 

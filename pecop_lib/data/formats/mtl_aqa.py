@@ -253,6 +253,11 @@ class MTLAQA(AQADataset):
             self._sources[folder] = frames
         return self._sources[folder]
 
+    @property
+    def official_frames(self) -> int:
+        """103 frames (both layouts)."""
+        return CLIP_LENGTH
+
     def positions(self, index: int, source: FrameSource, rng: np.random.Generator) -> np.ndarray:
         if self.layout == "core":
             end = int(self.annotations[self.keys[index]]["end_frame"])

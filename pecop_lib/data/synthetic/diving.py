@@ -15,7 +15,9 @@ Execution quality is decided by four latent factors, each visible only in the dy
 
 ``execution = 10 - 3.5 |err|/0.8 - 2.5 splash - 1.5 form - 1.5 (1 - height)`` (clipped to 0..10);
 seven judges score ``execution + bias_j + noise`` rounded to 0.5; the final score is the sum of
-the middle three judges times the difficulty (the official diving rule).
+the middle three judges times the difficulty (the official diving rule). The entry's share of the
+deductions, ``3.5 |err|/0.8 + 2.5 splash`` (:attr:`DiveQuality.entry_deduction`), marks a faulty
+entry when it reaches :data:`ENTRY_FAULT` points (:func:`entry_defects`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pecop_lib.data.synthetic import render
+from pecop_lib.data.synthetic.defects import defect_list
 
 DIVE_TABLE: dict[str, float] = {
     "107B": 3.1, "109C": 3.7, "205B": 3.0, "207C": 3.3, "305C": 2.8, "307C": 3.4, "403B": 2.0,
@@ -44,6 +47,8 @@ PLATFORM_X = 0.3
 The whole dive stays inside the central band that the official centre crops keep (CoRe's resize to a
 tall frame keeps about the middle half vertically, MUSDL's the middle half horizontally)."""
 FLIGHT_X = 0.32
+ENTRY_FAULT = 2.0
+"""Execution points the entry must cost (:attr:`DiveQuality.entry_deduction`) to count as a faulty entry."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,11 @@ class DiveQuality:
     def splash(self) -> float:
         """Splash size in ``[0, 1]`` from rotation error and entry cleanliness."""
         return float(np.clip(0.6 * abs(self.rotation_error) / 0.8 + 0.4 * (1 - self.rip), 0, 1))
+
+    @property
+    def entry_deduction(self) -> float:
+        """Execution points the entry costs (tilt and splash): ``3.5 |rotation_error|/0.8 + 2.5 splash``."""
+        return float(3.5 * abs(self.rotation_error) / 0.8 + 2.5 * self.splash)
 
     @property
     def execution(self) -> float:
@@ -264,3 +274,19 @@ def render_dive(
         opacity = ((tau > 0) & (tau < 1)).astype(np.float32)
         render.paint_disc(canvas, cx + dx * (1 + tau), yk, 0.01 + 0.025 * splash, np.array([0.95, 0.97, 1.0]), opacity)
     return canvas, steps
+
+
+def entry_defects(quality: DiveQuality, steps: np.ndarray, offset: int = 0) -> list[dict]:
+    """The dive's defects in the latents-file form (:mod:`~pecop_lib.data.synthetic.defects`).
+
+    ``bad_entry`` covers the entry phase (the first frame of step 3 to the end of the dive) when
+    :attr:`DiveQuality.entry_deduction` reaches :data:`ENTRY_FAULT`; a clean entry has no defect.
+
+    Args:
+        quality: The dive's latent factors.
+        steps: :func:`render_dive`'s step of every frame.
+        offset: The position of the dive's first frame in the record's frame source.
+    """
+    if quality.entry_deduction < ENTRY_FAULT:
+        return []
+    return defect_list([("bad_entry", int(np.argmax(steps == 3)), len(steps))], offset)

@@ -12,7 +12,8 @@ signs, as in the MDS-UPDRS motor items, shape it:
 Each sign gets a grade by fixed thresholds (:data:`GRADE_EDGES`) and the **score is the highest
 grade** (UPDRS rates the most affected feature). The start amplitude and frequency, the body's
 position, skin tone, side and background vary independently of the score: no single frame
-reveals it, only the dynamics do.
+reveals it, only the dynamics do. The latents record where the hesitations and the decrement lie
+in the video (:func:`video_defects`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from pecop_lib.data.synthetic import render
+from pecop_lib.data.synthetic.defects import defect_list
 
 TASKS = ("Gait", "Finger tapping", "Hand movement", "Leg agility")
 FPS = 30
@@ -72,11 +74,17 @@ def draw_factors(rng: np.random.Generator, severity: int) -> dict[str, float]:
     return factors
 
 
-def movement(rng: np.random.Generator, frames: int, freq: float, factors: dict[str, float]) -> tuple[np.ndarray, dict]:
-    """The cycle signal ``x(t)`` in ``[0, 1]`` (T,) and its realized (measured) factors.
+def movement(
+    rng: np.random.Generator, frames: int, freq: float, factors: dict[str, float]
+) -> tuple[np.ndarray, dict, list[tuple[int, int]]]:
+    """The cycle signal ``x(t)`` in ``[0, 1]`` (T,), its realized (measured) factors and its pauses.
 
     Cycle durations follow the slowing trend times irregular noise; hesitations are pauses
-    inserted at cycle boundaries (closed position); amplitude decays linearly over the video.
+    inserted at cycle boundaries (closed position: ``x = 0``); amplitude decays linearly over the video.
+
+    Returns:
+        ``x``, the measured factors and, per pause, the frames ``(start, end)`` (end exclusive) whose
+        time lies in it (a pause that starts after the last frame's time has none and is left out).
     """
     seconds = frames / FPS
     durations, starts, t = [], [], 0.0
@@ -111,7 +119,45 @@ def movement(rng: np.random.Generator, frames: int, freq: float, factors: dict[s
     realized["hesitations"] = float(sum(1 for a, _ in pause_windows if a < seconds))
     realized["amplitude_decrement"] = float(factors["amplitude_decrement"] * min(1.0, time[-1] / seconds))
     realized["cycles"] = float(len(complete))
-    return x.astype(np.float32), realized
+    paused = [np.flatnonzero((time >= a) & (time < b)) for a, b in pause_windows]
+    pauses = [(int(f[0]), int(f[-1]) + 1) for f in paused if f.size]
+    return x.astype(np.float32), realized, pauses
+
+
+def draw_movement(
+    rng: np.random.Generator, task: str, severity: int
+) -> tuple[np.ndarray, dict, list[tuple[int, int]], float]:
+    """The first draws of :func:`render_task`: length, start frequency, factors and :func:`movement`.
+
+    Returns:
+        ``x`` (T,), the measured factors, the pause frames (as :func:`movement`) and the start frequency.
+    """
+    frames = int(rng.uniform(*_SECONDS[task]) * FPS)
+    freq = float(rng.uniform(*_FREQ[task]))
+    factors = draw_factors(rng, severity)
+    x, realized, pauses = movement(rng, frames, freq, factors)
+    return x, realized, pauses, freq
+
+
+def video_defects(frames: int, pauses: list[tuple[int, int]], decrement: float) -> list[dict]:
+    """The defects of a ``frames``-frame video (latents-file form, :mod:`~pecop_lib.data.synthetic.defects`).
+
+    * ``hesitation``: each pause's frames (the movement rests at ``x = 0``: the frames are still).
+    * ``amplitude_decrement``, when the measured decrement ``d`` reaches the first grade edge
+      (``GRADE_EDGES["amplitude_decrement"][0]``, grade 1 or worse): the frames ``i`` whose amplitude
+      envelope ``1 - d_f i / T`` (``d_f`` the drawn factor, ``d = d_f (T - 1) / T`` its measured
+      drop from the first to the last frame) is below ``1 - d/2``, i.e. ``i > (T - 1) / 2``: frames
+      ``(T + 1) // 2 .. T - 1``, the second half of the video.
+
+    Args:
+        frames: The video's frame count ``T``.
+        pauses: The pause frames of :func:`movement`.
+        decrement: The measured amplitude decrement ``d``.
+    """
+    found = [("hesitation", a, b) for a, b in pauses]
+    if decrement >= GRADE_EDGES["amplitude_decrement"][0]:
+        found.append(("amplitude_decrement", (frames + 1) // 2, frames))
+    return defect_list(found)
 
 
 _SKIN = np.array([[0.96, 0.8, 0.69], [0.87, 0.67, 0.52], [0.68, 0.49, 0.36], [0.45, 0.3, 0.22]], np.float32)
@@ -131,12 +177,11 @@ def render_task(rng: np.random.Generator, task: str, size: int, severity: int, s
 
     Returns:
         uint8 frames ``(T, size, size, 3)`` and the latents: severity, the measured factors, the
-        rule's score, start frequency and amplitude, and appearance nuisances.
+        rule's score, start frequency and amplitude, appearance nuisances and the defects
+        (:func:`video_defects`).
     """
-    frames = int(rng.uniform(*_SECONDS[task]) * FPS)
-    freq = float(rng.uniform(*_FREQ[task]))
-    factors = draw_factors(rng, severity)
-    x, realized = movement(rng, frames, freq, factors)
+    x, realized, pauses, freq = draw_movement(rng, task, severity)
+    frames = len(x)
     amp0 = float(rng.uniform(0.75, 1.0))
     x = x * amp0
     skin = _SKIN[rng.integers(len(_SKIN))] + rng.uniform(-0.04, 0.04, 3)
@@ -183,5 +228,6 @@ def render_task(rng: np.random.Generator, task: str, size: int, severity: int, s
     score = updrs_score(realized)
     latents = {"severity": severity, "score": score, "freq0": freq, "amp0": amp0, "side": side, "frames": frames,
                **{f"measured_{k}": v for k, v in realized.items()},
-               **{f"grade_{s}": grade(s, realized[s]) for s in GRADE_EDGES}}
+               **{f"grade_{s}": grade(s, realized[s]) for s in GRADE_EDGES},
+               "defects": video_defects(frames, pauses, realized["amplitude_decrement"])}
     return video, latents

@@ -16,13 +16,18 @@ quality of final product       ``placement_error``: scatter of the placed stitch
 =============================  ======================================================
 
 GRS = sum of the six (6..30). Everything is read off the video's dynamics and its last frames.
+The latents record the frames of every hit, needle drop and pause (``"defects"``,
+:mod:`~pecop_lib.data.synthetic.defects`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pecop_lib.data.synthetic import render
+from pecop_lib.data.synthetic.defects import defect_list
 
 TASKS = ("Suturing", "Knot_Tying", "Needle_Passing")
 SUBJECTS = "BCDEFGHI"
@@ -83,8 +88,40 @@ def draw_factors(rng: np.random.Generator, skill: float) -> dict[str, float]:
     }
 
 
-def render_trial(rng: np.random.Generator, task: str, size: int, skill: float) -> tuple[np.ndarray, dict]:
-    """Render one trial; returns uint8 frames and latents (skill, factors, sub-scores, GRS)."""
+@dataclass(frozen=True, eq=False)
+class Motion:
+    """The working tip's ideal path (before tremor) through one trial, and the frames of its events.
+
+    Attributes:
+        factors: The trial's factors (:func:`draw_factors`).
+        marks: Where the placed stitches/marks land, ``(M, 2)``.
+        xs, ys: The ideal tip position per frame (its length is the trial's frame count).
+        hit_at: First frame of each tissue hit's three-frame red flash.
+        needle_off: ``(start, end)`` frames of each needle drop (the needle is not drawn).
+        pauses: ``(start, end)`` frames of each pause (the ideal tip stands still).
+        mark_time: The frame each target is reached (its mark appears).
+    """
+
+    factors: dict[str, float]
+    marks: np.ndarray
+    xs: list[float]
+    ys: list[float]
+    hit_at: list[int]
+    needle_off: list[tuple[int, int]]
+    pauses: list[tuple[int, int]]
+    mark_time: list[int]
+
+    def defects(self) -> list[dict]:
+        """The trial's defects in the latents-file form: ``tissue_hit`` (the flash frames, cut at the
+        trial's end), ``needle_drop`` (the frames without needle), ``hesitation`` (each pause)."""
+        frames = len(self.xs)
+        return defect_list([("tissue_hit", w, min(w + 3, frames)) for w in self.hit_at]
+                           + [("needle_drop", a, b) for a, b in self.needle_off]
+                           + [("hesitation", a, b) for a, b in self.pauses])
+
+
+def draw_motion(rng: np.random.Generator, task: str, skill: float) -> Motion:
+    """The first draws of :func:`render_trial`: factors, marks, the tip's path and its events."""
     factors = draw_factors(rng, skill)
     pts, marks = _targets(rng, task)
     marks = marks + rng.normal(0, factors["placement_error"], marks.shape).astype(np.float32)
@@ -93,7 +130,7 @@ def render_trial(rng: np.random.Generator, task: str, size: int, skill: float) -
     events = []  # (kind, segment index)
     for kind, count in (("hit", factors["tissue_hits"]), ("drop", factors["drops"]), ("pause", factors["hesitations"])):
         events += [(kind, int(i)) for i in rng.integers(0, len(pts), int(count))]
-    xs, ys, hit_at, needle_off, mark_time = [], [], [], [], []
+    xs, ys, hit_at, needle_off, mark_time, pauses = [], [], [], [], [], []
     pos = path[0]
     for i, target in enumerate(pts):
         for kind, at in events:
@@ -103,6 +140,7 @@ def render_trial(rng: np.random.Generator, task: str, size: int, skill: float) -
                 n = int(rng.integers(4, 9))
                 xs += [pos[0]] * n
                 ys += [pos[1]] * n
+                pauses.append((len(xs) - n, len(xs)))
             elif kind == "drop":  # needle falls; the tip goes down to fetch it
                 down = pos + np.array([0.0, 0.15], np.float32)
                 for p0, p1 in ((pos, down), (down, pos)):
@@ -119,6 +157,14 @@ def render_trial(rng: np.random.Generator, task: str, size: int, skill: float) -
         ys += list(np.where(e < 0.5, pos[1] + (mid[1] - pos[1]) * 2 * e, mid[1] + (target[1] - mid[1]) * (2 * e - 1)))
         mark_time.append(len(xs))
         pos = target
+    return Motion(factors, marks, xs, ys, hit_at, needle_off, pauses, mark_time)
+
+
+def render_trial(rng: np.random.Generator, task: str, size: int, skill: float) -> tuple[np.ndarray, dict]:
+    """Render one trial; returns uint8 frames and latents (skill, factors, sub-scores, GRS, defects)."""
+    motion = draw_motion(rng, task, skill)
+    factors, marks, xs, ys, hit_at = motion.factors, motion.marks, motion.xs, motion.ys, motion.hit_at
+    needle_off, mark_time = motion.needle_off, motion.mark_time
     frames = len(xs)
     x = np.asarray(xs, np.float32) + rng.normal(0, factors["tremor"], frames).astype(np.float32)
     y = np.asarray(ys, np.float32) + rng.normal(0, factors["tremor"], frames).astype(np.float32)
@@ -149,5 +195,6 @@ def render_trial(rng: np.random.Generator, task: str, size: int, skill: float) -
     render.paint_box(canvas, x + 0.02, y - 0.01, 0.03, 0.005, 1.1, np.array([0.92, 0.92, 0.95]), held)
     render.paint_disc(canvas, x, y, 0.015, np.array([0.6, 0.6, 0.65]))
     subs = item_grades(factors)
-    latents = {"skill": skill, "frames": frames, **factors, "subscores": list(subs), "grs": int(sum(subs))}
+    latents = {"skill": skill, "frames": frames, **factors, "subscores": list(subs), "grs": int(sum(subs)),
+               "defects": motion.defects()}
     return render.to_uint8(canvas), latents

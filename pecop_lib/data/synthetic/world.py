@@ -10,7 +10,9 @@
     world.json    the spec, generator version, sizes and timings (written last: marks completion)
 
 Each dataset folder also holds ``synthetic_latents.json`` (record id -> the latent factors that
-decided its score), which no real dataset has and no loader needs. Generation is deterministic:
+decided its score, and for the AQA datasets the frame intervals of the video's known defects:
+:mod:`~pecop_lib.data.synthetic.defects`), which no real dataset has and no loader needs. The
+JIGSAWS and PD4T generators live in :mod:`~pecop_lib.data.synthetic.clinical`. Generation is deterministic:
 every video draws from ``numpy.random.default_rng([seed, dataset, index])``, so the result does not
 depend on the number of worker processes. :func:`synthetic_world` caches worlds under
 ``pecop_lib.config.cache_dir()``, keyed by spec and generator version.
@@ -22,7 +24,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,29 +32,28 @@ import numpy as np
 
 from pecop_lib.atomic import atomic_write_json, atomic_write_text, read_json
 from pecop_lib.data.safe_pickle import dump_pickle
-from pecop_lib.data.synthetic import actions, diving, motor, render, surgery
+from pecop_lib.data.synthetic import actions, diving, render
+from pecop_lib.data.synthetic.clinical import generate_jigsaws, generate_pd4t
+from pecop_lib.data.synthetic.common import DATASETS, LATENTS_FILE, MANIFEST, MP4_DATASETS
+from pecop_lib.data.synthetic.common import parallel_map as _map
+from pecop_lib.data.synthetic.common import video_rng as _rng
 from pecop_lib.data.video import check_mp4_width, write_frame_folder, write_mp4
 from pecop_lib.store import ArtifactStore, replace_folder, without_added
 
 if TYPE_CHECKING:
     from pecop_lib.config import Config
 
-GENERATOR_VERSION = 5
-"""Bump when generated content changes: cached worlds of other versions are not reused."""
+GENERATOR_VERSION = 6
+"""Bump when generated content changes: cached worlds of other versions are not reused (6: the
+latents record each AQA video's defects; the videos are those of version 5)."""
 ACTIONS_VERSION = 3
 """Version of the domain-general action set's content alone (bump with any change to
 :mod:`pecop_lib.data.synthetic.actions`): a stage-1 backbone depends on the action set only, so a
 shipped stage-1 checkpoint stays valid when the AQA generators change (:func:`actions_identity`)."""
-DATASETS = ("MTL-AQA", "FineDiving", "JIGSAWS", "PD4T", "Kinetics-synth")
-MP4_DATASETS = ("PD4T", "Kinetics-synth")
-"""The datasets whose videos are mp4 files (the others are JPEG frame folders)."""
-LATENTS_FILE = "synthetic_latents.json"
-MANIFEST = "world.json"
 WORLD_ROOT = "synthetic"
 """Sub-folder of ``cache_dir()`` holding the generated worlds (one folder per :meth:`WorldSpec.key`)."""
 MTL_EVENTS = (1, 2, 3, 4, 5, 6, 7, 9, 10, 13, 14, 17, 18, 22, 26)
 """The 15 event numbers of the real MTL-AQA."""
-_CODES = {name: i for i, name in enumerate(DATASETS)}
 
 
 @dataclass(frozen=True)
@@ -125,18 +125,6 @@ class World:
         return pd.DataFrame.from_dict(data, orient="index").rename_axis("id").reset_index()
 
 
-def _rng(spec: WorldSpec, dataset: str, *index: int) -> np.random.Generator:
-    return np.random.default_rng([spec.seed, _CODES[dataset], *index])
-
-
-def _map(fn: Callable, items: Iterable, workers: int) -> list:
-    items = list(items)
-    if workers <= 1:
-        return [fn(*item) for item in items]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, *zip(*items), chunksize=max(1, len(items) // (4 * workers))))
-
-
 # ---------------------------------------------------------------- MTL-AQA (CoRe layout)
 def _mtl_event(spec: WorldSpec, root: str, event: int, clips: int) -> tuple[dict, dict]:
     rng = _rng(spec, "MTL-AQA", event)
@@ -166,7 +154,9 @@ def _mtl_event(spec: WorldSpec, root: str, event: int, clips: int) -> tuple[dict
         }
         latents[f"{event:02d}_{clip:02d}"] = {**asdict(quality), "splash": quality.splash,
                                               "execution": quality.execution, "skill": skill, "frames": len(canvas),
-                                              "platform_10m": arena.platform_y < 0.4}
+                                              "platform_10m": arena.platform_y < 0.4,
+                                              # the event folder's position p is frame file p + 1
+                                              "defects": diving.entry_defects(quality, steps, offset - 1)}
         offset += len(canvas)
     tail = 12  # room for the +3 train shift after the last dive
     write_frame_folder(render.to_uint8(diving.render_pool(arena, spec.size, tail, rng)), folder, first=offset)
@@ -238,7 +228,9 @@ def _fd_competition(spec: WorldSpec, root: str, comp: int, clips: int) -> tuple[
             "judge_scores": judges.tolist(), "frames_labels": labels, "steps_transit_frames": transit,
         }
         latents[f"{video}/{clip}"] = {**asdict(quality), "splash": quality.splash, "execution": quality.execution,
-                                      "skill": skill, "frames": len(canvas)}
+                                      "skill": skill, "frames": len(canvas),
+                                      # the clip folder's position p is its frame p (number frame + p)
+                                      "defects": diving.entry_defects(quality, steps)}
         frame += len(canvas) + int(rng.integers(200, 900))
     return aqa, fields, latents
 
@@ -261,78 +253,6 @@ def generate_finediving(spec: WorldSpec, root: Path, workers: int = 0) -> None:
     dump_pickle(train, ann / "train_split.pkl")
     dump_pickle(test, ann / "test_split.pkl")
     atomic_write_json(root / LATENTS_FILE, {k: v for _, _, lat in results for k, v in lat.items()})
-
-
-# ---------------------------------------------------------------- JIGSAWS
-def _jigsaws_trial(spec: WorldSpec, root: str, task_index: int, subject_index: int, trial: int, skill: float) -> tuple:
-    task = surgery.TASKS[task_index]
-    rng = _rng(spec, "JIGSAWS", task_index, subject_index, trial)
-    name = f"{task}_{surgery.SUBJECTS[subject_index]}{trial:03d}"
-    trial_skill = float(np.clip(skill + 0.04 * trial + rng.normal(0, 0.08), 0, 1))
-    frames, latents = surgery.render_trial(rng, task, spec.size, trial_skill)
-    write_frame_folder(frames, Path(root) / "frames" / f"{name}_capture1", name_format="{:05d}.jpg")
-    return name, latents
-
-
-def generate_jigsaws(spec: WorldSpec, root: Path, workers: int = 0) -> None:
-    """Write the JIGSAWS-format tasks (label.pkl, 4 random folds per task, meta files, frames)."""
-    skills = _rng(spec, "JIGSAWS", 10**6).permutation(np.linspace(0.1, 0.9, len(surgery.SUBJECTS)))
-    items = [(spec, str(root), t, s, trial, float(skills[s]))
-             for t in range(len(surgery.TASKS)) for s in range(len(surgery.SUBJECTS))
-             for trial in range(1, spec.jigsaws_trials + 1)]
-    results = _map(_jigsaws_trial, items, workers)
-    labels = {name: lat["subscores"] for name, lat in results}
-    latents = {name: lat for name, lat in results}
-    splits = {}
-    for t, task in enumerate(surgery.TASKS):
-        names = sorted(n for n in labels if n.startswith(task + "_"))
-        order = _rng(spec, "JIGSAWS", 10**6 + t).permutation(len(names))
-        splits[task] = [[names[i] for i in chunk] for chunk in np.array_split(order, 4)]
-        lines = [f"{n}\t\t{surgery.skill_level(float(skills[surgery.SUBJECTS.index(n.split('_')[-1][0])]))}\t\t"
-                 f"{sum(labels[n])}\t\t" + "\t\t".join(str(s) for s in labels[n]) for n in names]
-        atomic_write_text(root / task / f"meta_file_{task}.txt", "\n".join(lines) + "\n")
-    dump_pickle(labels, root / "info" / "label.pkl")
-    dump_pickle(splits, root / "info" / "splits.pkl")
-    atomic_write_json(root / LATENTS_FILE, latents)
-
-
-# ---------------------------------------------------------------- PD4T
-PD4T_SUBJECTS = tuple(f"{i:03d}" for i in range(1, 31))
-PD4T_TEST_SUBJECTS = 8
-
-
-def _pd4t_video(spec: WorldSpec, root: str, task_index: int, index: int, subject: str, u: float) -> tuple:
-    task = motor.TASKS[task_index]
-    rng = _rng(spec, "PD4T", task_index, index)
-    prior = np.cumsum(motor.SEVERITY_PRIOR[task])
-    severity = int(np.searchsorted(prior, np.clip(u + rng.normal(0, 0.12), 0, 0.999), side="right"))
-    side = "l" if index % 2 else "r"
-    frames, latents = motor.render_task(rng, task, spec.size, severity, side)
-    visit = f"{10 + index % 20:02d}-{index:06d}"
-    stem = visit if task == "Gait" else f"{visit}_{side}"
-    write_mp4(frames, Path(root) / "Videos" / task / subject / f"{stem}.mp4", fps=motor.FPS)
-    return f"{stem}_{subject}", subject, len(frames), latents
-
-
-def generate_pd4t(spec: WorldSpec, root: Path, workers: int = 0) -> None:
-    """Write the PD4T-format tasks (header-less CSVs, subject-disjoint 22/8 split, mp4 videos)."""
-    rng = _rng(spec, "PD4T", 10**6)
-    subject_u = dict(zip(PD4T_SUBJECTS, rng.random(len(PD4T_SUBJECTS))))
-    used = PD4T_SUBJECTS[: min(len(PD4T_SUBJECTS), spec.aqa_videos)]
-    n_test = max(1, round(PD4T_TEST_SUBJECTS * len(used) / len(PD4T_SUBJECTS)))  # 8 of 30, as in PD4T
-    test_subjects = set(rng.choice(used, n_test, replace=False).tolist())
-    items = [(spec, str(root), t, i, PD4T_SUBJECTS[i % len(PD4T_SUBJECTS)],
-              float(subject_u[PD4T_SUBJECTS[i % len(PD4T_SUBJECTS)]]))
-             for t in range(len(motor.TASKS)) for i in range(spec.aqa_videos)]
-    results = _map(_pd4t_video, items, workers)
-    latents = {}
-    for t, task in enumerate(motor.TASKS):
-        rows = results[t * spec.aqa_videos : (t + 1) * spec.aqa_videos]
-        for split, keep in (("train", False), ("test", True)):
-            lines = [f"{vid},{n},{lat['score']}" for vid, subj, n, lat in rows if (subj in test_subjects) == keep]
-            atomic_write_text(root / "Annotations" / task / f"{split}.csv", "\n".join(lines) + "\n")
-        latents.update({f"{task}/{vid}": {**lat, "task": task} for vid, _, _, lat in rows})
-    atomic_write_json(root / LATENTS_FILE, latents)
 
 
 # ---------------------------------------------------------------- domain-general actions

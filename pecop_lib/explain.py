@@ -1,0 +1,291 @@
+"""Why this score: per-time attribution of an exported model's score of one video, and its check against
+known defects.
+
+Two methods, both over the clip's frames:
+
+* **window occlusion**: each temporal window of the clip is replaced by the clip's temporal mean image (its
+  motion removed) and the clip re-scored; a window's value is ``score(clip) - score(occluded)``, negative where
+  the window's content lowered the score. It assumes the model reads that window's motion, and that a still
+  average image is a neutral stand-in (it is not for a model that scores stillness).
+* **Integrated Gradients** (captum's :class:`~captum.attr.IntegratedGradients`): the gradient of the score along
+  the straight path from the same mean-image clip to the video, times the difference, summed over channels and
+  pixels per frame. Its values add up to ``score(clip) - score(baseline)`` (completeness); it assumes the path
+  between the two clips is meaningful to the model.
+
+The score is what the head predicts, made differentiable where it decodes: USDL/MUSDL's *expected* score (the
+distribution's mean, combined over judges with the dive's difficulty), CoRe/TSA's mean vote over the exemplars
+the video is scored against (relative to them; TSA's step outputs are not attributed). Attribution is not
+causation: a window can matter to the model because it correlates with quality in the training videos.
+
+:func:`localisation` measures, over videos with known defects (the synthetic world's, see
+:func:`~pecop_lib.data.synthetic.defect_intervals`), how often the most negative window overlaps a defect,
+against a random window of the same video, with a permutation p-value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pecop_lib.config import resolve_device
+from pecop_lib.finetune.export import ExportedModel, load_exported
+from pecop_lib.finetune.scoring import VideoQuery, exemplar_draw, records_by_path, split_queries, video_query
+from pecop_lib.heads import USDLSpec, WindowFeatures, combine_paths, encode_windows
+
+METHODS: tuple[str, ...] = ("occlusion", "integrated_gradients")
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+"""``clips (B, 3, T, H, W) -> scores (B,)``, differentiable."""
+
+
+@dataclass
+class Attribution:
+    """One method's attribution of one video's score.
+
+    Attributes:
+        video: The video.
+        method: One of :data:`METHODS`.
+        score: The attributed score of the whole clip (see the module docstring).
+        windows: Clip-frame windows ``[start, end)``.
+        window_values: Per window ``(W,)``: occlusion's ``score - score(occluded)``, or the sum of IG's frame values
+            over the window; negative where the window lowered the score.
+        frame_values: Per clip frame ``(T,)``: IG's values, or for occlusion the mean value of the windows holding
+            the frame.
+        positions: Per clip frame ``(T,)``: the frame of the video it was read from.
+    """
+
+    video: str
+    method: str
+    score: float
+    windows: list[tuple[int, int]]
+    window_values: np.ndarray
+    frame_values: np.ndarray
+    positions: np.ndarray
+
+    def span(self, window: int) -> tuple[int, int]:
+        """The video frames ``[first, last + 1)`` window ``window`` covers."""
+        start, end = self.windows[window]
+        return int(self.positions[start]), int(self.positions[end - 1]) + 1
+
+    def most_negative(self) -> int:
+        """The index of the window that lowered the score most."""
+        return int(np.argmin(self.window_values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (``pecop explain``'s output)."""
+        return {"video": self.video, "method": self.method, "score": self.score,
+                "windows": [list(w) for w in self.windows], "spans": [list(self.span(i)) for i in range(len(self.windows))],
+                "window_values": self.window_values.tolist(), "frame_values": self.frame_values.tolist(),
+                "positions": self.positions.tolist(), "most_negative": self.most_negative()}
+
+
+def time_windows(frames: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:
+    """Windows ``[start, end)`` of ``window`` frames every ``stride`` (default ``window``) covering ``frames``.
+
+    The last window ends at the last frame (it may overlap its neighbour).
+
+    Raises:
+        ValueError: If ``window`` is not in ``1..frames`` or ``stride < 1``.
+    """
+    stride = window if stride is None else stride
+    if not 1 <= window <= frames or stride < 1:
+        raise ValueError(f"need 1 <= window <= {frames} clip frames and stride >= 1, got window {window}, stride {stride}")
+    starts = list(range(0, frames - window + 1, stride))
+    if starts[-1] + window < frames:
+        starts.append(frames - window)
+    return [(s, s + window) for s in starts]
+
+
+def score_function(exported: ExportedModel, query: VideoQuery) -> ScoreFn:
+    """The differentiable score of clips of ``query``'s video (its difficulty, group and exemplars).
+
+    Returns:
+        ``clips (B, 3, T, H, W) -> (B,)`` on the model's device.
+    """
+    model, card = exported.model, exported.card
+    kind, head, windowing = model.kind, model.head, exported.windowing
+    key = card["head"]["build"]["dataset_key"]
+    device = next(model.parameters()).device
+    difficulty = 1.0 if query.difficulty is None else float(query.difficulty)
+    # the head's final score is its regressed value times a per-video scale (CoRe: the difficulty, else 1)
+    scale = float(kind.final_scores(np.ones(1), [query], key)[0])
+    if not kind.pairs:
+        spec = kind.distribution_spec(key)
+
+        def score_heads(clips: torch.Tensor) -> torch.Tensor:
+            feats = encode_windows(model.backbone, clips, windowing).video()
+            d = torch.full((clips.shape[0],), difficulty, device=clips.device)
+            pred, dist = kind.score(head, feats, d)
+            if dist is None or not isinstance(spec, USDLSpec):
+                return pred
+            expected = dist @ spec.bins.values(clips.device)  # (B, paths)
+            return expected[:, 0] if spec.num_paths == 1 else combine_paths(expected, spec.combination, d)  # type: ignore[arg-type]
+
+        return score_heads
+    chosen = [int(i) for i in exemplar_draw(exported, [query]).indices[0] if i >= 0]
+    bank = exported.bank.select(torch.as_tensor(chosen))  # type: ignore[union-attr]
+    bank = WindowFeatures(bank.pooled.to(device), None if bank.maps is None else bank.maps.to(device))
+    s_bank = torch.tensor([card["exemplars"]["values"][i] for i in chosen], dtype=torch.float32, device=device)
+
+    def pair_heads(clips: torch.Tensor) -> torch.Tensor:
+        feats = encode_windows(model.backbone, clips, windowing, maps=kind.maps)
+        count, e = clips.shape[0], len(chosen)
+        query_feats = WindowFeatures(feats.pooled.repeat_interleave(e, 0),
+                                     None if feats.maps is None else feats.maps.repeat_interleave(e, 0))
+        exemplars = WindowFeatures(bank.pooled.repeat(count, *[1] * (bank.pooled.dim() - 1)),
+                                   None if bank.maps is None else bank.maps.repeat(count, *[1] * (bank.maps.dim() - 1)))
+        votes = kind.relative(head, query_feats, exemplars, s_bank.repeat(count)) + s_bank.repeat(count)
+        return votes.reshape(count, e).mean(dim=1) * scale
+
+    return pair_heads
+
+
+def _baseline(clip: torch.Tensor) -> torch.Tensor:
+    """The clip's temporal mean image at every frame ``(3, T, H, W)``: the motion removed."""
+    return clip.mean(dim=1, keepdim=True).expand_as(clip).contiguous()
+
+
+def occlusion(fn: ScoreFn, clip: torch.Tensor, windows: Sequence[tuple[int, int]], *,
+              batch_size: int = 8) -> tuple[float, np.ndarray]:
+    """Window occlusion (see the module docstring): the clip's score and each window's value ``(W,)``."""
+    baseline = _baseline(clip)
+    with torch.no_grad():
+        full = float(fn(clip[None])[0])
+        values = []
+        for start in range(0, len(windows), batch_size):
+            batch = []
+            for a, b in windows[start : start + batch_size]:
+                occluded = clip.clone()
+                occluded[:, a:b] = baseline[:, a:b]
+                batch.append(occluded)
+            values.append(fn(torch.stack(batch)).detach().cpu())
+    return full, full - torch.cat(values).double().numpy()
+
+
+def integrated_gradients(fn: ScoreFn, clip: torch.Tensor, *, steps: int = 32,
+                         batch_size: int = 8) -> tuple[float, np.ndarray]:
+    """captum's Integrated Gradients from the mean-image clip: the clip's score and per-frame values ``(T,)``."""
+    from captum.attr import IntegratedGradients
+
+    with torch.no_grad():
+        full = float(fn(clip[None])[0])
+    attributions = IntegratedGradients(fn).attribute(clip[None], baselines=_baseline(clip)[None], n_steps=steps,
+                                                     internal_batch_size=batch_size)
+    return full, attributions[0].sum(dim=(0, 2, 3)).detach().cpu().double().numpy()
+
+
+def attribute(exported: ExportedModel, query: VideoQuery, *, methods: Sequence[str] = METHODS, window: int = 8,
+              stride: int | None = None, steps: int = 32, batch_size: int = 8) -> dict[str, Attribution]:
+    """Attribute the score of one read video (:func:`~pecop_lib.finetune.scoring.video_query`) by each method.
+
+    Raises:
+        ValueError: On an unknown method or a window that does not fit the clip.
+    """
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown attribution method(s) {unknown}; choose from {METHODS}")
+    device = next(exported.model.parameters()).device
+    exported.model.eval()
+    fn = score_function(exported, query)
+    clip = query.clip.to(device)
+    windows = time_windows(clip.shape[1], window, stride)
+    out: dict[str, Attribution] = {}
+    for method in methods:
+        if method == "occlusion":
+            full, values = occlusion(fn, clip, windows, batch_size=batch_size)
+            frames = np.zeros(clip.shape[1])
+            counts = np.zeros(clip.shape[1])
+            for (a, b), v in zip(windows, values, strict=True):
+                frames[a:b] += v
+                counts[a:b] += 1
+            out[method] = Attribution(query.name, method, full, list(windows), values, frames / counts, query.positions)
+        else:
+            full, frames = integrated_gradients(fn, clip, steps=steps, batch_size=batch_size)
+            values = np.array([frames[a:b].sum() for a, b in windows])
+            out[method] = Attribution(query.name, method, full, list(windows), values, frames, query.positions)
+    return out
+
+
+def explain(model: str | os.PathLike[str] | ExportedModel, video: str | os.PathLike[str] | None = None, *,
+            record: str | None = None, methods: Sequence[str] = METHODS, window: int = 8, stride: int | None = None,
+            steps: int = 32, info: Mapping[str, Mapping[str, Any]] | None = None,
+            defaults: Mapping[str, Any] | None = None, data_root: str | os.PathLike[str] | None = None,
+            device: str | torch.device = "auto", batch_size: int = 8) -> dict[str, Attribution]:
+    """Attribute an exported model's score of one video over time by each method (see the module docstring).
+
+    Args:
+        model: An export folder, a run folder or a loaded :class:`~pecop_lib.finetune.ExportedModel`.
+        video: A video file or frame folder, or ``None`` with ``record``.
+        record: With ``data_root``: the id of a test (or training) record of the run's dataset, read as the run read
+            it (needed where records are spans of one video, as MTL-AQA's).
+        methods: Any of :data:`METHODS`.
+        window, stride: Occlusion windows in clip frames (IG is summed over the same windows).
+        steps: IG's path steps.
+        info, defaults, data_root: How a video file is read (:func:`~pecop_lib.finetune.score`).
+        device: Where to run.
+        batch_size: Clips per forward pass.
+
+    Returns:
+        ``{method: Attribution}``.
+
+    Raises:
+        ValueError: Neither or both of ``video`` and ``record``, ``record`` without ``data_root`` or not a record.
+    """
+    if (video is None) == (record is None):
+        raise ValueError("give a video or a record id (with data_root), not both")
+    exported = model if isinstance(model, ExportedModel) else load_exported(model)
+    exported.model.to(resolve_device(device))
+    if record is not None:
+        if data_root is None:
+            raise ValueError(f"record {record!r} needs data_root, the run's dataset folder")
+        found = [q for split in ("test", "train") for q in split_queries(exported, data_root, split)
+                 if q.record_id == record]
+        if not found:
+            raise ValueError(f"{data_root} has no record {record!r} for {exported.setting.label}")
+        query = found[0]
+    else:
+        records = records_by_path(exported, data_root) if data_root is not None else None
+        query = video_query(exported, video, info=info, defaults=defaults, records=records)  # type: ignore[arg-type]
+    return attribute(exported, query, methods=methods, window=window, stride=stride, steps=steps,
+                     batch_size=batch_size)
+
+
+def localisation(attributions: Sequence[Attribution], defects: Sequence[Sequence[tuple[int, int]]], *,
+                 permutations: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """How often the most negative window overlaps a known defect, against a random window.
+
+    Args:
+        attributions: One attribution per video (one method).
+        defects: Per video, its defect intervals ``[start, end)`` in video frames (videos without any are skipped).
+        permutations: Draws of the null (one random window per video).
+        seed: Seed of the draws.
+
+    Returns:
+        ``{"videos", "rate", "random_rate", "p_value"}``: the share of videos whose most negative window overlaps a
+        defect, the expected share for a uniformly drawn window, and the one-sided permutation p-value of the
+        observed count under that null (``(1 + #null >= observed) / (1 + permutations)``).
+
+    Raises:
+        ValueError: If the two sequences differ in length.
+    """
+    if len(attributions) != len(defects):
+        raise ValueError(f"{len(attributions)} attributions but {len(defects)} defect lists")
+    hits, chances = [], []
+    for attribution, intervals in zip(attributions, defects, strict=True):
+        if not intervals:
+            continue
+        overlaps = np.array([any(a < e and s < b for s, e in intervals)
+                             for a, b in (attribution.span(w) for w in range(len(attribution.windows)))])
+        hits.append(bool(overlaps[attribution.most_negative()]))
+        chances.append(overlaps)
+    if not hits:
+        return {"videos": 0, "rate": float("nan"), "random_rate": float("nan"), "p_value": float("nan")}
+    rng = np.random.default_rng(seed)
+    null = sum(rng.random(permutations) < c.mean() for c in chances)  # one uniform window per video per draw
+    observed = sum(hits)
+    return {"videos": len(hits), "rate": observed / len(hits), "random_rate": float(np.mean([c.mean() for c in chances])),
+            "p_value": float((1 + np.sum(null >= observed)) / (1 + permutations))}
