@@ -27,12 +27,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from pecop_lib.config import resolve_device
+from pecop_lib.data.synthetic import Defect, defect_intervals
+from pecop_lib.data.synthetic.common import LATENTS_FILE
 from pecop_lib.finetune.export import ExportedModel, load_exported
 from pecop_lib.finetune.scoring import VideoQuery, exemplar_draw, records_by_path, split_queries, video_query
 from pecop_lib.heads import USDLSpec, WindowFeatures, combine_paths, encode_windows
@@ -252,6 +255,18 @@ def explain(model: str | os.PathLike[str] | ExportedModel, video: str | os.PathL
         query = video_query(exported, video, info=info, defaults=defaults, records=records)  # type: ignore[arg-type]
     return attribute(exported, query, methods=methods, window=window, stride=stride, steps=steps,
                      batch_size=batch_size)
+
+
+def known_defects(dataset_root: str | os.PathLike[str], task: str | None = None) -> dict[str, tuple[Defect, ...]]:
+    """The synthetic world's defects of a dataset folder by record id (:func:`~pecop_lib.data.synthetic.defect_intervals`),
+    or ``{}`` for a folder without the world's latents file (a real dataset: its defects are not known).
+
+    Raises:
+        DataFormatError: For a synthetic folder written before defects were recorded (regenerate it).
+    """
+    if not (Path(dataset_root) / LATENTS_FILE).is_file():
+        return {}
+    return defect_intervals(dataset_root, task=task)
 
 
 def localisation(attributions: Sequence[Attribution], defects: Sequence[Sequence[tuple[int, int]]], *,

@@ -179,9 +179,8 @@ class Exporter:
                 "difficulty": self.bank.difficulty,
                 "test_draw": {vid: [int(i) for i in row if i >= 0] for vid, row in zip(self.test_ids, draw, strict=False)},
             }
-        with atomic_path(folder / MODEL_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": CARD_FORMAT, "protocol": protocol,
-                                                 "epoch": str(card["epoch"])})
+        with atomic_path(folder / MODEL_FILE) as tmp:  # one metadata key: safetensors orders several at random,
+            save_file(state, str(tmp), metadata={"format": CARD_FORMAT})  # and the same run must give the same bytes
         card["files"] = {MODEL_FILE: file_sha256(folder / MODEL_FILE)}
         atomic_write_json(folder / CARD_FILE, card)  # last: a card always describes the weights beside it
 
