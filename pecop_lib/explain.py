@@ -18,7 +18,8 @@ the video is scored against (relative to them; TSA's step outputs are not attrib
 causation: a window can matter to the model because it correlates with quality in the training videos.
 
 :func:`localisation` measures, over videos with known defects (the synthetic world's, see
-:func:`~pecop_lib.data.synthetic.defect_intervals`), how often the most negative window overlaps a defect,
+:func:`~pecop_lib.data.synthetic.defect_intervals`), how often the worst window (the most negative value; the most
+positive where a higher score is worse, as PD4T's severity) overlaps a defect,
 against a random window of the same video, with a permutation p-value.
 """
 
@@ -59,6 +60,8 @@ class Attribution:
         frame_values: Per clip frame ``(T,)``: IG's values, or for occlusion the mean value of the windows holding
             the frame.
         positions: Per clip frame ``(T,)``: the frame of the video it was read from.
+        higher_is_better: Whether a higher score is a better performance (the dataset's; PD4T: no, a defect
+            raises its severity score).
     """
 
     video: str
@@ -68,22 +71,25 @@ class Attribution:
     window_values: np.ndarray
     frame_values: np.ndarray
     positions: np.ndarray
+    higher_is_better: bool = True
 
     def span(self, window: int) -> tuple[int, int]:
         """The video frames ``[first, last + 1)`` window ``window`` covers."""
         start, end = self.windows[window]
         return int(self.positions[start]), int(self.positions[end - 1]) + 1
 
-    def most_negative(self) -> int:
-        """The index of the window that lowered the score most."""
-        return int(np.argmin(self.window_values))
+    def worst_window(self) -> int:
+        """The index of the window that made the performance look worst: the most negative value where a higher
+        score is better, the most positive where a higher score is worse (PD4T's severity)."""
+        return int(np.argmin(self.window_values) if self.higher_is_better else np.argmax(self.window_values))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (``pecop explain``'s output)."""
         return {"video": self.video, "method": self.method, "score": self.score,
                 "windows": [list(w) for w in self.windows], "spans": [list(self.span(i)) for i in range(len(self.windows))],
                 "window_values": self.window_values.tolist(), "frame_values": self.frame_values.tolist(),
-                "positions": self.positions.tolist(), "most_negative": self.most_negative()}
+                "positions": self.positions.tolist(), "higher_is_better": self.higher_is_better,
+                "worst_window": self.worst_window()}
 
 
 def time_windows(frames: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -196,6 +202,7 @@ def attribute(exported: ExportedModel, query: VideoQuery, *, methods: Sequence[s
     fn = score_function(exported, query)
     clip = query.clip.to(device)
     windows = time_windows(clip.shape[1], window, stride)
+    better = bool(exported.card["higher_is_better"])
     out: dict[str, Attribution] = {}
     for method in methods:
         if method == "occlusion":
@@ -205,11 +212,12 @@ def attribute(exported: ExportedModel, query: VideoQuery, *, methods: Sequence[s
             for (a, b), v in zip(windows, values, strict=True):
                 frames[a:b] += v
                 counts[a:b] += 1
-            out[method] = Attribution(query.name, method, full, list(windows), values, frames / counts, query.positions)
+            out[method] = Attribution(query.name, method, full, list(windows), values, frames / counts, query.positions,
+                                      better)
         else:
             full, frames = integrated_gradients(fn, clip, steps=steps, batch_size=batch_size)
             values = np.array([frames[a:b].sum() for a, b in windows])
-            out[method] = Attribution(query.name, method, full, list(windows), values, frames, query.positions)
+            out[method] = Attribution(query.name, method, full, list(windows), values, frames, query.positions, better)
     return out
 
 
@@ -271,7 +279,7 @@ def known_defects(dataset_root: str | os.PathLike[str], task: str | None = None)
 
 def localisation(attributions: Sequence[Attribution], defects: Sequence[Sequence[tuple[int, int]]], *,
                  permutations: int = 10_000, seed: int = 0) -> dict[str, float]:
-    """How often the most negative window overlaps a known defect, against a random window.
+    """How often the worst window (:meth:`Attribution.worst_window`) overlaps a known defect, against a random window.
 
     Args:
         attributions: One attribution per video (one method).
@@ -280,8 +288,7 @@ def localisation(attributions: Sequence[Attribution], defects: Sequence[Sequence
         seed: Seed of the draws.
 
     Returns:
-        ``{"videos", "rate", "random_rate", "p_value"}``: the share of videos whose most negative window overlaps a
-        defect, the expected share for a uniformly drawn window, and the one-sided permutation p-value of the
+        ``{"videos", "rate", "random_rate", "p_value"}``: the share of videos whose worst window overlaps a defect, the expected share for a uniformly drawn window, and the one-sided permutation p-value of the
         observed count under that null (``(1 + #null >= observed) / (1 + permutations)``).
 
     Raises:
@@ -295,7 +302,7 @@ def localisation(attributions: Sequence[Attribution], defects: Sequence[Sequence
             continue
         overlaps = np.array([any(a < e and s < b for s, e in intervals)
                              for a, b in (attribution.span(w) for w in range(len(attribution.windows)))])
-        hits.append(bool(overlaps[attribution.most_negative()]))
+        hits.append(bool(overlaps[attribution.worst_window()]))
         chances.append(overlaps)
     if not hits:
         return {"videos": 0, "rate": float("nan"), "random_rate": float("nan"), "p_value": float("nan")}

@@ -24,8 +24,8 @@ EXPECTED_SECONDS: dict[str, dict[str, float]] = {
 """Expected wall seconds per preset and two-digit notebook number on a 2-core CPU: the time-left
 estimate for notebooks that did not finish in the output folder's previous run of the same preset
 (see :func:`expected_seconds`). Measured from empty caches on the 2-core development machine, nothing
-else running: the record of docs/course.md section 16 (reports/course-cpu/); notebook 09's from its own runs
-(section 17)."""
+else running: the record of docs/course.md section 16 (reports/course-cpu/); notebook 09's are estimates from its
+runs alone (smoke 32 s; course: section 17), until a record includes it."""
 
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)(?:\s+#+)?\s*$", re.MULTILINE)
 _HEADING_NUMBER = re.compile(r"^\d{1,2}\s*[·.:)\-–—]\s*")

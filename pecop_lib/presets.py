@@ -114,10 +114,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ablation_protocol": "honest",
         "ablation_metric": "execution",
         "ablation_finetune_epochs": 0,
-        # notebook 09 attributes a few videos (about 2 minutes); the measurement over every test video with a known
-        # defect is scripts/attribution_check.py's (docs/course.md, section 16)
-        "explain_videos": 6,
-        "explain_ig_steps": 16,
+        # notebook 09 attributes 4 videos per head (about 8 s per video and head at 16 IG steps, half at 8); the
+        # measurement over every test video with a known defect is scripts/attribution_check.py's (docs/course.md,
+        # section 17)
+        "explain_videos": 4,
+        "explain_ig_steps": 8,
     },
     "tutorial": {},
     "paper": {

@@ -2,7 +2,8 @@
 
 For every given run (its ``export/honest`` model) and every test video of its dataset with at least one known
 defect, both attribution methods of :mod:`pecop_lib.explain` are computed; per run and method, the rate at which
-the most negative window overlaps a defect is compared with the rate for a random window of the same video, with a
+the worst window (the most negative; PD4T, where a higher score is worse: the most positive) overlaps a defect is
+compared with the rate for a random window of the same video, with a
 permutation p-value (:func:`pecop_lib.explain.localisation`). Results are reported whichever way they fall.
 
 Usage (the runs of a ``course`` record, e.g. notebook 09's and notebook 04's)::
@@ -66,7 +67,7 @@ def main() -> None:
                                  permutations=args.permutations)]
     out = Path(args.out)
     atomic_write_json(out / "summary.json", {"window": args.window, "steps": args.steps, "rows": rows})
-    lines = ["| setting | method | videos with a defect | most negative window on a defect | random window | "
+    lines = ["| setting | method | videos with a defect | worst window on a defect | random window | "
              "p-value | test rho of the model |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['method']} | {r['videos']} of {r['test_videos']} | {r['rate']:.2f} | "
               f"{r['random_rate']:.2f} | {r['p_value']:.4f} | {r['test_rho']} |" for r in rows]

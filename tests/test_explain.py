@@ -66,9 +66,16 @@ def _attribution(values: list[float], positions: np.ndarray) -> Attribution:
     return Attribution("v", "occlusion", 0.0, windows, np.array(values), np.zeros(len(positions)), positions)
 
 
+def test_the_worst_window_follows_the_score_direction():
+    quality = _attribution([0.1, -1.0, 0.9, 0.0], np.arange(0, 80, 10))
+    assert quality.worst_window() == 1  # a higher score is better: the window that lowered it most
+    quality.higher_is_better = False  # PD4T: a higher score is more severe, a defect raises it
+    assert quality.worst_window() == 2
+
+
 def test_localisation_against_random_windows():
     positions = np.arange(0, 80, 10)  # 8 clip frames read from an 80-frame video: 4 windows of 20 video frames
-    hit = _attribution([0.1, -1.0, 0.2, 0.0], positions)  # most negative: window 1, video frames 20-30
+    hit = _attribution([0.1, -1.0, 0.2, 0.0], positions)  # worst (most negative): window 1, frames 20-30
     miss = _attribution([-1.0, 0.1, 0.2, 0.0], positions)
     defects = [[(25, 28)], [(25, 28)], []]  # one defect inside window 1; the third video has none (skipped)
     result = localisation([hit, miss, hit], defects, permutations=2000)

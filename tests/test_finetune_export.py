@@ -64,6 +64,7 @@ def test_export_reproduces_the_runs_test_predictions(world, tmp_path, setting):
     epoch = result.reported["honest"].epoch or len(result.epochs)  # undefined validation rho: the last epoch
     card = json.loads((tmp_path / "run" / EXPORT_DIR / "honest" / CARD_FILE).read_text())
     assert card["epoch"] == epoch and card["setting"]["head"] == setting.head
+    assert card["higher_is_better"] == (setting.dataset != "PD4T")  # UPDRS: 0 normal, 4 severe
     expected = np.asarray(result.epochs[epoch - 1]["test_pred"])
     assert list(card["test_predictions"].values()) == expected.tolist()
     official = tmp_path / "run" / EXPORT_DIR / "official"

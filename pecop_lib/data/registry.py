@@ -67,6 +67,8 @@ class DatasetRecord:
         opener: Builds a split's loader (see :data:`Opener`).
         finetune_options: Loader options fine-tuning adds for a dataset folder (MTL-AQA: MUSDL's
             annotation file with the judges when present, and the frame layout found on disk).
+        higher_is_better: Whether a higher score means a better performance (diving, surgery) or not
+            (PD4T's UPDRS items: 0 normal, 4 severe), so that a defect raises the score.
     """
 
     name: str
@@ -80,6 +82,7 @@ class DatasetRecord:
     normal_pace: Mapping[str, int]
     opener: Opener
     finetune_options: Callable[[Path], dict[str, Any]] = field(default=lambda root: {})
+    higher_is_better: bool = True
 
     def check_task(self, task: str | None) -> None:
         """Validate a task for this dataset.
@@ -167,6 +170,7 @@ DATASETS: dict[str, DatasetRecord] = {
         DatasetRecord(
             "PD4T", key="pd4t", card="pd4t", tasks=PD4T_TASKS, folds=(), holdout="subject", annotated_span=False,
             judges=False, normal_pace=PD4T_PACE, opener=lambda root, split, task, fold, **kw: PD4T(root, task, split, **kw),
+            higher_is_better=False,
         ),
     )
 }

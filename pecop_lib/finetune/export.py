@@ -324,6 +324,7 @@ def static_card(setting: Setting, *, backbone: Backbone, backbone_label: str, wi
                                                           "paths": spec.num_paths, "combination": spec.combination},
                  "build": {"dataset_key": dataset_key, "decode": decode, "segment_pairs": segment_pairs,
                            "values": [float(v) for v in values], "groups": list(groups)}},
+        "higher_is_better": dataset_record(setting.dataset).higher_is_better,
         "clips": {"frames": int(frames), "clip_frames": clip_frames, "crop": crop, "resize": resize},
         "windowing": {**dataclasses.asdict(windowing), "starts": list(windowing.starts)},
         "transform": {**dataclasses.asdict(transform),

@@ -28,7 +28,7 @@ def plot_attribution_timeline(attributions: Mapping[str, Any], *, title: str, fr
 
     Returns:
         The figure: per method, the frame values against the video frame they were read from (bars, blue where
-        they lowered the score), the most negative window outlined.
+        they lowered the score), the worst window outlined (:meth:`~pecop_lib.explain.Attribution.worst_window`).
     """
     import matplotlib.pyplot as plt
 
@@ -55,12 +55,13 @@ def plot_attribution_timeline(attributions: Mapping[str, Any], *, title: str, fr
         for kind, start, end in defects:
             ax.axvspan(start, end, color=DEFECT_COLOR, alpha=0.2, lw=0)
             ax.text(start, 1.0, kind, color=DEFECT_COLOR, fontsize=8, va="top", transform=ax.get_xaxis_transform())
-        lo, hi = a.span(a.most_negative())
+        lo, hi = a.span(a.worst_window())
         ax.axvspan(lo, hi, fill=False, edgecolor="black", lw=1.2, ls="--")
         ax.axhline(0, color="#888888", lw=0.8)
         ax.set_xlim(*span)
         ax.set_ylabel(method.replace("_", " "))
-        ax.set_title(f"{method.replace('_', ' ')}: score {a.score:.3f}; dashed: the window that lowered it most",
+        worst = "lowered it" if a.higher_is_better else "raised it (a higher score is worse)"
+        ax.set_title(f"{method.replace('_', ' ')}: score {a.score:.3f}; dashed: the window that {worst} most",
                      fontsize=9)
     axes[-1].set_xlabel("video frame")
     if frames is None:
