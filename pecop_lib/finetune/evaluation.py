@@ -69,6 +69,7 @@ class Evaluator:
     draw: ExemplarDraw | None = None
     store: FeatureStore | None = None  # set when the backbone cannot change: features computed once, on disk
     split_at: int | None = None  # queries before it (the test videos) never share a batch with those after it
+    exemplars: FeatureCache | None = None  # pair heads: every exemplar's features at the last evaluation
 
     def __post_init__(self) -> None:
         self._redraw(None)
@@ -195,7 +196,7 @@ class Evaluator:
         try:
             with torch.inference_mode():
                 if self.setting.kind.pairs:
-                    exemplars = self._exemplar_cache()
+                    exemplars = self.exemplars = self._exemplar_cache()
                     for part in parts:  # test and validation videos never share a batch: a test prediction is
                         local.update(self._pair_heads(part, exemplars))  # what an export of the model gives
                 else:

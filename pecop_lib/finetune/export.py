@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import Subset
 
 from pecop_lib.atomic import atomic_path, atomic_write_json, read_json
 from pecop_lib.data.registry import dataset_record
@@ -37,7 +36,7 @@ from pecop_lib.eval.protocols import honest, official_best
 from pecop_lib.finetune.evaluation import nan_if_none
 from pecop_lib.finetune.model import AQAModel
 from pecop_lib.finetune.recipes import Setting
-from pecop_lib.heads import FeatureStore, WindowFeatures, Windowing
+from pecop_lib.heads import WindowFeatures, Windowing
 from pecop_lib.models.adapters import AdapterConfig
 from pecop_lib.models.backbone import Backbone
 from pecop_lib.models.build import BACKBONES, build_backbone
@@ -338,7 +337,7 @@ def static_card(setting: Setting, *, backbone: Backbone, backbone_label: str, wi
 
 
 def run_exporter(folder: Path, model: AQAModel, setting: Setting, data: Any, options: Any, train_idx: Sequence[int],
-                 values: np.ndarray, evaluator: Any, *, store: Any, backbone_label: str, seed: int,
+                 values: np.ndarray, evaluator: Any, *, backbone_label: str, seed: int,
                  amp_dtype: torch.dtype | None, validation: bool) -> Exporter | None:
     """The :class:`Exporter` of one fine-tuning run (:func:`~pecop_lib.finetune.finetune` calls it).
 
@@ -347,8 +346,7 @@ def run_exporter(folder: Path, model: AQAModel, setting: Setting, data: Any, opt
         model, setting, data, options: The run's model, setting, :class:`~pecop_lib.finetune.FinetuneData` and
             :class:`~pecop_lib.finetune.FinetuneOptions`.
         train_idx, values: The training videos after the validation hold-out, and every training video's value.
-        evaluator: The run's :class:`~pecop_lib.finetune.evaluation.Evaluator` (its exemplar draw).
-        store: The run's :class:`~pecop_lib.heads.FeatureStore` when the backbone is fixed, else ``None``.
+        evaluator: The run's :class:`~pecop_lib.finetune.evaluation.Evaluator` (its exemplar draw and features).
         backbone_label, seed, amp_dtype: Recorded in the card.
         validation: Whether the run has a validation split (the honest protocol).
 
@@ -377,21 +375,8 @@ def run_exporter(folder: Path, model: AQAModel, setting: Setting, data: Any, opt
     if kind.pairs:
         reference = data.reference
 
-        def features() -> WindowFeatures:
-            was_training = model.training
-            model.eval()
-            try:
-                with torch.inference_mode():
-                    if store is not None:  # the evaluator's own stored features of the training split
-                        every = store.window_features(model.backbone, reference, model.windowing, maps=kind.maps,
-                                                      amp_dtype=amp_dtype, batch_size=options.eval_batch_size)
-                        return WindowFeatures(every.pooled[train_idx],
-                                              None if every.maps is None else every.maps[train_idx])
-                    return FeatureStore.compute(model.backbone, Subset(reference, train_idx), model.windowing,
-                                                maps=kind.maps, amp_dtype=amp_dtype,
-                                                batch_size=options.eval_batch_size)
-            finally:
-                model.train(was_training)
+        def features() -> WindowFeatures:  # the exemplars' features the evaluation of this epoch scored against
+            return evaluator.exemplars.features(range(len(train_idx)))
 
         records = [reference.records[i] for i in train_idx]
         bank = ExemplarBank([r.id for r in records], [float(v) for v in values[train_idx]], [r.group for r in records],

@@ -162,7 +162,7 @@ def finetune(
     exporter = None
     if folder is not None and context.is_main:
         exporter = run_exporter(folder / EXPORT_DIR, model, setting, data, options, train_idx, values, evaluator,
-                                store=store, backbone_label=backbone_label, seed=seed,
+                                backbone_label=backbone_label, seed=seed,
                                 amp_dtype=autocast_dtype(precision, context.device), validation=bool(val_idx))
     test_transitions = None
     if kind.steps:
