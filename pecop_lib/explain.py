@@ -38,7 +38,14 @@ from pecop_lib.config import resolve_device
 from pecop_lib.data.synthetic import Defect, defect_intervals
 from pecop_lib.data.synthetic.common import LATENTS_FILE
 from pecop_lib.finetune.export import ExportedModel, load_exported
-from pecop_lib.finetune.scoring import VideoQuery, exemplar_draw, records_by_path, split_queries, video_query
+from pecop_lib.finetune.scoring import (
+    VideoQuery,
+    exemplar_draw,
+    records_by_path,
+    run_splits,
+    split_queries,
+    video_query,
+)
 from pecop_lib.heads import USDLSpec, WindowFeatures, combine_paths, encode_windows
 
 METHODS: tuple[str, ...] = ("occlusion", "integrated_gradients")
@@ -253,7 +260,8 @@ def explain(model: str | os.PathLike[str] | ExportedModel, video: str | os.PathL
     if record is not None:
         if data_root is None:
             raise ValueError(f"record {record!r} needs data_root, the run's dataset folder")
-        found = [q for split in ("test", "train") for q in split_queries(exported, data_root, split)
+        data = run_splits(exported, data_root)
+        found = [q for split in ("test", "train") for q in split_queries(exported, data_root, split, data=data)
                  if q.record_id == record]
         if not found:
             raise ValueError(f"{data_root} has no record {record!r} for {exported.setting.label}")

@@ -43,6 +43,7 @@ from pecop_lib.heads import (
     encode_windows,
     exemplar_votes,
     group_members,
+    vote_means,
 )
 from pecop_lib.outputs import progress
 from pecop_lib.train.precision import autocast
@@ -143,10 +144,11 @@ def run_splits(exported: ExportedModel, data_root: str | os.PathLike[str]) -> An
                               seed=exported.card["seed"], resize=clips["resize"])
 
 
-def records_by_path(exported: ExportedModel, data_root: str | os.PathLike[str]) -> dict[Path, list[tuple[Any, int]]]:
+def records_by_path(exported: ExportedModel, data_root: str | os.PathLike[str], *,
+                    data: Any = None) -> dict[Path, list[tuple[Any, int]]]:
     """``media path -> [(split dataset, index), ...]`` of the run's dataset (several where records are spans of one
-    video, as MTL-AQA's dives of one event)."""
-    data = run_splits(exported, data_root)
+    video, as MTL-AQA's dives of one event); ``data``: :func:`run_splits` already opened."""
+    data = data or run_splits(exported, data_root)
     found: dict[Path, list[tuple[Any, int]]] = {}
     for dataset in (data.test, data.reference):  # a path in both splits is read as the test reads it
         for i in range(len(dataset)):
@@ -160,7 +162,8 @@ def _record_query(dataset: Any, index: int, name: str) -> VideoQuery:
     return VideoQuery(name, dataset[index]["clip"], record.difficulty, record.group, record.id, positions)
 
 
-def split_queries(exported: ExportedModel, data_root: str | os.PathLike[str], split: str) -> list[VideoQuery]:
+def split_queries(exported: ExportedModel, data_root: str | os.PathLike[str], split: str, *,
+                  data: Any = None) -> list[VideoQuery]:
     """Every record of a split of the run's dataset (``"test"`` or ``"train"``), named by record id, in split order.
 
     Raises:
@@ -168,7 +171,7 @@ def split_queries(exported: ExportedModel, data_root: str | os.PathLike[str], sp
     """
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
-    data = run_splits(exported, data_root)
+    data = data or run_splits(exported, data_root)
     dataset = data.test if split == "test" else data.reference
     return [_record_query(dataset, i, dataset.records[i].id) for i in range(len(dataset))]
 
@@ -315,12 +318,9 @@ def _pair_heads(exported: ExportedModel, queries: Sequence[VideoQuery], feats: W
         exemplar_clip=no_clip, draw=draw, exemplar_scores=bank["values"], maps=kind.maps,
         query_cache=FeatureCache.filled(to(feats), exported.windowing),
         exemplar_cache=FeatureCache.filled(to(exported.bank), exported.windowing))  # type: ignore[arg-type]
-    q_t = torch.as_tensor(q_idx, device=votes.device)
-    total = torch.zeros(len(queries), device=votes.device).index_add_(0, q_t, votes)
-    count = torch.zeros(len(queries), device=votes.device).index_add_(0, q_t, torch.ones_like(votes))
     records = [SimpleNamespace(difficulty=q.difficulty) for q in queries]
     dataset_key = card["head"]["build"]["dataset_key"]
-    final = kind.final_scores((total / count).cpu().numpy(), records, dataset_key)
+    final = kind.final_scores(vote_means(q_idx, votes, len(queries)).cpu().numpy(), records, dataset_key)
     votes_np, out = votes.cpu().numpy(), []
     for q, query in enumerate(queries):
         mine = votes_np[q_idx == q]
@@ -363,9 +363,10 @@ def score(model: str | os.PathLike[str] | ExportedModel, videos: str | os.PathLi
     exported.model.to(target).eval()
     if split is not None and data_root is None:
         raise ValueError(f"split={split!r} needs data_root, the run's dataset folder")
-    records = records_by_path(exported, data_root) if data_root is not None else {}
+    data = run_splits(exported, data_root) if data_root is not None else None
+    records = records_by_path(exported, data_root, data=data) if data is not None else {}
     report = ScoreReport()
-    queries: list[VideoQuery] = split_queries(exported, data_root, split) if split is not None else []
+    queries: list[VideoQuery] = split_queries(exported, data_root, split, data=data) if split is not None else []
     for path in find_videos(videos) if videos else []:
         try:
             queries.append(video_query(exported, path, info=info, defaults=defaults, records=records))

@@ -34,6 +34,7 @@ from pecop_lib.heads.exemplars import (
     group_members,
     predict_with_exemplars,
     training_partners,
+    vote_means,
 )
 from pecop_lib.heads.feature_store import FeatureStore
 from pecop_lib.heads.interface import FinetuneRecipe, HeadKind
@@ -120,5 +121,6 @@ __all__ = [
     "transition_targets",
     "usable_transitions",
     "usdl_spec",
+    "vote_means",
     "windowing_for",
 ]

@@ -348,7 +348,12 @@ def predict_with_exemplars(
         relative, backbone, windowing, query_clip=query_clip, num_queries=num_queries, exemplar_clip=exemplar_clip,
         draw=draw, exemplar_scores=exemplar_scores, cached=cached, maps=maps, batch_size=batch_size,
         query_cache=query_cache, exemplar_cache=exemplar_cache)
-    q_t = torch.as_tensor(q_idx, device=votes.device)
+    return vote_means(q_idx, votes, num_queries)
+
+
+def vote_means(query_of_pair: np.ndarray, votes: torch.Tensor, num_queries: int) -> torch.Tensor:
+    """The mean vote per query ``(Q,)`` from :func:`exemplar_votes`' pairs (every query needs one vote)."""
+    q_t = torch.as_tensor(query_of_pair, device=votes.device)
     total = torch.zeros(num_queries, device=votes.device).index_add_(0, q_t, votes)
     count = torch.zeros(num_queries, device=votes.device).index_add_(0, q_t, torch.ones_like(votes))
     return total / count
