@@ -78,7 +78,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def add_model_commands(commands: Any) -> None:
     """Register ``score`` and ``explain`` on the ``pecop`` parser's subcommands."""
-    from pecop_lib.explain import METHODS
+    from pecop_lib.explain import METHODS, STEPS
 
     scorer = commands.add_parser(
         "score", help="score videos with an exported fine-tuned model (writes a CSV)",
@@ -96,13 +96,14 @@ def add_model_commands(commands: Any) -> None:
     explainer = commands.add_parser(
         "explain", help="attribute one video's score over time (occlusion, Integrated Gradients)",
         description="Attribute the score an exported model gives one video to its temporal windows, by window "
-                    "occlusion and by Integrated Gradients (captum); write the timeline figure and a JSON of the "
-                    "values to --out.")
+                    "occlusion and by Integrated Gradients (captum), and for TSA by its own per-step shares; write "
+                    "the timeline figure and a JSON of the values to --out.")
     which = explainer.add_mutually_exclusive_group(required=True)
     which.add_argument("--video", help="a video file or frame folder")
     which.add_argument("--record", help="with --data-root: a record id of the run's dataset (e.g. an MTL-AQA dive)")
     _common(explainer)
-    explainer.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    explainer.add_argument("--methods", nargs="+", default=None, choices=(*METHODS, STEPS),
+                           help=f"default: every method that applies ({', '.join(METHODS)}; {STEPS} for TSA)")
     explainer.add_argument("--window", type=int, default=8, help="occlusion window in clip frames (default 8)")
     explainer.add_argument("--steps", type=int, default=32, help="Integrated Gradients path steps (default 32)")
     explainer.add_argument("--out", default="explain", help="output folder (default: explain/)")

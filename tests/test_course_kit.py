@@ -178,8 +178,8 @@ def test_committed_notebooks_hold_the_course_exercises():
     found = exercises(REPO_ROOT / "notebooks")
     per_notebook = {p.stem: sum(e.notebook == p.stem for e in found) for p in NOTEBOOKS}
     assert len(found) >= 20
-    # 01-08 are the course (issue 16); 00 is the overview and 09 (why this score) has no exercises yet
-    assert all(2 <= n <= 4 for stem, n in per_notebook.items() if not stem.startswith(("00", "09"))), per_notebook
+    # 01-09 are the course (issues 16 and 17); 00 is the overview
+    assert all(2 <= n <= 4 for stem, n in per_notebook.items() if not stem.startswith("00")), per_notebook
     assert len({e.goal for e in found}) == len(found), "every exercise states its own learning goal"
 
 
@@ -220,7 +220,7 @@ def graded_course(tmp_path_factory, notebook_cache_dir):
 @pytest.mark.timeout(2400)  # the first of these builds and autogrades the whole course
 def test_student_edition_holds_no_answers(graded_course):
     build, _, _ = graded_course
-    assert len(build.student) == len({e.notebook for e in build.exercises}) == len(NOTEBOOKS) - 2  # not 00 and 09
+    assert len(build.student) == len({e.notebook for e in build.exercises}) == len(NOTEBOOKS) - 1  # not 00
     for path, exercise_list in ((p, [e for e in build.exercises if e.notebook == p.parent.name]) for p in build.student):
         text = path.read_text()
         assert SOLUTION_BEGIN not in text and HIDDEN_BEGIN not in text, path.name

@@ -77,15 +77,38 @@ def test_localisation_against_random_windows():
     positions = np.arange(0, 80, 10)  # 8 clip frames read from an 80-frame video: 4 windows of 20 video frames
     hit = _attribution([0.1, -1.0, 0.2, 0.0], positions)  # worst (most negative): window 1, frames 20-30
     miss = _attribution([-1.0, 0.1, 0.2, 0.0], positions)
-    defects = [[(25, 28)], [(25, 28)], []]  # one defect inside window 1; the third video has none (skipped)
+    defects = [[(25, 28)], [(25, 28)], []]  # one defect inside window 1; the third video has none: a clean control
     result = localisation([hit, miss, hit], defects, permutations=2000)
     assert result["videos"] == 2 and result["rate"] == 0.5
     assert result["random_rate"] == pytest.approx(0.25)  # one window of four overlaps the defect
+    assert result["clean_videos"] == 1 and result["clean_rate"] == 1.0  # the clean video's worst window is window 1
     many = localisation([hit] * 12, [[(25, 28)]] * 12, permutations=2000)
     assert many["rate"] == 1.0 and many["p_value"] < 0.001  # 12 hits where chance gives 3
+    assert np.isnan(many["clean_rate"]) and np.isnan(many["clean_p_value"])  # no clean video, no control
     assert localisation([miss] * 12, [[(25, 28)]] * 12, permutations=2000)["p_value"] == 1.0
     with pytest.raises(ValueError, match="defect lists"):
         localisation([hit], [])
+
+
+def test_localisation_against_clean_videos_at_the_same_positions():
+    positions = np.arange(0, 80, 10)
+    hit = _attribution([0.1, -1.0, 0.2, 0.0], positions)  # worst: window 1
+    first = _attribution([-1.0, 0.1, 0.2, 0.0], positions)  # worst: window 0
+    third = _attribution([0.1, 0.2, -1.0, 0.0], positions)  # worst: window 2
+    faulty = [[(25, 28)]] * 6
+    # a model that always points at window 1: every defect there is hit, and so is the same place of clean videos
+    always = localisation([hit] * 12, faulty + [[]] * 6, permutations=2000)
+    assert always["rate"] == 1.0 and always["p_value"] < 0.01  # the random-window null calls it significant
+    assert always["clean_rate"] == 1.0 and always["clean_p_value"] == 1.0  # the clean null does not
+    # clean videos point elsewhere: the faulty videos' hits are specific to the defect
+    specific = localisation([hit] * 6 + [first] * 6, faulty + [[]] * 6, permutations=2000)
+    assert specific["clean_rate"] == 0.0
+    assert specific["clean_p_value"] < 0.01  # one deal in C(12, 6) = 924 gives the faulty videos six hits
+    # by hand: a clean worst window on windows 1, 0 and 2 lands on the faulty video's defect once in three
+    mixed = localisation([hit, hit, first, third], [[(25, 28)], [], [], []], permutations=500)
+    assert mixed["clean_videos"] == 3 and mixed["clean_rate"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="different window counts"):
+        localisation([hit, _attribution([0.0, -1.0], positions[:4])], [[(25, 28)], []])
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import torch
 
 from pecop_lib.cli import main
 from pecop_lib.data.video import write_frame_folder
+from pecop_lib.explain import METHODS, STEPS, attribute, methods_for
 from pecop_lib.finetune import (
     EXPORT_DIR,
     FinetuneOptions,
@@ -26,6 +27,7 @@ from pecop_lib.finetune import (
     score,
 )
 from pecop_lib.finetune.export import CARD_FILE, MODEL_FILE, export_protocols, selected_epoch
+from pecop_lib.finetune.scoring import split_queries
 from pecop_lib.heads import ScoreBins, USDLSpec, distribution_interval
 from pecop_lib.models import AdapterConfig, build_backbone
 from pecop_lib.train.context import RunContext
@@ -78,6 +80,23 @@ def test_export_reproduces_the_runs_test_predictions(world, tmp_path, setting):
         assert all(s.interval is not None and s.interval[0] <= s.interval[1] for s in report.scores)
     if setting.kind.pairs:
         assert all(s.exemplars and s.vote_spread is not None and s.vote_spread >= 0 for s in report.scores)
+
+    model = load_exported(tmp_path / "run")
+    query = split_queries(model, world[setting.dataset], "test")[0]
+    assert query.record_id == data.test.records[0].id
+    if not setting.kind.steps:
+        with pytest.raises(ValueError, match="do not apply"):
+            attribute(model, query, methods=[STEPS])
+        return
+    # TSA's own per-step account: three contiguous steps whose shares add up to the score the run gave
+    assert methods_for(model) == (*METHODS, STEPS)
+    found = attribute(model, query, methods=["occlusion", STEPS], window=4)
+    steps = found[STEPS]
+    assert steps.windows[0][0] == 0 and steps.windows[-1][1] == 16 and len(steps.windows) == 3
+    assert all(a[1] == b[0] for a, b in zip(steps.windows, steps.windows[1:]))
+    assert steps.score == pytest.approx(expected[0], rel=1e-5, abs=1e-5)
+    assert found["occlusion"].score == pytest.approx(expected[0], rel=1e-5, abs=1e-5)
+    assert steps.frame_values.sum() == pytest.approx(steps.window_values.sum(), rel=1e-9)
 
 
 @pytest.mark.slow

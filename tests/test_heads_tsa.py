@@ -113,6 +113,20 @@ def test_official_shapes() -> None:
         ).shape == (2,)
 
 
+def test_step_contributions_split_the_score_difference_over_the_steps() -> None:
+    """TSA's per-step account: three shares per pair that add up to ``relative_to``, with the query's own steps."""
+    torch.manual_seed(0)
+    tsa = TSA(num_windows=3, num_frames=24, feature_dim=64, num_heads=2).eval()
+    query, exemplar = _features(4, seed=2), _features(4, seed=3)
+    with torch.no_grad():
+        shares, transitions = tsa.step_contributions(query, exemplar)
+        delta = tsa.relative_to(query, exemplar, torch.zeros(4))
+        own = usable_transitions(predict_transitions(tsa.segment(query).probs), 24)
+    assert shares.shape == (4, 3) and torch.equal(transitions, own)
+    torch.testing.assert_close(shares.sum(dim=1), delta, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(shares[:, 0], shares[:, 2])  # the steps get their own shares, not a third each
+
+
 def _features(
     batch: int, windows: int = 3, dim: int = 64, hw: tuple[int, int] = (2, 2), seed: int = 0
 ) -> WindowFeatures:

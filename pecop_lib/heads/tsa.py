@@ -329,11 +329,11 @@ class TSA(nn.Module):
         b, d = maps.shape[:2]
         return tokens, maps.reshape(b, d, maps.shape[2], -1).permute(0, 2, 3, 1).reshape(b, -1, d)
 
-    def _delta(self, tokens_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
-        """Step-wise cross-attention of A's tokens to B's map tokens, then the score MLP: ``(B,)``."""
+    def _decoded(self, tokens_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
+        """Step-wise cross-attention of A's tokens to B's map tokens: decoded tokens ``(B, 3 fix, D)``, step-major."""
         per_step_q = tokens_a.shape[1] // NUM_STEPS
         per_step_kv = maps_b.shape[1] // NUM_STEPS
-        decoded = torch.cat(
+        return torch.cat(
             [
                 self.decoder(
                     tokens_a[:, i * per_step_q : (i + 1) * per_step_q],
@@ -343,7 +343,10 @@ class TSA(nn.Module):
             ],
             dim=1,
         )
-        return self.score(decoded).mean(dim=1)[:, 0]
+
+    def _delta(self, tokens_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
+        """The score MLP's mean over A's decoded tokens (:meth:`_decoded`): ``s_A - s_B`` ``(B,)``."""
+        return self.score(self._decoded(tokens_a, maps_b)).mean(dim=1)[:, 0]
 
     def pair(
         self,
@@ -401,6 +404,28 @@ class TSA(nn.Module):
         tokens_q, _ = self._steps(seg_q, predict_transitions(seg_q.probs))
         _, maps_e = self._steps(seg_e, predict_transitions(seg_e.probs))
         return self._delta(tokens_q, maps_e)
+
+    def step_contributions(
+        self, query: WindowFeatures, exemplar: WindowFeatures
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """TSA's own split of :meth:`relative_to` over the steps: each step's share of ``s_query - s_exemplar``.
+
+        The score difference is the mean of the score MLP over the 3 x ``fix_size`` decoded tokens, so step ``i``'s
+        share is the mean over its ``fix_size`` tokens divided by 3; the shares add up to :meth:`relative_to`'s value
+        (up to rounding). Each step's tokens read the query's frames of that step *through* PSNet, whose
+        convolutions run over the feature axis with the windows as channels, so a share is the head's account of
+        the step, not a causal attribution to its frames.
+
+        Returns:
+            Shares ``(P, 3)`` (take-off, flight, entry) and the query's usable transitions ``(P, 2)`` (clip frames:
+            the steps are ``[0, t1)``, ``[t1, t2)``, ``[t2, T)``).
+        """
+        seg_q, seg_e = self.segment(query), self.segment(exemplar)
+        transitions = usable_transitions(predict_transitions(seg_q.probs), self.num_frames)
+        tokens_q, _ = self._steps(seg_q, transitions)
+        _, maps_e = self._steps(seg_e, predict_transitions(seg_e.probs))
+        scores = self.score(self._decoded(tokens_q, maps_e))[..., 0]  # (P, 3 fix)
+        return scores.reshape(scores.shape[0], NUM_STEPS, -1).mean(dim=2) / NUM_STEPS, transitions
 
 
 # ------------------------------------------------------------------------------ the head's kind
