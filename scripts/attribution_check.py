@@ -31,14 +31,20 @@ from pecop_lib.finetune import load_exported
 from pecop_lib.finetune.scoring import split_queries
 
 
-def check_run(run: Path, world: Path, *, window: int, steps: int, permutations: int, seed: int) -> list[dict]:
-    """Localisation rows (per method and defect kind) of one run's honest export over its test videos."""
+def check_run(run: Path, world: Path, *, window: int, steps: int, permutations: int, seed: int,
+              limit: int = 0) -> list[dict]:
+    """Localisation rows (per method and defect kind) of one run's honest export over its test videos (with
+    ``limit``: the first ``limit`` with a defect and the first ``limit`` clean ones, in the split's order)."""
     model = load_exported(run)
     model.model.to("cpu")
     setting = model.setting
     root = world / setting.dataset
     queries = split_queries(model, root, "test")
     defects = defect_intervals(root, task=setting.task)
+    if limit:
+        faulty = [q.record_id for q in queries if defects.get(q.record_id)][:limit]
+        clean = [q.record_id for q in queries if not defects.get(q.record_id)][:limit]
+        queries = [q for q in queries if q.record_id in {*faulty, *clean}]
     found: dict[str, list] = {m: [] for m in methods_for(model)}
     started = time.perf_counter()
     for query in queries:
@@ -54,7 +60,7 @@ def check_run(run: Path, world: Path, *, window: int, steps: int, permutations: 
         intervals = [[(d.start, d.end) for d in own[i] if kind == "all" or d.kind == kind] for i in keep]
         for method, attributions in found.items():
             rows.append({"run": str(run), "setting": setting.label, "method": method, "kind": kind,
-                         "test_videos": len(queries), "epoch": model.card["epoch"], "test_rho": model.card["test_rho"],
+                         "test_videos": len(queries), "limit": limit, "epoch": model.card["epoch"], "test_rho": model.card["test_rho"],
                          "seconds_per_video": round(seconds / len(queries), 2),
                          **localisation([attributions[i] for i in keep], intervals, permutations=permutations,
                                         seed=seed)})
@@ -69,16 +75,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps")
     parser.add_argument("--permutations", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0, help="seed of the permutation draws")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="at most this many test videos with a defect and as many clean ones (0: every one)")
     parser.add_argument("--out", default="reports/attribution-course")
     parser.add_argument("--name", default="summary", help="file stem of the record")
     args = parser.parse_args()
     rows = [row for run in args.runs
             for row in check_run(Path(run), Path(args.world), window=args.window, steps=args.steps,
-                                 permutations=args.permutations, seed=args.seed)]
+                                 permutations=args.permutations, seed=args.seed, limit=args.limit)]
     out = Path(args.out)
-    atomic_write_json(out / f"{args.name}.json", {"window": args.window, "steps": args.steps,
+    atomic_write_json(out / f"{args.name}.json", {"window": args.window, "steps": args.steps, "limit": args.limit,
                                                   "permutations": args.permutations, "rows": rows})
-    lines = ["| setting | method | defect | faulty / clean videos | worst window on a defect | random window (p) | "
+    lines = ["| setting | method | defect | faulty / clean test videos | worst window on a defect | random window (p) | "
              "clean videos, same place (p) | test rho |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['method']} | {r['kind']} | {r['videos']} / {r['clean_videos']} | {r['rate']:.2f} | "
               f"{r['random_rate']:.2f} ({r['p_value']:.4f}) | {r['clean_rate']:.2f} ({r['clean_p_value']:.4f}) | "

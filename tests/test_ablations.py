@@ -14,7 +14,7 @@ import pytest
 import pecop_lib
 from pecop_lib.config import ConfigError
 from pecop_lib.eval import fisher_z_mean
-from pecop_lib.finetune import Setting
+from pecop_lib.finetune import EXPORT_DIR, Setting
 from pecop_lib.finetune.runs import result_to_json
 from pecop_lib.paper import FIG5_TASKS
 from pecop_lib.studies import explorer, tables
@@ -318,6 +318,7 @@ def test_run_ablation_trains_once_then_loads(tmp_path_factory, tmp_path, monkeyp
     assert [r.cached for r in first] == [False, False] and all(r.error is None for r in first)
     for r in first:
         assert (r.run_dir / "result.json").is_file()
+        assert not (r.run_dir / EXPORT_DIR).exists()  # a study's grid keeps results, not exported models
         assert r.run_dir.is_relative_to(tmp_path / "cache" / "ablations")
         assert f"seed{r.run.seed}" in r.run_dir.parts and r.run.strategy in r.run_dir.parts
         assert len(r.result.epochs) == 1  # ablation_finetune_epochs of the smoke preset

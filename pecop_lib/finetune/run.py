@@ -70,6 +70,7 @@ def finetune(
     run_dir: str | os.PathLike[str] | None = None,
     run: RunContext = RunContext(),
     feature_store: FeatureStore | bool = True,
+    export: bool = True,
 ) -> FinetuneResult:
     """Fine-tune a backbone and a head on one setting, evaluating every epoch.
 
@@ -93,6 +94,8 @@ def finetune(
             splits are computed once and kept on disk (:class:`~pecop_lib.heads.FeatureStore`,
             keyed by the backbone's state and the data): ``True`` uses the cache folder, a
             store uses its folder, ``False`` encodes the videos at every evaluation.
+        export: With ``run_dir``, write the exported models (``run_dir/export``,
+            :func:`~pecop_lib.finetune.export.run_exporter`); ``False`` for runs nobody scores with (a study's grid).
 
     Returns:
         The :class:`FinetuneResult` (also written to ``run_dir/evaluation.json``).
@@ -160,7 +163,7 @@ def finetune(
                            autocast_dtype(precision, context.device), min(DISTRIBUTION_SAMPLES, len(test_true)),
                            store=store, split_at=len(test_true))
     exporter = None
-    if folder is not None and context.is_main:
+    if folder is not None and export and context.is_main:
         exporter = run_exporter(folder / EXPORT_DIR, model, setting, data, options, train_idx, values, evaluator,
                                 backbone_label=backbone_label, seed=seed,
                                 amp_dtype=autocast_dtype(precision, context.device), validation=bool(val_idx))

@@ -133,6 +133,7 @@ def run_settings(
     clip_frames: int | None,
     run: RunContext = RunContext(resume=True),
     keep_checkpoints: bool = False,
+    export: bool = True,
 ) -> dict[str, list[FinetuneResult]]:
     """Fine-tune every backbone on every setting (see the module docstring).
 
@@ -147,20 +148,22 @@ def run_settings(
             unfinished ones (see the module docstring).
         keep_checkpoints: Keep the trainer's checkpoints of finished runs (``False``, the default, deletes them,
             keeping ``evaluation.json``, ``result.json``, the exported models and the trainer's metrics).
+        export: Write each run's exported models (:func:`~pecop_lib.finetune.finetune`).
 
     Returns:
         ``{label: [result per setting]}``.
     """
     store = ArtifactStore(Path(out))
     return {label: [_load_or_train(store, setting, label, factory, Path(data_root), options, crop=crop,
-                                   clip_frames=clip_frames, run=run, keep_checkpoints=keep_checkpoints)
+                                   clip_frames=clip_frames, run=run, keep_checkpoints=keep_checkpoints,
+                                   export=export)
                     for setting in settings]
             for label, factory in backbones.items()}
 
 
 def _load_or_train(store: ArtifactStore, setting: Setting, label: str, factory: BackboneFactory, data_root: Path,
                    options: FinetuneOptions, *, crop: int, clip_frames: int | None, run: RunContext,
-                   keep_checkpoints: bool) -> FinetuneResult:
+                   keep_checkpoints: bool, export: bool) -> FinetuneResult:
     """One run of :func:`run_settings`: loaded when finished for the same request (and ``run.resume``), else trained."""
     run_dir = run_folder(store.root, label, setting)
     request = run_request(setting, label, options, seed=run.seed, crop=crop, clip_frames=clip_frames)
@@ -171,7 +174,7 @@ def _load_or_train(store: ArtifactStore, setting: Setting, label: str, factory: 
         data = open_finetune_data(data_root / setting.dataset, setting, crop=crop, clip_frames=clip_frames,
                                   seed=run.seed, resize=options.resize)
         result = finetune(factory(setting), setting, data, options, backbone_label=label, run_dir=run_dir,
-                          run=run.but(resume=resume))
+                          run=run.but(resume=resume), export=export)
         if context.is_main:
             atomic_write_json(done, result_to_json(result, request))
             if not keep_checkpoints and (run_dir / CHECKPOINT_DIR).is_dir():

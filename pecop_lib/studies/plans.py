@@ -338,7 +338,7 @@ def _run_one(cfg: Config, run: AblationRun, options: FinetuneOptions, targets: P
         result = run_settings(
             [run.setting], {run.strategy: lambda _s: artifact.build()}, targets, options, out=folder,
             crop=cfg.data_crop_size, clip_frames=clip_frames, run=execution.but(seed=run.seed, resume=True),
-            keep_checkpoints=False,
+            keep_checkpoints=False, export=False,  # a grid of dozens of runs: exports would be most of the cache
         )[run.strategy][0]
     except NonFiniteLossError as exc:
         return AblationResult(run, None, _pretrain_record(artifact), run_dir, False, f"fine-tuning: {exc}")
