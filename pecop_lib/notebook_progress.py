@@ -18,14 +18,13 @@ if TYPE_CHECKING:
 MANIFEST_FILE = "manifest.json"
 
 EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {"00": 8, "01": 14, "02": 10, "03": 17, "04": 35, "05": 20, "06": 34, "07": 60, "08": 21, "09": 30},
-    "course": {"00": 10, "01": 119, "02": 17, "03": 600, "04": 199, "05": 67, "06": 329, "07": 1002, "08": 65, "09": 150},
+    "smoke": {"00": 10, "01": 17, "02": 12, "03": 20, "04": 45, "05": 23, "06": 40, "07": 64, "08": 26, "09": 28},
+    "course": {"00": 9, "01": 109, "02": 12, "03": 544, "04": 182, "05": 59, "06": 315, "07": 971, "08": 71, "09": 78},
 }
 """Expected wall seconds per preset and two-digit notebook number on a 2-core CPU: the time-left
 estimate for notebooks that did not finish in the output folder's previous run of the same preset
 (see :func:`expected_seconds`). Measured from empty caches on the 2-core development machine, nothing
-else running: the record of docs/course.md section 16 (reports/course-cpu/); notebook 09's are estimates from its
-runs alone (smoke 32 s; course: section 17), until a record includes it."""
+else running: the record of docs/course.md section 18 (reports/course-cpu/, commit 0c114e4)."""
 
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)(?:\s+#+)?\s*$", re.MULTILINE)
 _HEADING_NUMBER = re.compile(r"^\d{1,2}\s*[·.:)\-–—]\s*")
