@@ -46,9 +46,8 @@ from pecop_lib.finetune.export import ExportedModel, load_exported
 from pecop_lib.finetune.scoring import (
     VideoQuery,
     exemplar_draw,
+    record_query,
     records_by_path,
-    run_splits,
-    split_queries,
     video_query,
 )
 from pecop_lib.heads import USDLSpec, WindowFeatures, combine_paths, encode_windows
@@ -130,6 +129,12 @@ def methods_for(exported: ExportedModel) -> tuple[str, ...]:
     return METHODS + ((STEPS,) if exported.model.kind.steps else ())
 
 
+def _final_scale(exported: ExportedModel, query: VideoQuery) -> float:
+    """The factor from the head's regressed value to its final score for ``query`` (CoRe: the difficulty, else 1)."""
+    kind = exported.model.kind
+    return float(kind.final_scores(np.ones(1), [query], exported.card["head"]["build"]["dataset_key"])[0])
+
+
 def _exemplar_bank(exported: ExportedModel, query: VideoQuery,
                    device: torch.device) -> tuple[WindowFeatures, torch.Tensor]:
     """The exemplars ``query`` is scored against (the card's draw): features ``(E, ...)`` and scores ``(E,)``."""
@@ -162,8 +167,7 @@ def score_function(exported: ExportedModel, query: VideoQuery) -> ScoreFn:
     key = card["head"]["build"]["dataset_key"]
     device = next(model.parameters()).device
     difficulty = 1.0 if query.difficulty is None else float(query.difficulty)
-    # the head's final score is its regressed value times a per-video scale (CoRe: the difficulty, else 1)
-    scale = float(kind.final_scores(np.ones(1), [query], key)[0])
+    scale = _final_scale(exported, query)
     if not kind.pairs:
         spec = kind.distribution_spec(key)
 
@@ -237,7 +241,7 @@ def step_attribution(exported: ExportedModel, query: VideoQuery) -> Attribution:
         raise ValueError(f"{kind.display} does not segment steps: per-step attribution is TSA's; use {METHODS}")
     device = next(model.parameters()).device
     model.eval()
-    scale = float(kind.final_scores(np.ones(1), [query], exported.card["head"]["build"]["dataset_key"])[0])
+    scale = _final_scale(exported, query)
     bank, s_bank = _exemplar_bank(exported, query, device)
     with torch.no_grad():
         feats = encode_windows(model.backbone, query.clip[None].to(device), exported.windowing, maps=True)
@@ -325,12 +329,7 @@ def explain(model: str | os.PathLike[str] | ExportedModel, video: str | os.PathL
     if record is not None:
         if data_root is None:
             raise ValueError(f"record {record!r} needs data_root, the run's dataset folder")
-        data = run_splits(exported, data_root)
-        found = [q for split in ("test", "train") for q in split_queries(exported, data_root, split, data=data)
-                 if q.record_id == record]
-        if not found:
-            raise ValueError(f"{data_root} has no record {record!r} for {exported.setting.label}")
-        query = found[0]
+        query = record_query(exported, data_root, record)
     else:
         records = records_by_path(exported, data_root) if data_root is not None else None
         query = video_query(exported, video, info=info, defaults=defaults, records=records)  # type: ignore[arg-type]

@@ -114,9 +114,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ablation_protocol": "honest",
         "ablation_metric": "execution",
         "ablation_finetune_epochs": 0,
-        # notebook 09 attributes 4 videos per head (about 8 s per video and head at 16 IG steps, half at 8); the
-        # measurement over every test video with a known defect is scripts/attribution_check.py's (docs/course.md,
-        # section 17)
+        # notebook 09 attributes 4 videos with a known defect and 4 clean ones per head (2.5-4 s per video and head
+        # for both methods; benchmarks/bench_attribution.py); the measurement over every test video is
+        # scripts/attribution_check.py's (docs/course.md, sections 17-18)
         "explain_videos": 4,
         "explain_ig_steps": 8,
     },

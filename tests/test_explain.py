@@ -130,3 +130,13 @@ def test_pecop_explain_writes_the_timeline_and_the_values(tmp_path_factory, tmp_
         assert len(entry["window_values"]) == len(entry["windows"]) == 4 and len(entry["frame_values"]) == 16
         assert np.isfinite(entry["window_values"]).all() and entry["spans"][0][0] == entry["positions"][0]
     assert (tmp_path / "explain" / "figures" / f"{video.stem}-attribution.png").is_file()
+    # the same video named by its record id, read as the run read it: the same values
+    record = data.test.records[0].id
+    common = ["--model", str(tmp_path / "run"), "--data-root", str(world[setting.dataset]), "--window", "4",
+              "--steps", "8", "--out", str(tmp_path / "by-record"), "--device", "cpu"]
+    assert main(["explain", "--record", record, *common]) == 0
+    by_record = json.loads((tmp_path / "by-record" / f"{record.replace('/', '_')}-attribution.json").read_text())
+    for method in ("occlusion", "integrated_gradients"):
+        np.testing.assert_allclose(by_record["methods"][method]["window_values"],
+                                   values["methods"][method]["window_values"], rtol=1e-4, atol=1e-6)
+    assert main(["explain", "--record", "no-such-record", *common]) == 2

@@ -148,7 +148,7 @@ def records_by_path(exported: ExportedModel, data_root: str | os.PathLike[str], 
                     data: Any = None) -> dict[Path, list[tuple[Any, int]]]:
     """``media path -> [(split dataset, index), ...]`` of the run's dataset (several where records are spans of one
     video, as MTL-AQA's dives of one event); ``data``: :func:`run_splits` already opened."""
-    data = data or run_splits(exported, data_root)
+    data = run_splits(exported, data_root) if data is None else data
     found: dict[Path, list[tuple[Any, int]]] = {}
     for dataset in (data.test, data.reference):  # a path in both splits is read as the test reads it
         for i in range(len(dataset)):
@@ -171,9 +171,24 @@ def split_queries(exported: ExportedModel, data_root: str | os.PathLike[str], sp
     """
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
-    data = data or run_splits(exported, data_root)
+    data = run_splits(exported, data_root) if data is None else data
     dataset = data.test if split == "test" else data.reference
     return [_record_query(dataset, i, dataset.records[i].id) for i in range(len(dataset))]
+
+
+def record_query(exported: ExportedModel, data_root: str | os.PathLike[str], record_id: str) -> VideoQuery:
+    """One record of the run's dataset by id (its test split first, then its training split), read as the run
+    read it; only that record's clip is decoded.
+
+    Raises:
+        ValueError: If neither split has the record.
+    """
+    data = run_splits(exported, data_root)
+    for dataset in (data.test, data.reference):
+        for i, record in enumerate(dataset.records):
+            if record.id == record_id:
+                return _record_query(dataset, i, record_id)
+    raise ValueError(f"{data_root} has no record {record_id!r} for {exported.setting.label}")
 
 
 def _raw_clip(exported: ExportedModel, path: Path) -> tuple[torch.Tensor, np.ndarray]:
